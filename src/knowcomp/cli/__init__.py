@@ -1,0 +1,1 @@
+"""The `knowcomp` command line."""

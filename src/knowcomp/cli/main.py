@@ -1,0 +1,54 @@
+"""Entry point: one click group, each sub-command in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from knowcomp import __version__
+from knowcomp.errors import KnowcompError
+
+
+class _Group(click.Group):
+    """A click group that turns `KnowcompError` into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except KnowcompError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: results written so far are kept", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="knowcomp")
+def cli() -> None:
+    """knowcomp: how much of a language model's knowledge survives compression.
+
+    MODEL arguments accept a Hugging Face id, a local folder, a .gguf file, a folder written
+    by `knowcomp compress`, or a short name (smollm2-135m, minilm-l6).
+    """
+
+
+def _register() -> None:
+    from knowcomp.cli import compress_cmd, data_cmd, modules_cmd
+
+    cli.add_command(modules_cmd.modules)
+    cli.add_command(modules_cmd.methods)
+    cli.add_command(compress_cmd.compress)
+    cli.add_command(data_cmd.data)
+
+
+_register()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Apply recipes to a loaded model, and restore exactly the touched tensors afterwards.
+
+A sweep over levels loads the model once: before each recipe the session keeps a copy of every
+weight it is about to prune and every module it is about to replace, and `restore()` puts them
+back. Nothing else in the model is copied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from knowcomp.compress.recipe import Recipe, Step
+from knowcomp.compress.registry import PruneMethod, QuantMethod
+from knowcomp.compress.report import CompressionReport, LayerBaseline, build_report
+from knowcomp.errors import RecipeError
+from knowcomp.models.loading import LoadedModel
+from knowcomp.modules.groups import LinearLayer, classify_linear_layers, resolve_group
+from knowcomp.modules.layers import float_weight_out_in
+
+
+@dataclass
+class PlannedStep:
+    step: Step
+    layers: list[LinearLayer]
+
+
+@dataclass
+class _Undo:
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    modules: list[tuple[str, nn.Module]] = field(default_factory=list)
+    untied_head: tuple[str, nn.Parameter, bool] | None = None
+
+
+class CompressionSession:
+    """Compress one loaded model with recipe after recipe, restoring it in between."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.layers = classify_linear_layers(self.model, loaded.family)
+        self._modules = dict(self.model.named_modules())
+        self.baseline = {
+            layer.name: LayerBaseline.of(self._modules[layer.name]) for layer in self.layers
+        }
+        self.quant_bits: dict[str, int] = {}
+        self._undo = _Undo()
+
+    # -- planning: everything that can fail does so here, before any weight changes --------
+    def plan(self, recipe: Recipe) -> list[PlannedStep]:
+        planned, quantized_by = [], {}
+        for i, step in enumerate(recipe.steps, 1):
+            layers = resolve_group(self.layers, step.group, model_name=self._describe_model())
+            for layer in layers:
+                if layer.name in quantized_by:
+                    raise RecipeError(
+                        f"recipe step {i} ({step.group}) touches {layer.name}, which step "
+                        f"{quantized_by[layer.name]} already quantized; prune first, then quantize"
+                    )
+            if isinstance(step.method, QuantMethod):
+                quantized_by.update({layer.name: i for layer in layers})
+            planned.append(PlannedStep(step, layers))
+        return planned
+
+    def _describe_model(self) -> str:
+        return f"{self.loaded.name} (a {self.loaded.family.value} model)"
+
+    # -- applying ---------------------------------------------------------------------------
+    def apply(self, recipe: Recipe, *, seed: int = 0) -> CompressionReport:
+        """Compress in place (after restoring any earlier recipe) and report what changed."""
+        planned = self.plan(recipe)
+        self.restore()
+        notes = []
+        if any(layer.role == "final_layer" for p in planned for layer in p.layers):
+            note = self._untie_head()
+            if note:
+                notes.append(note)
+        with torch.no_grad():
+            for p in planned:
+                if isinstance(p.step.method, PruneMethod):
+                    self._prune(p, seed)
+                else:
+                    self._quantize(p)
+        return build_report(
+            self.model,
+            recipe,
+            planned,
+            self.baseline,
+            self.quant_bits,
+            seed=seed,
+            notes=notes,
+            model_name=self.loaded.spec,
+            family=self.loaded.family.value,
+        )
+
+    def _prune(self, p: PlannedStep, seed: int) -> None:
+        weights = []
+        for layer in p.layers:
+            module = self._modules[layer.name]
+            if layer.name not in self._undo.weights:
+                self._undo.weights[layer.name] = module.weight.detach().clone()
+            weights.append(float_weight_out_in(module))
+        p.step.method.prune(weights, seed)
+
+    def _quantize(self, p: PlannedStep) -> None:
+        method: QuantMethod = p.step.method
+        for layer in p.layers:
+            original = self._modules[layer.name]
+            replacement = method.quantize(original)
+            self._set_module(layer.name, replacement)
+            self._undo.modules.append((layer.name, original))
+            self.quant_bits[layer.name] = method.weight_bits()
+
+    def _set_module(self, name: str, module: nn.Module) -> None:
+        parent_name, _, attr = name.rpartition(".")
+        parent = self.model.get_submodule(parent_name) if parent_name else self.model
+        setattr(parent, attr, module)
+        self._modules[name] = module
+
+    def _untie_head(self) -> str | None:
+        """Give the LM head its own weight if it shares the input embeddings' tensor."""
+        head = self.model.get_output_embeddings()
+        embeddings = self.model.get_input_embeddings()
+        if head is None or embeddings is None or head.weight is not embeddings.weight:
+            return None
+        name = next(n for n, m in self._modules.items() if m is head)
+        config = self.model.config
+        self._undo.untied_head = (name, head.weight, bool(config.tie_word_embeddings))
+        head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+        config.tie_word_embeddings = False
+        return (
+            f"the final layer ({name}) was tied to the input embeddings; it was untied first, "
+            "so the embeddings are unchanged"
+        )
+
+    # -- restoring --------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Undo the last recipe: original modules back, original weights copied back, re-tie."""
+        undo = self._undo
+        for name, module in reversed(undo.modules):
+            self._set_module(name, module)
+        with torch.no_grad():
+            for name, saved in undo.weights.items():
+                self._modules[name].weight.copy_(saved)
+        if undo.untied_head is not None:
+            name, shared, tied = undo.untied_head
+            self._modules[name].weight = shared
+            self.model.config.tie_word_embeddings = tied
+        self.quant_bits = {}
+        self._undo = _Undo()
