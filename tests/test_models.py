@@ -54,7 +54,7 @@ def _save_tiny_with_tokenizer(loaded, folder):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {f"w{i}": i for i in range(120)} | {"[UNK]": 0}
+    vocab = {"[UNK]": 0} | {f"w{i}": i for i in range(1, 120)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(

@@ -8,12 +8,7 @@ import click
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console, human_bytes
-from knowcomp.compress import CompressionSession, parse_recipe
-from knowcomp.compress.drift import output_drift, probe_logits
-from knowcomp.compress.report import CompressionReport
 from knowcomp.errors import KnowcompError
-from knowcomp.models import load_model
-from knowcomp.models.sources import resolve
 
 EXAMPLE = "prune:l1_unstructured:overall:0.2,quant:dynamic_int8:all_linear"
 
@@ -40,6 +35,12 @@ def compress(
     compressed layout (sparse mask + non-zeros). With --out, the model is saved (pruned models
     load with plain transformers, quantized ones with knowcomp) with knowcomp.json beside it.
     """
+
+    from knowcomp.compress import CompressionSession, parse_recipe
+    from knowcomp.compress.drift import output_drift, probe_logits
+    from knowcomp.models import load_model
+    from knowcomp.models.sources import resolve
+
     parsed = parse_recipe(recipe)  # every check that needs no model happens before loading
     resolve(model)
     if out is not None:
@@ -89,7 +90,7 @@ def _check_out_dir(out: Path, force: bool) -> None:
         ) from None
 
 
-def _print_report(report: CompressionReport, load_notes: list[str]) -> None:
+def _print_report(report, load_notes: list[str]) -> None:
     console.print(f"[bold]{report.model}[/] ({report.family}), seed {report.seed}: {report.recipe}")
     table = Table(
         caption="Sizes of the linear layers: Before = dense float; Dense = after, dense at the "

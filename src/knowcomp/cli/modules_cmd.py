@@ -9,10 +9,6 @@ import click
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console, human_count
-from knowcomp.compress.registry import METHODS, _load_builtin_methods
-from knowcomp.models import load_model
-from knowcomp.modules.groups import GROUP_DESCRIPTIONS, classify_linear_layers
-from knowcomp.modules.table import group_rows, summarize_names, total_trainable
 
 
 @click.command()
@@ -26,6 +22,10 @@ def modules(model: str, full_names: bool, as_json: bool) -> None:
     layer, total trainable); indented rows break attention down and show linear layers outside
     the blocks, which `overall` includes.
     """
+    from knowcomp.models import load_model
+    from knowcomp.modules.groups import classify_linear_layers
+    from knowcomp.modules.table import group_rows, summarize_names, total_trainable
+
     with err_console.status(f"loading {model}"):
         loaded = load_model(model)
     layers = classify_linear_layers(loaded.model, loaded.family)
@@ -87,7 +87,10 @@ def _head_is_tied(model) -> bool:
 @click.command()
 def methods() -> None:
     """List the compression methods with their options, and the module groups."""
-    _load_builtin_methods()
+    from knowcomp.compress.registry import METHODS, load_builtin_methods
+    from knowcomp.modules.groups import GROUP_DESCRIPTIONS
+
+    load_builtin_methods()
     table = Table(title="Compression methods", title_justify="left")
     for col in ("Method", "Kind", "Options (default)", "What it does"):
         table.add_column(col)

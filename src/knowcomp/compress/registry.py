@@ -73,7 +73,7 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def get_method(name: str) -> type[Method]:
-    _load_builtin_methods()
+    load_builtin_methods()
     if name not in METHODS:
         raise RecipeError(
             f"unknown compression method '{name}'; choose one of: {', '.join(sorted(METHODS))}"
@@ -139,5 +139,5 @@ def _coerce(method: str, key: str, hint: Any, raw: Any) -> Any:
         ) from None
 
 
-def _load_builtin_methods() -> None:
+def load_builtin_methods() -> None:
     from knowcomp.compress import pruning, quantization  # noqa: F401  (registers methods)
