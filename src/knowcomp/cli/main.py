@@ -35,12 +35,14 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from knowcomp.cli import compress_cmd, data_cmd, modules_cmd
+    from knowcomp.cli import compress_cmd, data_cmd, eval_cmd, modules_cmd
 
     cli.add_command(modules_cmd.modules)
     cli.add_command(modules_cmd.methods)
     cli.add_command(compress_cmd.compress)
     cli.add_command(data_cmd.data)
+    cli.add_command(eval_cmd.eval_)
+    cli.add_command(eval_cmd.probes_)
 
 
 _register()

@@ -1,0 +1,136 @@
+"""`knowcomp eval`: run knowledge probes on a model (optionally compressed first)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from knowcomp.cli.format import console, err_console
+
+COLUMNS = (
+    ("p@1_macro", "P@1 macro"),
+    ("p@1_micro", "P@1 micro"),
+    ("p@10_micro", "P@10 micro"),
+    ("mrr_micro", "MRR micro"),
+    ("acc", "acc"),
+    ("acc_norm", "acc_norm"),
+    ("majority", "majority"),
+)
+
+
+@click.command("eval")
+@click.argument("model")
+@click.option("--probes", "-p", required=True, help="Comma-separated probes, e.g. lama-trex,piqa.")
+@click.option("--limit", type=click.IntRange(min=1), help="Items per relation (LAMA) or per task.")
+@click.option("--seed", default=0, show_default=True, help="Which --limit subset (fixed per seed).")
+@click.option("--recipe", "-r", help="Compress with this recipe first (see `knowcomp methods`).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory to read.")
+@click.option(
+    "--skip-malformed", is_flag=True, help="Skip malformed data lines instead of failing."
+)
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Write results (JSON).")
+def eval_(
+    model: str,
+    probes: str,
+    limit: int | None,
+    seed: int,
+    recipe: str | None,
+    data_dir: Path | None,
+    skip_malformed: bool,
+    out: Path | None,
+) -> None:
+    """Measure what MODEL knows with knowledge probes, and print a results table.
+
+    Probes: `knowcomp probes` lists them. With --recipe, the model is compressed first and the
+    table shows the compressed model's scores.
+    """
+    from knowcomp.compress import CompressionSession, parse_recipe
+    from knowcomp.models import load_model
+    from knowcomp.models.sources import resolve
+    from knowcomp.probes.base import RunOptions
+    from knowcomp.probes.registry import parse_probe_list
+
+    chosen = parse_probe_list(probes)
+    parsed = parse_recipe(recipe) if recipe else None
+    resolve(model)
+    base = RunOptions(limit=limit, seed=seed, data_dir=data_dir, skip_malformed=skip_malformed)
+    totals = [p.count(base) for p in chosen]  # reads the data: a missing dataset fails here
+    with err_console.status(f"loading {model}"):
+        loaded = load_model(model)
+    if parsed is not None:
+        report = CompressionSession(loaded).apply(parsed, seed=seed)
+        console.print(f"compressed with {report.recipe}: sparsity {report.total.sparsity:.2%}")
+    results = []
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=err_console, transient=True,
+    ) as bar:  # fmt: skip
+        for probe, total in zip(chosen, totals, strict=True):
+            task = bar.add_task(probe.name, total=total)
+            options = RunOptions(
+                **{**base.__dict__, "progress": lambda n, t=task: bar.advance(t, n)}
+            )
+            results.append(probe.run(loaded, options))
+    _print_table(model, results)
+    if out is not None:
+        _write_json_atomically(out, {"model": model, "recipe": recipe,
+                                     "results": [r.to_dict() for r in results]})  # fmt: skip
+        console.print(f"results written to {out}")
+
+
+def _print_table(model: str, results) -> None:
+    used = [(key, label) for key, label in COLUMNS if any(key in r.metrics for r in results)]
+    table = Table(title=f"{model}", title_justify="left")
+    table.add_column("Probe")
+    table.add_column("Scored", justify="right")
+    for _, label in used:
+        table.add_column(label, justify="right")
+    table.add_column("Seconds", justify="right")
+    for r in results:
+        items = r.counts.get("facts", r.counts.get("items", 0))
+        cells = [_fmt(r.metrics.get(key)) for key, _ in used]
+        table.add_row(r.probe, f"{r.counts.get('scored', 0)}/{items}", *cells, f"{r.seconds:.1f}")
+    console.print(table)
+    for r in results:
+        for note in r.notes:
+            console.print(f"[yellow]note:[/] {r.probe}: {note}")
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.3f}"
+
+
+def _write_json_atomically(path: Path, payload: dict) -> None:
+    """A crash or Ctrl-C leaves either the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=1)
+    os.replace(tmp, path)
+
+
+@click.command("probes")
+def probes_() -> None:
+    """List the knowledge probes."""
+    from knowcomp.data import check_dataset
+    from knowcomp.probes.registry import PROBES, load_builtin_probes
+
+    load_builtin_probes()
+    table = Table(title="Knowledge probes", title_justify="left")
+    for col in ("Probe", "Category", "Data", "What it measures"):
+        table.add_column(col)
+    for name, cls in sorted(PROBES.items()):
+        present = check_dataset(cls.dataset).present
+        table.add_row(
+            name, cls.category, "present" if present else "[yellow]missing[/]", cls.summary
+        )
+    console.print(table)

@@ -1,0 +1,58 @@
+"""What a probe is and what it returns."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from knowcomp.models.loading import LoadedModel
+
+
+@dataclass
+class ProbeResult:
+    """Scores of one probe on one model, with every item's record for per-fact analysis."""
+
+    probe: str
+    category: str
+    metrics: dict[str, float]
+    counts: dict[str, int]
+    records: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self, *, with_records: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        if not with_records:
+            data.pop("records")
+        return data
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Options every probe understands."""
+
+    limit: int | None = None  # items per relation (LAMA) or per task
+    seed: int = 0  # which `limit` items: the same seed takes the same subset
+    data_dir: Path | None = None
+    skip_malformed: bool = False
+    max_tokens: int = 8192  # padded tokens per batch
+    progress: Any = None  # callable(n_done) or None
+
+
+class Probe(ABC):
+    """A knowledge probe: reads its dataset, scores a model, returns a `ProbeResult`."""
+
+    name: ClassVar[str]
+    category: ClassVar[str]
+    dataset: ClassVar[str]
+    summary: ClassVar[str]
+
+    @abstractmethod
+    def count(self, options: RunOptions) -> int:
+        """How many items a run with these options will score (for progress bars)."""
+
+    @abstractmethod
+    def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult: ...

@@ -1,0 +1,105 @@
+"""Turn a cloze item into an engine request for each model family.
+
+- encoder (masked LM): the slot becomes the tokenizer's own mask token; score that position.
+- encoder-decoder: the slot becomes the first T5-style sentinel (`<extra_id_0>`); the decoder
+  is fed `[start, sentinel]` and the token after the sentinel is scored.
+- decoder: the text up to the slot is the context; the next token is scored.
+
+The object must be one token for the model, read as lm-evaluation-harness splits a pair: the
+tokens of `context + " " + object` after the tokens of `context`. Items whose object is several
+tokens are counted as `multi_token` and left out of every metric alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from knowcomp.errors import KnowcompError
+from knowcomp.models.family import Family
+from knowcomp.probes.engine import Request
+from knowcomp.probes.lama.items import SLOT, ClozeItem
+
+SENTINEL = "<extra_id_0>"
+
+
+def _ids(tokenizer: Any, text: str, special: bool = False) -> list[int]:
+    return tokenizer(text, add_special_tokens=special)["input_ids"]
+
+
+def object_tokens(tokenizer: Any, context: str, obj: str) -> list[int]:
+    """Tokens of `obj` as they follow `context` (lm-evaluation-harness's pair split)."""
+    context = context.rstrip()
+    if not context:
+        return _ids(tokenizer, obj)
+    context_ids = _ids(tokenizer, context)
+    whole = _ids(tokenizer, f"{context} {obj}")
+    if whole[: len(context_ids)] != context_ids:  # the object changed the context's tokens
+        return _ids(tokenizer, f" {obj}")
+    return whole[len(context_ids) :]
+
+
+@dataclass(frozen=True)
+class ClozeBuilder:
+    """Builds requests for one model; raises at construction if the family cannot be probed."""
+
+    tokenizer: Any
+    family: Family
+    model_name: str = "model"
+
+    def __post_init__(self) -> None:
+        if self.family is Family.ENCODER and self.tokenizer.mask_token_id is None:
+            raise KnowcompError(
+                f"{self.model_name} is an encoder whose tokenizer has no mask token; "
+                "LAMA probes need a masked-LM tokenizer"
+            )
+        if self.family is Family.ENCODER_DECODER and self._sentinel_id() is None:
+            raise KnowcompError(
+                f"{self.model_name} is an encoder-decoder model without the T5-style sentinel "
+                f"{SENTINEL}; LAMA probes support T5-style span filling for this family"
+            )
+
+    def _sentinel_id(self) -> int | None:
+        vocab = self.tokenizer.get_vocab()
+        return vocab.get(SENTINEL)
+
+    def build(self, item: ClozeItem) -> Request | str:
+        """A request, or the reason the item cannot be scored (`multi_token`, `no_slot`...)."""
+        if item.problem:
+            return item.problem
+        left, right = item.text.split(SLOT)
+        obj = object_tokens(self.tokenizer, left, item.obj)
+        if len(obj) != 1:
+            return "multi_token"
+        if self.family is Family.ENCODER:
+            return self._masked(left, right, obj[0])
+        if self.family is Family.ENCODER_DECODER:
+            return self._sentinel(left, right, obj[0])
+        return self._next_token(left, obj[0])
+
+    def _masked(self, left: str, right: str, target: int) -> Request | str:
+        ids = _ids(self.tokenizer, f"{left}{self.tokenizer.mask_token}{right}", special=True)
+        mask_id = self.tokenizer.mask_token_id
+        if ids.count(mask_id) != 1:
+            return "mask_lost"
+        return Request(tuple(ids), (ids.index(mask_id),), (target,))
+
+    def _sentinel(self, left: str, right: str, target: int) -> Request:
+        ids = _ids(self.tokenizer, f"{left}{SENTINEL}{right}", special=True)
+        start = self._decoder_start()
+        return Request(tuple(ids), (1,), (target,), decoder_ids=(start, self._sentinel_id()))
+
+    def _decoder_start(self) -> int:
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
+            if candidate is not None:
+                return candidate
+        return 0
+
+    def _next_token(self, left: str, target: int) -> Request | str:
+        context = _ids(self.tokenizer, left.rstrip())
+        if not context:  # slot first: condition on end-of-text, as lm-evaluation-harness does
+            eos = self.tokenizer.eos_token_id
+            if eos is None:
+                return "no_context"
+            context = [eos]
+        return Request(tuple(context), (len(context) - 1,), (target,))

@@ -1,0 +1,137 @@
+"""The registered LAMA probes."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from knowcomp.errors import DataError
+from knowcomp.models.loading import LoadedModel
+from knowcomp.probes import engine
+from knowcomp.probes.base import Probe, ProbeResult, RunOptions
+from knowcomp.probes.lama import items as lama_items
+from knowcomp.probes.lama.cloze import ClozeBuilder
+from knowcomp.probes.lama.metrics import aggregate, fact_scores
+from knowcomp.probes.registry import register
+from knowcomp.probes.sampling import take
+
+Loader = Callable[[Path | None, bool], lama_items.Relations]
+
+
+class LamaProbe(Probe):
+    """Score each fact's object among the whole vocabulary at the slot."""
+
+    category = "world_knowledge"
+    loader: ClassVar[Loader]
+
+    def _relations(self, options: RunOptions) -> lama_items.Relations:
+        relations = type(self).loader(options.data_dir, options.skip_malformed)
+        if not any(relations.values()):
+            raise DataError(f"probe {self.name}: every relation of {self.dataset} is empty")
+        return relations
+
+    def count(self, options: RunOptions) -> int:
+        return sum(
+            len(take(v, options.limit, options.seed)) for v in self._relations(options).values()
+        )
+
+    def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
+        start = time.perf_counter()
+        relations = self._relations(options)
+        builder = ClozeBuilder(loaded.tokenizer, loaded.family, loaded.name)
+        records: list[dict] = []
+        requests: list[engine.Request] = []
+        positions: list[int] = []
+        notes = []
+        for relation in sorted(relations):
+            facts = relations[relation]
+            if not facts:
+                notes.append(f"relation {relation} has no facts; it is left out")
+                continue
+            for item in take(facts, options.limit, options.seed):
+                record = {"relation": relation, "uuid": item.uuid, "subject": item.subject,
+                          "object": item.obj}  # fmt: skip
+                built = builder.build(item)
+                if isinstance(built, str):
+                    record["skipped"] = built
+                else:
+                    requests.append(built)
+                    positions.append(len(records))
+                records.append(record)
+        pad = loaded.tokenizer.pad_token_id
+        scored = engine.score(
+            loaded.model, loaded.family, requests,
+            pad_id=0 if pad is None else pad,
+            max_tokens=options.max_tokens, progress=options.progress,
+        )  # fmt: skip
+        for index, result in zip(positions, scored, strict=True):
+            records[index].update(
+                rank=result.first_rank,
+                prediction=loaded.tokenizer.decode([result.first_top]).strip(),
+                **fact_scores(result.first_rank),
+            )
+        skipped = Counter(r["skipped"] for r in records if "skipped" in r)
+        counts = {"facts": len(records), "scored": len(scored),
+                  "relations": len({r["relation"] for r in records}), **skipped}  # fmt: skip
+        if skipped.get("multi_token"):
+            notes.append(
+                f"{skipped['multi_token']} of {len(records)} objects are several tokens for this "
+                "model and are left out of every metric"
+            )
+        return ProbeResult(
+            probe=self.name,
+            category=self.category,
+            metrics=aggregate(records),
+            counts=counts,
+            records=records,
+            options={"limit": options.limit, "seed": options.seed},
+            seconds=time.perf_counter() - start,
+            notes=notes,
+        )
+
+
+def _loader(fn, source: str) -> Loader:
+    return staticmethod(lambda data_dir, skip: fn(data_dir, skip, source))  # type: ignore[return-value]
+
+
+@register
+class LamaTrex(LamaProbe):
+    name = "lama-trex"
+    dataset = "lama-trex"
+    summary = "LAMA T-REx: 41 Wikidata relations, relation templates filled with the subject"
+    loader = _loader(lama_items.trex, "templates")
+
+
+@register
+class LamaTrexEvidence(LamaProbe):
+    name = "lama-trex-evidence"
+    dataset = "lama-trex-evidence"
+    summary = "LAMA T-REx, first masked Wikipedia evidence sentence per fact (28 relations)"
+    loader = _loader(lama_items.trex, "evidence")
+
+
+@register
+class LamaGoogleRe(LamaProbe):
+    name = "lama-google-re"
+    dataset = "lama-google-re"
+    summary = "LAMA Google-RE: place/date of birth, place of death, LAMA's templates"
+    loader = _loader(lama_items.google_re, "templates")
+
+
+@register
+class LamaSquad(LamaProbe):
+    name = "lama-squad"
+    dataset = "lama-squad"
+    summary = "LAMA SQuAD: 305 cloze sentences from SQuAD questions"
+    loader = _loader(lama_items.squad, "sentences")
+
+
+@register
+class LamaConceptNetSubset(LamaProbe):
+    name = "lama-conceptnet-subset"
+    dataset = "lama-conceptnet-subset"
+    summary = "LAMA ConceptNet, a 146-fact subset (not the full probe)"
+    loader = _loader(lama_items.conceptnet, "sentences")
