@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -97,3 +98,30 @@ def test_out_dir_not_empty_refused(tiny_folder, tmp_path):
         "compress", str(tiny_folder), "-r", "overall-gpq", "--out", str(tmp_path / "taken")
     )
     assert result.exit_code == 2 and "not empty" in result.output
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
+def test_eval_prints_table_and_writes_json(tiny_folder, tmp_path):
+    out = tmp_path / "results.json"
+    result = run("eval", str(tiny_folder), "--probes", "lama-squad", "--limit", "5",
+                 "--data-dir", str(SHARED_DATA), "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "lama-squad" in result.output and "P@1 macro" in result.output
+    payload = json.loads(out.read_text())
+    (probe,) = payload["results"]
+    assert probe["counts"]["facts"] == 5 and len(probe["records"]) == 5
+
+
+def test_eval_unknown_probe_fails_before_loading(tiny_folder):
+    result = run("eval", str(tiny_folder), "--probes", "lama-trex,nope")
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: unknown probe 'nope'")
+
+
+def test_eval_missing_dataset_is_named(tiny_folder, tmp_path):
+    result = run("eval", str(tiny_folder), "--probes", "lama-trex", "--data-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "dataset 'lama-trex' is missing" in result.output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from knowcomp.cli.format import console
 from knowcomp.data.importer import (
     MISSING,
     OK,
@@ -27,7 +27,6 @@ from knowcomp.paths import data_dir
 _STAGES = {"files": "verifying files", "datasets": "counting rows"}
 _STYLE = {OK: "green", MISSING: "yellow"}
 
-_PIPE_WIDTH = 160  # tables written to a pipe or file are not wrapped to the 80-column default
 
 _DATA_DIR_HELP = (
     "The data directory to use instead of the default (the KNOWCOMP_DATA environment variable, "
@@ -107,10 +106,7 @@ def list_cmd(root: Path | None) -> None:
 
 
 def _console() -> Console:
-    """Stdout's console; wide when stdout is not a terminal and COLUMNS does not say otherwise."""
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=_PIPE_WIDTH)
+    """Stdout's console, shared with the other commands (wide when writing to a pipe)."""
     return console
 
 

