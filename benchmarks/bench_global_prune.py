@@ -79,7 +79,7 @@ def _run(method: str, level: float, queue) -> None:
     loaded = load_model("smollm2-135m")
     session = CompressionSession(loaded)
     layers = session.plan(parse_recipe(f"prune:l1_unstructured:overall:{level}"))[0].layers
-    modules = [session._modules[layer.name] for layer in layers]
+    modules = [session.module(layer.name) for layer in layers]
     k = int(level * sum(m.weight.numel() for m in modules) + 0.5)
     with RssPeak() as memory:
         seconds = _prune(method, level, k, modules)

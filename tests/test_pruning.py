@@ -13,7 +13,7 @@ from tests.conftest import example_input
 
 def weights_of(session, group):
     layers = session.plan(parse_recipe(f"prune:l1_unstructured:{group}:0.1"))[0].layers
-    return {layer.name: float_weight_out_in(session._modules[layer.name]) for layer in layers}
+    return {layer.name: float_weight_out_in(session.module(layer.name)) for layer in layers}
 
 
 @pytest.mark.parametrize("model_type", ["bert", "t5", "gpt2", "llama", "opt"])

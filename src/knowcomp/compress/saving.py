@@ -25,6 +25,7 @@ from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import AUTO_CLASSES, LoadedModel
 from knowcomp.modules.groups import classify_linear_layers, resolve_group
+from knowcomp.modules.layers import replace_module
 
 META_FILE = "knowcomp.json"
 STATE_FILE = "quantized_state.pt"
@@ -94,6 +95,5 @@ def _replay_quantization(model: torch.nn.Module, family: Family, recipe_text: st
         if step.method.kind != "quant":
             continue
         for layer in resolve_group(layers, step.group):
-            parent_name, _, attr = layer.name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, attr, step.method.quantize(getattr(parent, attr)))
+            original = model.get_submodule(layer.name)
+            replace_module(model, layer.name, step.method.quantize(original))

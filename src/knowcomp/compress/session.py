@@ -18,7 +18,7 @@ from knowcomp.compress.report import CompressionReport, LayerBaseline, build_rep
 from knowcomp.errors import RecipeError
 from knowcomp.models.loading import LoadedModel
 from knowcomp.modules.groups import LinearLayer, classify_linear_layers, resolve_group
-from knowcomp.modules.layers import float_weight_out_in
+from knowcomp.modules.layers import float_weight_out_in, replace_module
 
 
 @dataclass
@@ -114,10 +114,12 @@ class CompressionSession:
             self.quant_bits[layer.name] = method.weight_bits()
 
     def _set_module(self, name: str, module: nn.Module) -> None:
-        parent_name, _, attr = name.rpartition(".")
-        parent = self.model.get_submodule(parent_name) if parent_name else self.model
-        setattr(parent, attr, module)
+        replace_module(self.model, name, module)
         self._modules[name] = module
+
+    def module(self, name: str) -> nn.Module:
+        """The module now at `name` (a quantized replacement after quantization)."""
+        return self._modules[name]
 
     def _untie_head(self) -> str | None:
         """Give the LM head its own weight if it shares the input embeddings' tensor."""

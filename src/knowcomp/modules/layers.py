@@ -39,3 +39,10 @@ def float_weight_out_in(module: nn.Module) -> torch.Tensor:
     if isinstance(module, nn.Linear):
         return module.weight.data
     raise TypeError(f"{type(module).__name__} has no float weight to prune")
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` at the dotted path `name` inside `model`."""
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, module)
