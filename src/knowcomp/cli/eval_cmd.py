@@ -22,6 +22,7 @@ COLUMNS = (
     ("acc", "acc"),
     ("acc_norm", "acc_norm"),
     ("majority", "majority"),
+    ("perplexity", "ppl"),
 )
 
 

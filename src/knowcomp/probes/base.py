@@ -38,7 +38,7 @@ class RunOptions:
     seed: int = 0  # which `limit` items: the same seed takes the same subset
     data_dir: Path | None = None
     skip_malformed: bool = False
-    max_tokens: int = 8192  # padded tokens per batch
+    max_tokens: int | None = None  # padded tokens per batch; None: the engine's device default
     progress: Any = None  # callable(n_done) or None
 
 

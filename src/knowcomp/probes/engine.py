@@ -92,18 +92,29 @@ def _pad(seqs: list[tuple[int, ...]], pad_id: int, device) -> tuple[torch.Tensor
     return ids.to(device), mask.to(device)
 
 
+# Padded tokens per batch. On CPU small batches are fastest (measured on SmolLM2 with 2 cores:
+# PIQA 14.1 s at 8192, 4.9 s at 512, 6.1 s at 128); accelerators want large ones.
+DEFAULT_MAX_TOKENS = {"cpu": 512}
+ACCELERATOR_MAX_TOKENS = 16384
+
+
+def default_max_tokens(device: torch.device) -> int:
+    return DEFAULT_MAX_TOKENS.get(device.type, ACCELERATOR_MAX_TOKENS)
+
+
 def score(
     model: nn.Module,
     family: Family,
     requests: Sequence[Request],
     *,
     pad_id: int,
-    max_tokens: int = 8192,
+    max_tokens: int | None = None,
     max_batch: int = 128,
     progress=None,
 ) -> list[Scored]:
     """Score every request; results come back in the order of `requests`."""
     device = next(model.parameters()).device
+    max_tokens = max_tokens or default_max_tokens(device)
     results: list[Scored | None] = [None] * len(requests)
     with torch.inference_mode():
         for batch in batches(requests, max_tokens, max_batch):

@@ -17,6 +17,7 @@ def register(cls: type[Probe]) -> type[Probe]:
 
 def load_builtin_probes() -> None:
     from knowcomp.probes.lama import probes  # noqa: F401  (registers the LAMA probes)
+    from knowcomp.probes.mc import tasks  # noqa: F401  (registers the multiple-choice probes)
 
 
 def probe_names() -> list[str]:
@@ -25,6 +26,11 @@ def probe_names() -> list[str]:
 
 
 def get_probe(name: str) -> Probe:
+    """A built-in probe by name, or a user task from a `.yaml`/`.yml` file (see `mc.custom`)."""
+    if name.endswith((".yaml", ".yml")):
+        from knowcomp.probes.mc.custom import register_task_file
+
+        return register_task_file(name)
     load_builtin_probes()
     if name not in PROBES:
         raise KnowcompError(f"unknown probe '{name}'; choose from: {', '.join(sorted(PROBES))}")

@@ -1,0 +1,145 @@
+"""Log-likelihood requests for (context, continuation) pairs, split as lm-evaluation-harness does.
+
+lm-evaluation-harness (HFLM: `loglikelihood`, `_encode_pair`, `_loglikelihood_tokens`) scores a
+continuation after a context in four steps, and so does this module, so that a score here means
+what the same score means there:
+
+1. trailing whitespace of the context (`str.rstrip()`: spaces and newlines alike) moves onto the
+   front of the continuation, so that the context/continuation boundary falls where a BPE
+   tokenizer would put a token boundary anyway;
+2. `whole = tok(context + continuation)` and `ctx = tok(context)`, both without special tokens;
+   the continuation's tokens are `whole[len(ctx):]`, i.e. the continuation as it is tokenized
+   in its context, not on its own;
+3. an empty (or all-whitespace) context becomes the end-of-text token alone, and the
+   continuation is tokenized on its own;
+4. the model reads `(ctx + cont)[-(max_length + 1):][:-1]`, truncated from the left, and the
+   last `len(cont)` positions, those that predict the continuation's tokens, are scored.
+
+Only decoders (causal LMs) are supported: encoders and encoder-decoders have no comparable
+left-to-right likelihood of a continuation, and a one-line error says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from knowcomp.errors import KnowcompError
+from knowcomp.models.family import Family
+from knowcomp.models.loading import LoadedModel
+from knowcomp.probes import engine
+from knowcomp.probes.engine import Request, Scored
+
+DEFAULT_MAX_LENGTH = 2048  # lm-evaluation-harness's fallback when the model states none
+_HUGE = 10**12  # tokenizers without a limit report ~1e30 as model_max_length
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def split_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Context tokens and continuation tokens, split as lm-evaluation-harness splits a pair."""
+    stripped = context.rstrip()
+    continuation = context[len(stripped) :] + continuation
+    if not stripped:
+        prefix = tokenizer.eos_token_id
+        if prefix is None:
+            prefix = tokenizer.bos_token_id
+        if prefix is None:
+            raise KnowcompError(
+                "an empty context needs an end-of-text or start token, and this tokenizer has "
+                "neither; give every item a non-empty context"
+            )
+        return [prefix], _ids(tokenizer, continuation)
+    context_ids = _ids(tokenizer, stripped)
+    whole = _ids(tokenizer, stripped + continuation)
+    return context_ids, whole[len(context_ids) :]
+
+
+def pair_request(tokenizer: Any, context: str, continuation: str, max_length: int) -> Request:
+    """The engine request that scores every token of `continuation` after `context`."""
+    context_ids, cont = split_pair(tokenizer, context, continuation)
+    if not cont:
+        raise KnowcompError(
+            f"the continuation {continuation!r} after {context[-40:]!r} has no tokens; "
+            "every choice must be non-empty text"
+        )
+    if len(cont) > max_length:
+        raise KnowcompError(
+            f"a continuation of {len(cont)} tokens does not fit the model's {max_length}-token "
+            "window; shorten the choices"
+        )
+    tokens = (context_ids + cont)[-(max_length + 1) :]
+    inputs = tokens[:-1]
+    first = len(inputs) - len(cont)
+    return Request(tuple(inputs), tuple(range(first, len(inputs))), tuple(cont))
+
+
+def model_max_length(loaded: LoadedModel) -> int:
+    """The longest input the model takes, found where lm-evaluation-harness looks for it."""
+    config = loaded.model.config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(loaded.tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _HUGE:
+        return limit
+    return DEFAULT_MAX_LENGTH
+
+
+def require_decoder(loaded: LoadedModel, what: str = "multiple-choice probes") -> None:
+    """Raise a one-line error unless the model is a decoder (causal LM)."""
+    if loaded.family is not Family.DECODER:
+        raise KnowcompError(
+            f"{what} score continuations with a decoder (causal LM); {loaded.spec} is an "
+            f"{loaded.family.value}"
+        )
+
+
+def score_pairs(
+    loaded: LoadedModel,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    max_tokens: int | None = None,
+    progress: Callable[[int], Any] | None = None,
+    progress_total: int | None = None,
+) -> list[Scored]:
+    """Score each (context, continuation) pair; results in the order of `pairs`.
+
+    All pairs go to the engine at once, so the choices of one context (of similar length) land
+    in the same or neighbouring batches; identical requests are scored once. `progress`, if
+    given, is advanced in units whose total is `progress_total` (e.g. items, not requests).
+    """
+    require_decoder(loaded)
+    limit = model_max_length(loaded)
+    requests = [pair_request(loaded.tokenizer, c, x, limit) for c, x in pairs]
+    unique = list(dict.fromkeys(requests))
+    pad = loaded.tokenizer.pad_token_id
+    scored = engine.score(
+        loaded.model, loaded.family, unique,
+        pad_id=0 if pad is None else pad, max_tokens=max_tokens,
+        progress=_scaled(progress, len(unique), progress_total),
+    )  # fmt: skip
+    by_request = dict(zip(unique, scored, strict=True))
+    return [by_request[r] for r in requests]
+
+
+def _scaled(
+    progress: Callable[[int], Any] | None, requests: int, total: int | None
+) -> Callable[[int], None] | None:
+    """Turn the engine's 'n requests done' into 'n of `total` units done', in whole units."""
+    if progress is None:
+        return None
+    units = requests if total is None else total
+    state = {"done": 0, "told": 0}
+
+    def advance(n: int) -> None:
+        state["done"] += n
+        now = state["done"] * units // max(requests, 1)
+        if now > state["told"]:
+            progress(now - state["told"])
+            state["told"] = now
+
+    return advance
