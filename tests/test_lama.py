@@ -202,3 +202,31 @@ def test_unknown_probe_and_missing_data(tmp_path):
         get_probe("lama-trx")
     with pytest.raises(DataError, match="dataset 'lama-trex' is missing"):
         get_probe("lama-trex").count(RunOptions(data_dir=tmp_path))
+
+
+def test_candidate_ranking_scores_multi_token_objects(bpe_tokenizer):
+    from knowcomp.probes.lama.candidates import score_candidates
+    from knowcomp.probes.mc.requests import score_pairs
+
+    loaded = tiny_with("llama", bpe_tokenizer)
+    items = [
+        ClozeItem("P1", "a", "Ann", "Xylophonistically", "Ann likes [Y] ."),
+        ClozeItem("P1", "b", "Bob", "music", "Bob likes [Y] ."),
+        ClozeItem("P1", "c", "Cy", "Paris", "Cy likes [Y] ."),
+    ]
+    chosen = [(item, {"relation": "P1", "object": item.obj}) for item in items]
+    score_candidates(loaded, chosen, {"P1": items}, RunOptions())
+    objects = sorted(item.obj for item in items)
+    for item, record in chosen:
+        totals = [s.total for s in score_pairs(loaded, [(item.text.split(" [Y]")[0], f" {o}")
+                                                        for o in objects])]  # fmt: skip
+        gold = totals[objects.index(item.obj)]
+        assert record["rank"] == 1 + sum(t > gold for t in totals)
+        assert record["candidates"] == 3 and "skipped" not in record
+
+
+def test_candidate_ranking_needs_a_decoder(wordpiece_tokenizer):
+    loaded = tiny_with("bert", wordpiece_tokenizer)
+    with pytest.raises(KnowcompError, match="candidate-ranking probes score continuations"):
+        get_probe("lama-squad").run(loaded, RunOptions(limit=1, data_dir=SHARED_DATA,
+                                                       lama_mode="candidates"))  # fmt: skip

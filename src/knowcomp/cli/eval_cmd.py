@@ -36,6 +36,14 @@ COLUMNS = (
 @click.option(
     "--skip-malformed", is_flag=True, help="Skip malformed data lines instead of failing."
 )
+@click.option(
+    "--lama-mode",
+    type=click.Choice(["next-token", "candidates"]),
+    default="next-token",
+    show_default=True,
+    help="LAMA on decoders: rank the object's token in the vocabulary, or rank every object "
+    "of the relation by log-likelihood (multi-token objects too; slower).",
+)
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write results (JSON).")
 def eval_(
     model: str,
@@ -45,6 +53,7 @@ def eval_(
     recipe: str | None,
     data_dir: Path | None,
     skip_malformed: bool,
+    lama_mode: str,
     out: Path | None,
 ) -> None:
     """Measure what MODEL knows with knowledge probes, and print a results table.
@@ -61,7 +70,10 @@ def eval_(
     chosen = parse_probe_list(probes)
     parsed = parse_recipe(recipe) if recipe else None
     resolve(model)
-    base = RunOptions(limit=limit, seed=seed, data_dir=data_dir, skip_malformed=skip_malformed)
+    base = RunOptions(
+        limit=limit, seed=seed, data_dir=data_dir, skip_malformed=skip_malformed,
+        lama_mode=lama_mode,
+    )  # fmt: skip
     totals = [p.count(base) for p in chosen]  # reads the data: a missing dataset fails here
     with err_console.status(f"loading {model}"):
         loaded = load_model(model)

@@ -40,6 +40,7 @@ class RunOptions:
     skip_malformed: bool = False
     max_tokens: int | None = None  # padded tokens per batch; None: the engine's device default
     progress: Any = None  # callable(n_done) or None
+    lama_mode: str = "next-token"  # or "candidates": rank every object of the relation (decoders)
 
 
 class Probe(ABC):

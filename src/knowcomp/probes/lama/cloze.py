@@ -19,6 +19,7 @@ from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.probes.engine import Request
 from knowcomp.probes.lama.items import SLOT, ClozeItem
+from knowcomp.probes.mc.requests import split_pair
 
 SENTINEL = "<extra_id_0>"
 
@@ -28,15 +29,11 @@ def _ids(tokenizer: Any, text: str, special: bool = False) -> list[int]:
 
 
 def object_tokens(tokenizer: Any, context: str, obj: str) -> list[int]:
-    """Tokens of `obj` as they follow `context` (lm-evaluation-harness's pair split)."""
-    context = context.rstrip()
-    if not context:
+    """Tokens of `obj` as they follow `context` (lm-evaluation-harness's pair split); an object
+    that opens the sentence is tokenized on its own, without a leading space."""
+    if not context.strip():
         return _ids(tokenizer, obj)
-    context_ids = _ids(tokenizer, context)
-    whole = _ids(tokenizer, f"{context} {obj}")
-    if whole[: len(context_ids)] != context_ids:  # the object changed the context's tokens
-        return _ids(tokenizer, f" {obj}")
-    return whole[len(context_ids) :]
+    return split_pair(tokenizer, context.rstrip(), f" {obj}")[1]
 
 
 @dataclass(frozen=True)

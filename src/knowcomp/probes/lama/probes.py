@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from knowcomp.data import dataset_files
-from knowcomp.errors import DataError
+from knowcomp.errors import DataError, KnowcompError
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine
 from knowcomp.probes.base import Probe, ProbeResult, RunOptions
 from knowcomp.probes.lama import items as lama_items
+from knowcomp.probes.lama.candidates import score_candidates
 from knowcomp.probes.lama.cloze import ClozeBuilder
 from knowcomp.probes.lama.metrics import aggregate, fact_scores
 from knowcomp.probes.registry import register
@@ -43,45 +44,32 @@ class LamaProbe(Probe):
     def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
         start = time.perf_counter()
         relations = self._relations(options)
-        builder = ClozeBuilder(loaded.tokenizer, loaded.family, loaded.name)
-        records: list[dict] = []
-        requests: list[engine.Request] = []
-        positions: list[int] = []
-        notes = []
-        for relation in sorted(relations):
-            facts = relations[relation]
-            if not facts:
-                notes.append(f"relation {relation} has no facts; it is left out")
-                continue
-            for item in take(facts, options.limit, options.seed):
-                record = {"relation": relation, "uuid": item.uuid, "subject": item.subject,
-                          "object": item.obj}  # fmt: skip
-                built = builder.build(item)
-                if isinstance(built, str):
-                    record["skipped"] = built
-                else:
-                    requests.append(built)
-                    positions.append(len(records))
-                records.append(record)
-        pad = loaded.tokenizer.pad_token_id
-        scored = engine.score(
-            loaded.model, loaded.family, requests,
-            pad_id=0 if pad is None else pad,
-            max_tokens=options.max_tokens, progress=options.progress,
-        )  # fmt: skip
-        for index, result in zip(positions, scored, strict=True):
-            records[index].update(
-                rank=result.first_rank,
-                prediction=loaded.tokenizer.decode([result.first_top]).strip(),
-                **fact_scores(result.first_rank),
+        notes = [
+            f"relation {r} has no facts; it is left out" for r, v in relations.items() if not v
+        ]
+        chosen = [
+            (item, {"relation": relation, "uuid": item.uuid, "subject": item.subject,
+                    "object": item.obj})
+            for relation in sorted(relations)
+            for item in take(relations[relation], options.limit, options.seed)
+        ]  # fmt: skip
+        if options.lama_mode == "candidates":
+            score_candidates(loaded, chosen, relations, options)
+        elif options.lama_mode == "next-token":
+            self._score_next_token(loaded, chosen, options)
+        else:
+            raise KnowcompError(
+                f"unknown LAMA mode '{options.lama_mode}'; choose next-token or candidates"
             )
+        records = [record for _, record in chosen]
         skipped = Counter(r["skipped"] for r in records if "skipped" in r)
-        counts = {"facts": len(records), "scored": len(scored),
+        scored = sum(1 for r in records if "rank" in r)
+        counts = {"facts": len(records), "scored": scored,
                   "relations": len({r["relation"] for r in records}), **skipped}  # fmt: skip
         if skipped.get("multi_token"):
             notes.append(
                 f"{skipped['multi_token']} of {len(records)} objects are several tokens for this "
-                "model and are left out of every metric"
+                "model and are left out of every metric (--lama-mode candidates scores them)"
             )
         return ProbeResult(
             probe=self.name,
@@ -89,10 +77,34 @@ class LamaProbe(Probe):
             metrics=aggregate(records),
             counts=counts,
             records=records,
-            options={"limit": options.limit, "seed": options.seed},
+            options={"limit": options.limit, "seed": options.seed, "mode": options.lama_mode},
             seconds=time.perf_counter() - start,
             notes=notes,
         )
+
+    def _score_next_token(self, loaded: LoadedModel, chosen: list, options: RunOptions) -> None:
+        """Rank the object's token among the whole vocabulary at the slot."""
+        builder = ClozeBuilder(loaded.tokenizer, loaded.family, loaded.name)
+        requests, targets = [], []
+        for item, record in chosen:
+            built = builder.build(item)
+            if isinstance(built, str):
+                record["skipped"] = built
+            else:
+                requests.append(built)
+                targets.append(record)
+        pad = loaded.tokenizer.pad_token_id
+        scored = engine.score(
+            loaded.model, loaded.family, requests,
+            pad_id=0 if pad is None else pad,
+            max_tokens=options.max_tokens, progress=options.progress,
+        )  # fmt: skip
+        for record, result in zip(targets, scored, strict=True):
+            record.update(
+                rank=result.first_rank,
+                prediction=loaded.tokenizer.decode([result.first_top]).strip(),
+                **fact_scores(result.first_rank),
+            )
 
 
 def _loader(fn, source: str) -> Loader:
