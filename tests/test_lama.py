@@ -230,3 +230,49 @@ def test_candidate_ranking_needs_a_decoder(wordpiece_tokenizer):
     with pytest.raises(KnowcompError, match="candidate-ranking probes score continuations"):
         get_probe("lama-squad").run(loaded, RunOptions(limit=1, data_dir=SHARED_DATA,
                                                        lama_mode="candidates"))  # fmt: skip
+
+
+def _cloze_task(tmp_path, **overrides) -> Path:
+    rows = [("France", "Paris", "P36"), ("Japan", "Tokyo", "P36"), ("Ann", "music", "P2")]
+    (tmp_path / "facts.jsonl").write_text(
+        "\n".join(f'{{"s": "{s}", "o": "{o}", "r": "{r}"}}' for s, o, r in rows) + "\n"
+    )
+    spec = {
+        "type": "cloze",
+        "name": "mine",
+        "file": "facts.jsonl",
+        "subject": "s",
+        "object": "o",
+        "relation": "r",
+        "template": "[X] is known for [Y] .",
+    } | overrides
+    path = tmp_path / "task.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({k: v for k, v in spec.items() if v is not None}))
+    return path
+
+
+def test_custom_cloze_probe_from_yaml(tmp_path, bpe_tokenizer):
+    probe = get_probe(str(_cloze_task(tmp_path)))
+    result = probe.run(tiny_with("llama", bpe_tokenizer), RunOptions())
+    assert result.probe == "mine"
+    assert result.counts["facts"] == 3 and result.counts["relations"] == 2
+    assert {r["relation"] for r in result.records} == {"P36", "P2"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"subject": None}, "missing key 'subject'"),
+        ({"template": "no slots"}, r"needs \[X\] and \[Y\]"),
+        ({"template_field": "t"}, "exactly one of template / template_field"),
+        ({"colour": "red"}, "unknown key 'colour'"),
+        ({"file": "nope.jsonl"}, "does not exist"),
+        ({"type": "essay"}, "unknown type 'essay'"),
+    ],
+)
+def test_bad_cloze_yaml_is_one_clear_line(tmp_path, overrides, message):
+    with pytest.raises(KnowcompError, match=message) as info:
+        get_probe(str(_cloze_task(tmp_path, **overrides)))
+    assert "\n" not in str(info.value)

@@ -37,6 +37,7 @@ class LamaProbe(Probe):
         return relations
 
     def count(self, options: RunOptions) -> int:
+        """Facts to score: `limit` per relation."""
         return sum(
             len(take(v, options.limit, options.seed)) for v in self._relations(options).values()
         )

@@ -35,7 +35,7 @@ REQUIRED = {
     "choices": "the JSONL field that holds the list of choices",
     "gold": "the JSONL field that holds the right choice (index or text)",
 }
-OPTIONAL = {"category": "custom", "delimiter": " ", "summary": ""}
+OPTIONAL = {"category": "custom", "delimiter": " ", "summary": "", "type": "multiple_choice"}
 
 
 class CustomTask(ChoiceProbe):
@@ -134,6 +134,12 @@ def register_task_file(path: str | Path) -> Probe:
         ) from None
     if not isinstance(spec, dict):
         raise _fail(path, "not a YAML mapping", f"write a mapping such as {{{example}}}")
+    if spec.get("type") == "cloze":
+        from knowcomp.probes.lama.custom import cloze_probe_from_spec
+
+        return cloze_probe_from_spec(path, spec)
+    if spec.get("type", "multiple_choice") != "multiple_choice":
+        raise _fail(path, f"unknown type {spec['type']!r}", "use multiple_choice or cloze")
     unknown = sorted(set(spec) - set(REQUIRED) - set(OPTIONAL), key=str)
     if unknown:
         raise _fail(
