@@ -276,3 +276,29 @@ def test_bad_cloze_yaml_is_one_clear_line(tmp_path, overrides, message):
     with pytest.raises(KnowcompError, match=message) as info:
         get_probe(str(_cloze_task(tmp_path, **overrides)))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("max_tokens", [8, 4096])  # 8: one continuation per chunk
+def test_shared_context_scoring_equals_brute_force(bpe_tokenizer, max_tokens):
+    loaded = tiny_with("llama", bpe_tokenizer)
+    context = tuple(
+        bpe_tokenizer("The capital of France is", add_special_tokens=False)["input_ids"]
+    )
+    continuations = [
+        tuple(bpe_tokenizer(text, add_special_tokens=False)["input_ids"])
+        for text in (" Paris", " a city of lights and rivers", " Lyon or Marseille")
+    ]
+    (results,) = engine.score_shared_context(loaded.model, [(context, continuations)], pad_id=0,
+                                             max_tokens=max_tokens)  # fmt: skip
+    for continuation, result in zip(continuations, results, strict=True):
+        ids = torch.tensor([context + continuation])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(loaded.model(input_ids=ids).logits[0], -1)
+        positions = range(len(context) - 1, len(context) + len(continuation) - 1)
+        expected = [float(logprobs[p, t]) for p, t in zip(positions, continuation, strict=True)]
+        assert result.logprobs == pytest.approx(expected, abs=1e-4)
+        greedy = all(int(logprobs[p].argmax()) == t for p, t in zip(positions, continuation,
+                                                                     strict=True))  # fmt: skip
+        assert result.greedy == greedy
+        first = logprobs[len(context) - 1]
+        assert result.first_rank == int((first > first[continuation[0]]).sum()) + 1

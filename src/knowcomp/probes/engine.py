@@ -102,6 +102,15 @@ def default_max_tokens(device: torch.device) -> int:
     return DEFAULT_MAX_TOKENS.get(device.type, ACCELERATOR_MAX_TOKENS)
 
 
+def share_contexts(device: torch.device, plain_tokens: int, shared_tokens: int) -> bool:
+    """Run each context once for all its continuations? Only on CPU, where compute is the
+    limit (accelerators prefer large padded batches), and only when it removes at least 40%
+    of the tokens: per-context batches are small, and on SmolLM2 with 2 cores a saving of
+    ~25% (PIQA: short questions, long answers) ran slower, while BoolQ (~50%) ran 1.6x and
+    LAMA candidate ranking (~90%) 12x faster."""
+    return device.type == "cpu" and shared_tokens <= 0.6 * plain_tokens
+
+
 def score(
     model: nn.Module,
     family: Family,
@@ -158,4 +167,100 @@ def _score_batch(
             )
         )
         start = end
+    return out
+
+
+def score_shared_context(
+    model: nn.Module,
+    groups: Sequence[tuple[tuple[int, ...], Sequence[tuple[int, ...]]]],
+    *,
+    pad_id: int,
+    max_tokens: int | None = None,
+    progress=None,
+) -> list[list[Scored]]:
+    """Decoders: score several continuations of one context, running the context once.
+
+    Each group is `(context, continuations)`. The context goes through the model once; its
+    key/value cache is then copied for a batch of continuations, which are run on top of it.
+    The first token of every continuation is predicted by the context's last position, so
+    one-token continuations (yes/no, most LAMA candidates) cost nothing beyond the context.
+    """
+    device = next(model.parameters()).device
+    max_tokens = max_tokens or default_max_tokens(device)
+    results = []
+    with torch.inference_mode():
+        for context, continuations in groups:
+            results.append(_score_group(model, context, continuations, pad_id, max_tokens, device))
+            if progress is not None:
+                progress(len(continuations))
+    return results
+
+
+def _score_group(
+    model: nn.Module,
+    context: tuple[int, ...],
+    continuations: Sequence[tuple[int, ...]],
+    pad_id: int,
+    max_tokens: int,
+    device,
+) -> list[Scored]:
+    last = torch.tensor([len(context) - 1], device=device)
+    with head_only_at(model, torch.tensor([0], device=device), last):
+        first = model(input_ids=torch.tensor([context], device=device), use_cache=True)
+    first_logits = first.logits[0, 0].float()
+    first_lp = torch.log_softmax(first_logits, dim=-1)
+    first_top = int(first_logits.argmax())
+    # rows[i]: log-probabilities and argmax for tokens 1.. of continuation i
+    rest: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    longer = [i for i, c in enumerate(continuations) if len(c) > 1]
+    width = max((len(continuations[i]) - 1 for i in longer), default=0)
+    per_chunk = max(1, max_tokens // (len(context) + width))
+    for start in range(0, len(longer), per_chunk):
+        chunk = longer[start : start + per_chunk]
+        rest.update(_score_rest(model, first.past_key_values, context, continuations, chunk,
+                                pad_id, device))  # fmt: skip
+    out = []
+    for i, continuation in enumerate(continuations):
+        target = continuation[0]
+        logprobs = [float(first_lp[target])]
+        greedy = first_top == target
+        if i in rest:
+            lp, top = rest[i]
+            targets = torch.tensor(continuation[1:], device=device)
+            logprobs += lp.gather(1, targets[:, None])[:, 0].tolist()
+            greedy = greedy and bool((top == targets).all())
+        rank = int((first_logits > first_logits[target]).sum()) + 1
+        out.append(Scored(tuple(logprobs), greedy, rank, first_top))
+    return out
+
+
+def _score_rest(
+    model: nn.Module,
+    cache,
+    context: tuple[int, ...],
+    continuations: Sequence[tuple[int, ...]],
+    chunk: list[int],
+    pad_id: int,
+    device,
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Run tokens 0..n-2 of each continuation in `chunk` on a copy of the context's cache."""
+    import copy
+
+    inputs = [continuations[i][:-1] for i in chunk]
+    ids, mask = _pad(inputs, pad_id, device)
+    mask = torch.cat([torch.ones((len(chunk), len(context)), dtype=mask.dtype, device=device),
+                      mask], dim=1)  # fmt: skip
+    batch_cache = copy.deepcopy(cache)
+    batch_cache.batch_repeat_interleave(len(chunk))
+    rows = torch.tensor([b for b, seq in enumerate(inputs) for _ in seq], device=device)
+    cols = torch.tensor([p for seq in inputs for p in range(len(seq))], device=device)
+    with head_only_at(model, rows, cols):
+        logits = model(input_ids=ids, attention_mask=mask, past_key_values=batch_cache,
+                       use_cache=True).logits[0].float()  # fmt: skip
+    logprobs = torch.log_softmax(logits, dim=-1)
+    top = logits.argmax(dim=-1)
+    out, start = {}, 0
+    for i, seq in zip(chunk, inputs, strict=True):
+        out[i] = (logprobs[start : start + len(seq)], top[start : start + len(seq)])
+        start += len(seq)
     return out

@@ -108,21 +108,39 @@ def score_pairs(
 ) -> list[Scored]:
     """Score each (context, continuation) pair; results in the order of `pairs`.
 
-    All pairs go to the engine at once, so the choices of one context (of similar length) land
-    in the same or neighbouring batches; identical requests are scored once. `progress`, if
-    given, is advanced in units whose total is `progress_total` (e.g. items, not requests).
+    Identical requests are scored once. Where the engine says it pays (see
+    `engine.share_contexts`), the continuations of one context run on one pass of the context.
+    `progress`, if given, is advanced in units whose total is `progress_total` (e.g. items,
+    not requests).
     """
     require_decoder(loaded)
     limit = model_max_length(loaded)
     requests = [pair_request(loaded.tokenizer, c, x, limit) for c, x in pairs]
     unique = list(dict.fromkeys(requests))
     pad = loaded.tokenizer.pad_token_id
-    scored = engine.score(
-        loaded.model, loaded.family, unique,
-        pad_id=0 if pad is None else pad, max_tokens=max_tokens,
-        progress=_scaled(progress, len(unique), progress_total),
-    )  # fmt: skip
-    by_request = dict(zip(unique, scored, strict=True))
+    pad = 0 if pad is None else pad
+    step = _scaled(progress, len(unique), progress_total)
+    groups: dict[tuple[int, ...], list[Request]] = {}
+    for r in unique:
+        groups.setdefault(r.input_ids[: r.positions[0] + 1], []).append(r)
+    device = next(loaded.model.parameters()).device
+    plain = sum(len(r.input_ids) for r in unique)
+    shared_tokens = sum(
+        len(ctx) + sum(len(r.targets) - 1 for r in rs) for ctx, rs in groups.items()
+    )
+    if engine.share_contexts(device, plain, shared_tokens):
+        shared = engine.score_shared_context(
+            loaded.model, [(ctx, [r.targets for r in rs]) for ctx, rs in groups.items()],
+            pad_id=pad, max_tokens=max_tokens, progress=step,
+        )  # fmt: skip
+        by_request = {r: s for rs, ss in zip(groups.values(), shared, strict=True)
+                      for r, s in zip(rs, ss, strict=True)}  # fmt: skip
+    else:
+        scored = engine.score(
+            loaded.model, loaded.family, unique,
+            pad_id=pad, max_tokens=max_tokens, progress=step,
+        )  # fmt: skip
+        by_request = dict(zip(unique, scored, strict=True))
     return [by_request[r] for r in requests]
 
 
