@@ -39,6 +39,18 @@ class ChoiceItem:
     gold: int
     lengths: tuple[int, ...]
 
+    @classmethod
+    def shared_context(
+        cls, index: int, context: str, choices: Sequence[str], gold: int, delimiter: str = " "
+    ) -> ChoiceItem:
+        """The common case: one context, each choice scored as `delimiter + choice` after it."""
+        return cls(
+            index=index,
+            pairs=tuple((context, delimiter + c) for c in choices),
+            gold=gold,
+            lengths=tuple(len(c) for c in choices),
+        )
+
 
 def argmax(values: Sequence[float]) -> int:
     """Index of the largest value, the first one on ties."""

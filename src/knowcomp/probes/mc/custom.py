@@ -95,12 +95,7 @@ class CustomTask(ChoiceProbe):
             raise ValueError(
                 f"gold {gold!r} is neither a choice nor an index 0..{len(choices) - 1}"
             )
-        return ChoiceItem(
-            index=index,
-            pairs=tuple((query, self.delimiter + c) for c in choices),
-            gold=gold,
-            lengths=tuple(len(c) for c in choices),
-        )
+        return ChoiceItem.shared_context(index, query, choices, gold, self.delimiter)
 
     def _field(self, row: dict[str, Any], key: str) -> Any:
         name = self.fields[key]

@@ -75,12 +75,7 @@ class PreformattedChoice(ChoiceProbe):
         records, notes = _read(stream)
         build = type(self).prompt
         return [
-            ChoiceItem(
-                index=i,
-                pairs=tuple((build(r.query), DELIMITER + c) for c in r.choices),
-                gold=r.gold,
-                lengths=tuple(len(c) for c in r.choices),
-            )
+            ChoiceItem.shared_context(i, build(r.query), r.choices, r.gold, DELIMITER)
             for i, r in enumerate(records)
         ], notes
 
@@ -132,12 +127,7 @@ class HellaSwag(ChoiceProbe):
         stream = loaders.load_hellaswag(options.data_dir, skip_malformed=options.skip_malformed)
         records, notes = _read(stream)
         return [
-            ChoiceItem(
-                index=i,
-                pairs=tuple((r.query, DELIMITER + e) for e in r.endings),
-                gold=r.gold,
-                lengths=tuple(len(e) for e in r.endings),
-            )
+            ChoiceItem.shared_context(i, r.query, r.endings, r.gold, DELIMITER)
             for i, r in enumerate(records)
         ], notes
 
