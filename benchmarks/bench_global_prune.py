@@ -113,11 +113,12 @@ def measure(method: str, level: float) -> dict:
     return result
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, mark: str = MARK) -> None:
+    """Replace the part of `path` between two `mark` lines with `section`, or append it."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK in text:
-        head, _, rest = text.partition(MARK)
-        _, _, tail = rest.partition(MARK)
+    if mark in text:
+        head, _, rest = text.partition(mark)
+        _, _, tail = rest.partition(mark)
         text = head + section + tail
     else:
         text = text.rstrip() + "\n\n" + section + "\n"

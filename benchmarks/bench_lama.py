@@ -128,7 +128,7 @@ slot. Where a rank differs, it is by floating-point rounding between the two bat
     if args.write:
         from bench_global_prune import write_section
 
-        write_section(args.write, section)
+        write_section(args.write, section, MARK)
     print(section)
 
 
