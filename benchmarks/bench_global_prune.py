@@ -113,8 +113,13 @@ def measure(method: str, level: float) -> dict:
     return result
 
 
-def write_section(path: Path, section: str, mark: str = MARK) -> None:
-    """Replace the part of `path` between two `mark` lines with `section`, or append it."""
+def write_section(path: Path, section: str, mark: str | None = None) -> None:
+    """Replace the part of `path` between two `mark` lines with `section`, or append it.
+
+    `mark` defaults to the section's own first line (each section opens and closes with its
+    script's marker comment).
+    """
+    mark = mark or section.splitlines()[0]
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if mark in text:
         head, _, rest = text.partition(mark)
