@@ -125,3 +125,21 @@ def test_eval_missing_dataset_is_named(tiny_folder, tmp_path):
     result = run("eval", str(tiny_folder), "--probes", "lama-trex", "--data-dir", str(tmp_path))
     assert result.exit_code == 2
     assert "dataset 'lama-trex' is missing" in result.output
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
+def test_interrupted_eval_keeps_finished_probes(tiny_folder, tmp_path, monkeypatch):
+    from knowcomp.probes.lama.probes import LamaConceptNetSubset
+
+    def interrupt(self, loaded, options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LamaConceptNetSubset, "run", interrupt)
+    out = tmp_path / "results.json"
+    result = run("eval", str(tiny_folder), "--probes", "lama-squad,lama-conceptnet-subset",
+                 "--limit", "3", "--data-dir", str(SHARED_DATA), "--out", str(out))  # fmt: skip
+    assert result.exit_code == 130
+    payload = json.loads(out.read_text())
+    assert payload["complete"] is False
+    assert [r["probe"] for r in payload["results"]] == ["lama-squad"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json", "tiny-llama"]

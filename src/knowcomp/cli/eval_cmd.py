@@ -87,15 +87,19 @@ def eval_(
     ) as bar:  # fmt: skip
         for probe, total in zip(chosen, totals, strict=True):
             task = bar.add_task(probe.name, total=total)
-            options = RunOptions(
-                **{**base.__dict__, "progress": lambda n, t=task: bar.advance(t, n)}
-            )
-            results.append(probe.run(loaded, options))
+            advance = lambda n, t=task: bar.advance(t, n)  # noqa: E731
+            results.append(probe.run(loaded, RunOptions(**{**base.__dict__, "progress": advance})))
+            if out is not None:  # after every probe, so an interrupt keeps what is done
+                _save(out, model, recipe, results, complete=len(results) == len(chosen))
     _print_table(model, results)
     if out is not None:
-        _write_json_atomically(out, {"model": model, "recipe": recipe,
-                                     "results": [r.to_dict() for r in results]})  # fmt: skip
         console.print(f"results written to {out}")
+
+
+def _save(out: Path, model: str, recipe: str | None, results: list, *, complete: bool) -> None:
+    payload = {"model": model, "recipe": recipe, "complete": complete,
+               "results": [r.to_dict() for r in results]}  # fmt: skip
+    _write_json_atomically(out, payload)
 
 
 def _print_table(model: str, results) -> None:
@@ -123,7 +127,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _write_json_atomically(path: Path, payload: dict) -> None:
-    """A crash or Ctrl-C leaves either the old file or the new one, never half of one."""
+    """A crash or Ctrl-C leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
     with os.fdopen(fd, "w") as handle:
