@@ -103,7 +103,7 @@ class LamaProbe(Probe):
         for record, result in zip(targets, scored, strict=True):
             record.update(
                 rank=result.first_rank,
-                prediction=loaded.tokenizer.decode([result.first_top]).strip(),
+                prediction=loaded.tokenizer.decode([result.first_top]),  # as is: " " may win
                 **fact_scores(result.first_rank),
             )
 
