@@ -82,6 +82,12 @@ def batches(requests: Sequence[Request], max_tokens: int, max_batch: int) -> Ite
         yield batch
 
 
+def pad_id_of(tokenizer) -> int:
+    """The tokenizer's padding id; 0 where it has none (padded positions are never scored)."""
+    pad = tokenizer.pad_token_id
+    return 0 if pad is None else pad
+
+
 def _pad(seqs: list[tuple[int, ...]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)

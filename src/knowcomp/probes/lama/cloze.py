@@ -19,20 +19,16 @@ from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.probes.engine import Request
 from knowcomp.probes.lama.items import SLOT, ClozeItem
-from knowcomp.probes.mc.requests import split_pair
+from knowcomp.probes.mc.requests import split_pair, token_ids
 
 SENTINEL = "<extra_id_0>"
-
-
-def _ids(tokenizer: Any, text: str, special: bool = False) -> list[int]:
-    return tokenizer(text, add_special_tokens=special)["input_ids"]
 
 
 def object_tokens(tokenizer: Any, context: str, obj: str) -> list[int]:
     """Tokens of `obj` as they follow `context` (lm-evaluation-harness's pair split); an object
     that opens the sentence is tokenized on its own, without a leading space."""
     if not context.strip():
-        return _ids(tokenizer, obj)
+        return token_ids(tokenizer, obj)
     return split_pair(tokenizer, context.rstrip(), f" {obj}")[1]
 
 
@@ -75,14 +71,14 @@ class ClozeBuilder:
         return self._next_token(left, obj[0])
 
     def _masked(self, left: str, right: str, target: int) -> Request | str:
-        ids = _ids(self.tokenizer, f"{left}{self.tokenizer.mask_token}{right}", special=True)
+        ids = token_ids(self.tokenizer, f"{left}{self.tokenizer.mask_token}{right}", special=True)
         mask_id = self.tokenizer.mask_token_id
         if ids.count(mask_id) != 1:
             return "mask_lost"
         return Request(tuple(ids), (ids.index(mask_id),), (target,))
 
     def _sentinel(self, left: str, right: str, target: int) -> Request:
-        ids = _ids(self.tokenizer, f"{left}{SENTINEL}{right}", special=True)
+        ids = token_ids(self.tokenizer, f"{left}{SENTINEL}{right}", special=True)
         start = self._decoder_start()
         return Request(tuple(ids), (1,), (target,), decoder_ids=(start, self._sentinel_id()))
 
@@ -93,7 +89,7 @@ class ClozeBuilder:
         return 0
 
     def _next_token(self, left: str, target: int) -> Request | str:
-        context = _ids(self.tokenizer, left.rstrip())
+        context = token_ids(self.tokenizer, left.rstrip())
         if not context:  # slot first: condition on end-of-text, as lm-evaluation-harness does
             eos = self.tokenizer.eos_token_id
             if eos is None:

@@ -94,10 +94,9 @@ class LamaProbe(Probe):
             else:
                 requests.append(built)
                 targets.append(record)
-        pad = loaded.tokenizer.pad_token_id
         scored = engine.score(
             loaded.model, loaded.family, requests,
-            pad_id=0 if pad is None else pad,
+            pad_id=engine.pad_id_of(loaded.tokenizer),
             max_tokens=options.max_tokens, progress=options.progress,
         )  # fmt: skip
         for record, result in zip(targets, scored, strict=True):

@@ -34,8 +34,9 @@ DEFAULT_MAX_LENGTH = 2048  # lm-evaluation-harness's fallback when the model sta
 _HUGE = 10**12  # tokenizers without a limit report ~1e30 as model_max_length
 
 
-def _ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+def token_ids(tokenizer: Any, text: str, special: bool = False) -> list[int]:
+    """Token ids of `text`, without special tokens unless `special`."""
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
 def split_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -51,9 +52,9 @@ def split_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[in
                 "an empty context needs an end-of-text or start token, and this tokenizer has "
                 "neither; give every item a non-empty context"
             )
-        return [prefix], _ids(tokenizer, continuation)
-    context_ids = _ids(tokenizer, stripped)
-    whole = _ids(tokenizer, stripped + continuation)
+        return [prefix], token_ids(tokenizer, continuation)
+    context_ids = token_ids(tokenizer, stripped)
+    whole = token_ids(tokenizer, stripped + continuation)
     return context_ids, whole[len(context_ids) :]
 
 
@@ -117,8 +118,7 @@ def score_pairs(
     limit = model_max_length(loaded)
     requests = [pair_request(loaded.tokenizer, c, x, limit) for c, x in pairs]
     unique = list(dict.fromkeys(requests))
-    pad = loaded.tokenizer.pad_token_id
-    pad = 0 if pad is None else pad
+    pad = engine.pad_id_of(loaded.tokenizer)
     step = _scaled(progress, len(unique), progress_total)
     groups: dict[tuple[int, ...], list[Request]] = {}
     for r in unique:
