@@ -57,9 +57,14 @@ class LoadedModel:
         return type(self.model).__name__
 
 
-def load_model(spec: str, *, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+def load_model(
+    spec: str, *, dtype: str = "float32", device: str = "cpu", device_map: str | None = None
+) -> LoadedModel:
     """Load `spec`: a short name, a .gguf file, a local folder, a `knowcomp compress` output
     folder, or a Hugging Face id (from the local cache first, the hub only if reachable).
+
+    `device_map` (e.g. "auto") places the model's layers across the devices accelerate sees,
+    for a model larger than one device; `device` is then ignored.
     """
     if dtype not in DTYPES:
         raise KnowcompError(f"unknown dtype '{dtype}'; choose one of: {', '.join(DTYPES)}")
@@ -74,10 +79,14 @@ def load_model(spec: str, *, dtype: str = "float32", device: str = "cpu") -> Loa
         source = _dequantized_gguf(source)
     config, kwargs = _load_config(spec, source)
     family = detect_family(config)
+    placement = {"device_map": device_map} if device_map else {}
     model, info = AUTO_CLASSES[family].from_pretrained(
-        source.location, config=config, dtype=DTYPES[dtype], output_loading_info=True, **kwargs
-    )
-    model.eval().to(device)
+        source.location, config=config, dtype=DTYPES[dtype], output_loading_info=True,
+        **placement, **kwargs,
+    )  # fmt: skip
+    model.eval()
+    if not device_map:
+        model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
     notes = _loading_notes(info, tokenizer)
     return LoadedModel(model, tokenizer, family, spec, source.location, notes)

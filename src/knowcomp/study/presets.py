@@ -1,0 +1,112 @@
+"""Built-in studies: the grid of *The Cost of Compression*, on any model, plus a quickstart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from knowcomp.study.spec import DEFAULT_PROBES, SpecError, StudySpec, Sweep
+
+GROUPS = ("attention", "feed_forward", "overall")
+TENTHS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+
+
+def _global_pruning() -> list[Sweep]:
+    return [
+        Sweep(f"prune/{g}", f"prune:l1_unstructured:{g}:{{level}}", TENTHS) for g in GROUPS
+    ]
+
+
+def _global_quantization() -> list[Sweep]:
+    return [Sweep(f"quant/{g}", f"quant:dynamic_int8:{g}", seeds=(40, 50, 60)) for g in GROUPS]
+
+
+def _prune_quantize() -> list[Sweep]:
+    return [
+        Sweep(
+            f"prune+quant/{g}",
+            f"prune:l1_unstructured:{g}:{{level}},quant:dynamic_int8:{g}",
+            (0.2, 0.4),
+        )
+        for g in GROUPS
+    ]
+
+
+def _final_layer() -> list[Sweep]:
+    return [
+        Sweep("final/unstructured", "prune:l1_unstructured:final_layer:{level}", TENTHS),
+        Sweep("final/structured", "prune:ln_structured:final_layer:{level}:p=1", TENTHS),
+    ]
+
+
+def _quickstart() -> list[Sweep]:
+    return [
+        Sweep(f"prune/{g}", f"prune:l1_unstructured:{g}:{{level}}", (0.2, 0.4, 0.6, 0.8))
+        for g in GROUPS
+    ] + [Sweep("quant/overall", "quant:dynamic_int8:overall")]
+
+
+@dataclass(frozen=True)
+class Preset:
+    summary: str
+    sweeps: tuple[Sweep, ...]
+    probes: tuple[str, ...] = DEFAULT_PROBES
+    limit: int | None = None
+    model: str | None = None  # a default model, for presets meant to run with no arguments
+
+
+PRESETS: dict[str, Preset] = {
+    "global-pruning": Preset(
+        "L1 unstructured global pruning of attention, feed-forward and overall, 10% to 90%",
+        tuple(_global_pruning()),
+    ),
+    "global-quantization": Preset(
+        "dynamic int8 quantization of attention, feed-forward and overall, seeds 40, 50, 60",
+        tuple(_global_quantization()),
+    ),
+    "prune-quantize": Preset(
+        "L1 global pruning at 20% and 40%, then dynamic int8, of each group",
+        tuple(_prune_quantize()),
+    ),
+    "final-layer": Preset(
+        "the final layer pruned L1 unstructured vs L1 structured (rows), 10% to 90%",
+        tuple(_final_layer()),
+    ),
+    "all": Preset(
+        "every sweep above",
+        tuple(_global_pruning() + _global_quantization() + _prune_quantize() + _final_layer()),
+    ),
+    "quickstart": Preset(
+        "a few minutes on a laptop CPU: SmolLM2, three groups pruned 20-80% and int8, "
+        "a T-REx and PIQA sample",
+        tuple(_quickstart()),
+        probes=("lama-trex", "piqa"),
+        limit=8,
+        model="smollm2-135m",
+    ),
+}
+
+
+def preset_sweeps(name: str) -> list[Sweep]:
+    return list(get_preset(name).sweeps)
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise SpecError(f"unknown preset '{name}'; choose from: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def preset_spec(name: str, models: tuple[str, ...] = ()) -> StudySpec:
+    """A study from a preset alone; `models` defaults to the preset's own model, if it has one."""
+    preset = get_preset(name)
+    if not models and preset.model is None:
+        raise SpecError(f"preset '{name}' needs a model; add --model, e.g. --model smollm2-135m")
+    return StudySpec(
+        name=name,
+        models=models or (preset.model,),  # type: ignore[arg-type]
+        sweeps=preset.sweeps,
+        probes=preset.probes,
+        limit=preset.limit,
+        output=Path(f"runs/{name}.sqlite"),
+    )

@@ -1,0 +1,254 @@
+"""The results store: one SQLite file (WAL), one transaction per trial.
+
+Tables: `trials` (one row per model x recipe x seed x evaluation options, with what the
+compression achieved), `results` (one row per trial x probe: metrics, counts, time) and
+`records` (the per-item records of each result, compressed, for per-fact analysis).
+
+A trial's rows are written together in one `BEGIN IMMEDIATE` transaction, so `kill -9` loses
+at most the trial in flight. Keys are primary keys and every insert is `OR IGNORE`, so two runs
+writing the same file never duplicate a row; WAL lets readers work while a study writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from knowcomp.errors import KnowcompError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    trial_key TEXT PRIMARY KEY,
+    study TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    model TEXT NOT NULL,
+    family TEXT,
+    sweep TEXT NOT NULL,
+    recipe TEXT,
+    level REAL,
+    seed INTEGER NOT NULL,
+    limit_items INTEGER,
+    lama_mode TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    sparsity REAL,
+    params_compressed INTEGER,
+    params_linear INTEGER,
+    params_model INTEGER,
+    bytes_before INTEGER,
+    bytes_after INTEGER,
+    compression TEXT,
+    versions TEXT,
+    seconds REAL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    trial_key TEXT NOT NULL REFERENCES trials(trial_key),
+    probe TEXT NOT NULL,
+    category TEXT,
+    metrics TEXT NOT NULL,
+    counts TEXT NOT NULL,
+    notes TEXT,
+    seconds REAL,
+    created REAL NOT NULL,
+    PRIMARY KEY (trial_key, probe)
+);
+CREATE TABLE IF NOT EXISTS records (
+    trial_key TEXT NOT NULL,
+    probe TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (trial_key, probe)
+);
+"""
+TRIAL_COLUMNS = (
+    "trial_key", "study", "spec_hash", "model", "family", "sweep", "recipe", "level", "seed",
+    "limit_items", "lama_mode", "dtype", "sparsity", "params_compressed", "params_linear",
+    "params_model", "bytes_before", "bytes_after", "compression", "versions", "seconds",
+)  # fmt: skip
+
+
+class StoreError(KnowcompError):
+    """A results file that cannot be opened, written, or was written by another version."""
+
+
+@dataclass
+class TrialOutcome:
+    """Everything one trial produced: the trial row's values and one result per probe."""
+
+    trial: dict[str, Any]  # TRIAL_COLUMNS values (compression and versions as dicts)
+    results: list[dict[str, Any]] = field(default_factory=list)  # ProbeResult.to_dict()s
+
+
+class ResultsStore:
+    """Open (or create) a results file; check its version before anything is written."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        _check_writable(self.path)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout = 120000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._init_schema()
+        except sqlite3.DatabaseError as err:
+            raise StoreError(
+                f"'{self.path}' is not a knowcomp results file ({err}); choose another --out path"
+            ) from None
+
+    def _init_schema(self) -> None:
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise StoreError(
+                f"'{self.path}' is an SQLite file but not a knowcomp results file; "
+                "choose another --out path"
+            )
+        with self._transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StoreError(
+                    f"'{self.path}' was written by a knowcomp with results schema {row[0]}; this "
+                    f"knowcomp reads schema {SCHEMA_VERSION}; write to a new --out file"
+                )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------------------------
+    def write(self, outcome: TrialOutcome) -> int:
+        """Write a trial and its results in one transaction; returns the result rows added."""
+        trial = dict(outcome.trial)
+        for key in ("compression", "versions"):
+            if trial.get(key) is not None and not isinstance(trial[key], str):
+                trial[key] = json.dumps(trial[key])
+        now = time.time()
+        added = 0
+        with self._transaction():
+            self._db.execute(
+                f"INSERT OR IGNORE INTO trials ({', '.join(TRIAL_COLUMNS)}, created) "
+                f"VALUES ({', '.join('?' * len(TRIAL_COLUMNS))}, ?)",
+                [trial.get(c) for c in TRIAL_COLUMNS] + [now],
+            )
+            for result in outcome.results:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        trial["trial_key"], result["probe"], result.get("category"),
+                        json.dumps(result["metrics"]), json.dumps(result["counts"]),
+                        json.dumps(result.get("notes", [])), result.get("seconds"), now,
+                    ),
+                )  # fmt: skip
+                added += cursor.rowcount
+                if cursor.rowcount and result.get("records"):
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO records VALUES (?, ?, ?)",
+                        (trial["trial_key"], result["probe"], _pack(result["records"])),
+                    )
+        return added
+
+    # -- reading ----------------------------------------------------------------------------
+    def done_probes(self, trial_key: str) -> set[str]:
+        rows = self._db.execute("SELECT probe FROM results WHERE trial_key = ?", (trial_key,))
+        return {r[0] for r in rows}
+
+    def trials(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM trials ORDER BY created")
+        return [_decode_trial(dict(r)) for r in rows]
+
+    def rows(
+        self,
+        *,
+        model: str | None = None,
+        probe: str | None = None,
+        sweep: str | None = None,
+        study: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One row per trial x probe, trial fields and result fields together."""
+        where, args = [], []
+        for column, value in (("t.model", model), ("r.probe", probe), ("t.sweep", sweep),
+                              ("t.study", study)):  # fmt: skip
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = (
+            "SELECT t.*, r.probe, r.category, r.metrics, r.counts, r.notes, "
+            "r.seconds AS eval_seconds FROM results r JOIN trials t USING (trial_key)"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY t.model, t.sweep, t.level, t.seed, r.probe"
+        )
+        out = []
+        for r in self._db.execute(sql, args):
+            row = _decode_trial(dict(r))
+            for key in ("metrics", "counts", "notes"):
+                row[key] = json.loads(row[key]) if row[key] else None
+            out.append(row)
+        return out
+
+    def records(self, trial_key: str, probe: str) -> list[dict[str, Any]]:
+        row = self._db.execute(
+            "SELECT data FROM records WHERE trial_key = ? AND probe = ?", (trial_key, probe)
+        ).fetchone()
+        return _unpack(row[0]) if row else []
+
+
+def _decode_trial(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("compression", "versions"):
+        if isinstance(row.get(key), str):
+            row[key] = json.loads(row[key])
+    return row
+
+
+def _pack(records: Iterable[dict[str, Any]]) -> bytes:
+    return zlib.compress(json.dumps(list(records), separators=(",", ":")).encode(), 6)
+
+
+def _unpack(blob: bytes) -> list[dict[str, Any]]:
+    return json.loads(zlib.decompress(blob))
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(
+            f"cannot create the folder for results file '{path}' ({err.strerror}); "
+            "choose another --out path"
+        ) from None
+    target = path if path.exists() else path.parent
+    if path.is_dir():
+        raise StoreError(f"results path '{path}' is a folder; give a file, e.g. {path}/study.sqlite")
+    if not os.access(target, os.W_OK):
+        raise StoreError(f"results file '{path}' is not writable; choose another --out path")
