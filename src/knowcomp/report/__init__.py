@@ -1,0 +1,27 @@
+"""Reports from a results store: the study's tables and plots, forgetting, and its findings.
+
+`write_report(db, out)` writes everything into folder `out` and returns `out/report.html`:
+
+- `tables/`: Tables 1 and 3 to 6 of *The Cost of Compression* as Markdown, CSV and LaTeX;
+- `plots/`: drops against sparsity per group, per probe, final layer structured vs
+  unstructured, drop against the fraction of parameters compressed (PNG and SVG);
+- `drops.csv`: every compressed trial x probe with its baseline score and drop;
+- `forgetting/`: facts and items the baseline got right and a compressed model got wrong;
+- `findings.md`: whether each of the study's four headline findings holds on this data;
+- `report.html`: all of it in one self-contained page.
+"""
+
+from knowcomp.report.build import (
+    ReportError,
+    ReportResult,
+    check_results_file,
+    generate_report,
+    write_report,
+)
+from knowcomp.report.findings import Finding, check_findings
+from knowcomp.report.frame import Frame, headline_metric, load_frame
+
+__all__ = [
+    "Finding", "Frame", "ReportError", "ReportResult", "check_findings", "check_results_file",
+    "generate_report", "headline_metric", "load_frame", "write_report",
+]  # fmt: skip

@@ -1,0 +1,150 @@
+"""Open a results file, and write every part of the report into one folder."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from knowcomp.errors import KnowcompError
+from knowcomp.report.findings import Finding, check_findings, findings_markdown
+from knowcomp.report.forgetting import Forgetting, find_forgetting, write_forgetting
+from knowcomp.report.frame import Frame, load_frame
+from knowcomp.report.html import ReportContent, render_html
+from knowcomp.report.plots import Plot, draw_plots
+from knowcomp.report.tables import Table, build_tables, write_tables
+from knowcomp.study.store import SCHEMA_VERSION, ResultsStore, StoreError
+
+DROP_COLUMNS = ("model", "sweep", "recipe", "kind", "group", "method", "level", "seed", "probe",
+                "probe_kind", "metric", "baseline", "value", "drop_points", "majority",
+                "sparsity", "fraction_compressed")  # fmt: skip
+
+
+class ReportError(KnowcompError):
+    """A results file that is missing, not a knowcomp results file, or has no results."""
+
+
+@dataclass
+class ReportResult:
+    html: Path
+    folder: Path
+    tables: list[Table]
+    plots: list[Plot]
+    findings: list[Finding]
+    forgetting: Forgetting
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_results_file(db: Path) -> None:
+    """Fail with one line, before anything is written, unless `db` is a knowcomp results file
+    of this version with at least one result."""
+    if not db.exists():
+        raise ReportError(f"results file '{db}' does not exist; run a study first "
+                          "(knowcomp run --preset quickstart) or check the path")  # fmt: skip
+    if db.is_dir():
+        raise ReportError(f"'{db}' is a folder; give the study's results file (.sqlite)")
+    try:
+        with closing(sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)) as conn:
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if not {"meta", "trials", "results"} <= tables:
+                raise ReportError(f"'{db}' is an SQLite file but not a knowcomp results file")
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = row[0] if row else "none"
+            if version != str(SCHEMA_VERSION):
+                raise ReportError(
+                    f"'{db}' was written by a knowcomp with results schema {version}; this "
+                    f"knowcomp reads schema {SCHEMA_VERSION}; report it with the knowcomp "
+                    "version that wrote it, or rerun the study"
+                )
+            (results,) = conn.execute("SELECT COUNT(*) FROM results").fetchone()
+    except sqlite3.DatabaseError as err:
+        raise ReportError(f"'{db}' is not a knowcomp results file ({err})") from None
+    if not results:
+        raise ReportError(f"results file '{db}' has no results yet; run (or resume) its study "
+                          "first")  # fmt: skip
+
+
+def generate_report(
+    db: Path, out: Path, *, progress: Callable[[str], None] | None = None
+) -> ReportResult:
+    """Write tables, plots, findings, forgetting CSVs and `report.html` into `out`."""
+    say = progress or (lambda message: None)
+    db, out = Path(db), Path(out)
+    check_results_file(db)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"cannot create report folder '{out}' ({err.strerror})") from None
+    try:
+        store = ResultsStore(db)
+    except StoreError as err:
+        raise ReportError(str(err)) from None
+    with store:
+        say(f"reading {db}")
+        frame = load_frame(store)
+        say(f"{frame.rows} results: {len(frame.models)} model(s), {len(frame.probes)} probe(s), "
+            f"{len({p.recipe for p in frame.points})} compression(s)")  # fmt: skip
+        say("comparing items with the baseline (per-fact forgetting)")
+        forgetting = find_forgetting(store, frame)
+    files: list[Path] = []
+    tables = build_tables(frame)
+    files += write_tables(tables, out / "tables")
+    say(f"wrote {len(tables)} table(s) to {out / 'tables'}")
+    files.append(_write_drops(frame, out / "drops.csv"))
+    say("drawing plots")
+    plots = draw_plots(frame, out / "plots")
+    files += [path for plot in plots for path in (plot.png, plot.svg)]
+    say(f"wrote {len(plots)} plot(s) to {out / 'plots'}")
+    files += write_forgetting(forgetting, out / "forgetting")
+    findings = check_findings(frame)
+    findings_path = out / "findings.md"
+    findings_path.write_text(findings_markdown(findings), encoding="utf-8")
+    files.append(findings_path)
+    notes = _notes(frame)
+    html_path = out / "report.html"
+    content = ReportContent(db, frame, tables, plots, findings, forgetting,
+                            [f.relative_to(out) for f in files], notes)  # fmt: skip
+    html_path.write_text(render_html(content), encoding="utf-8")
+    say(f"wrote {html_path}")
+    return ReportResult(html_path, out, tables, plots, findings, forgetting, files, notes)
+
+
+def write_report(db: Path, out: Path) -> Path:
+    """Write the whole report for results file `db` into folder `out`; returns report.html."""
+    return generate_report(db, out).html
+
+
+def _notes(frame: Frame) -> list[str]:
+    notes = []
+    missing = sorted({(p.model, p.seed) for p in frame.points if p.baseline is None})
+    if missing:
+        listed = "; ".join(f"{m} seed {s}" for m, s in missing)
+        notes.append(f"No baseline for: {listed}. Those trials show their scores but no drop.")
+    notes.append("Category averages (world knowledge / common reasoning / language "
+                 "understanding) are not shown yet.")  # fmt: skip
+    return notes
+
+
+def _write_drops(frame: Frame, path: Path) -> Path:
+    """Every compressed trial x probe with its baseline: the data behind every plot."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(DROP_COLUMNS)
+        for p in frame.points:
+            c = p.compression
+            writer.writerow([
+                p.model, p.sweep, p.recipe, c.kind, c.group, c.method, _num(c.level), p.seed,
+                p.probe, p.kind, p.metric, _num(p.baseline), _num(p.value), _num(p.drop),
+                _num(p.majority), _num(p.sparsity), _num(p.fraction),
+            ])  # fmt: skip
+    return path
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"

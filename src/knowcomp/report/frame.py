@@ -1,0 +1,234 @@
+"""The report's data: every result of a store, with its baseline and what the compression was.
+
+A `Frame` holds one `Point` per compressed trial x probe, each joined to its baseline (the
+uncompressed run of the same model, seed, item limit, LAMA mode and dtype), and one
+`BaselinePoint` per baseline x probe. What a trial did (prune, quantize, which group, which
+method, which level) is read from the stored compression report's steps, never from the sweep
+label, which is free text.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from knowcomp.study.store import ResultsStore
+
+STRUCTURED_METHODS = frozenset({"ln_structured", "random_structured"})
+HEADLINE_METRICS = ("p@1_micro", "exact_match", "acc")  # LAMA, QA, multiple choice / LAMBADA
+PROBE_KINDS = {
+    "lama": "LAMA probes (P@1)",
+    "mc": "multiple-choice probes (accuracy)",
+    "other": "other probes",
+}
+GROUP_LABELS = {"overall": "Overall", "attention": "Att", "feed_forward": "FF"}
+GROUP_ORDER = ("overall", "attention", "feed_forward")
+
+
+def headline_metric(metrics: dict[str, Any]) -> str | None:
+    """The one number a table shows for a probe: P@1 (micro) for LAMA, exact match, accuracy."""
+    for name in HEADLINE_METRICS:
+        if isinstance(metrics.get(name), int | float):
+            return name
+    return None
+
+
+def probe_kind(metrics: dict[str, Any]) -> str:
+    """`lama` (P@1), `mc` (accuracy with a majority-class baseline) or `other`."""
+    if "p@1_micro" in metrics:
+        return "lama"
+    if "majority" in metrics:
+        return "mc"
+    return "other"
+
+
+@dataclass(frozen=True)
+class Compression:
+    """What a trial did, from its compression report's steps."""
+
+    kind: str  # "baseline", "prune", "quant", "prune+quant" (kinds in step order), or "unknown"
+    group: str  # the step's group, or the distinct groups in step order joined by " → "
+    method: str  # each step's method with its options, e.g. "l1_unstructured+dynamic_int8"
+    prune_method: str | None
+    level: float | None  # the pruning level (the first pruning step's), None without pruning
+
+    @property
+    def structured(self) -> bool:
+        return self.prune_method in STRUCTURED_METHODS
+
+    @property
+    def group_label(self) -> str:
+        return GROUP_LABELS.get(self.group, self.group)
+
+
+BASELINE = Compression("baseline", "", "", None, None)
+
+
+def describe(compression: dict[str, Any] | None, recipe: str | None) -> Compression:
+    if recipe is None:
+        return BASELINE
+    steps = (compression or {}).get("steps") or []
+    if not steps:
+        return Compression("unknown", "", recipe, None, None)
+    kinds: list[str] = []
+    groups: list[str] = []
+    for step in steps:
+        if step.get("kind") not in kinds:
+            kinds.append(str(step.get("kind")))
+        if step.get("group") not in groups:
+            groups.append(str(step.get("group")))
+    prunes = [s for s in steps if s.get("kind") == "prune"]
+    level = prunes[0].get("level") if prunes else None
+    return Compression(
+        kind="+".join(kinds),
+        group=" → ".join(groups),
+        method="+".join(_method_label(s) for s in steps),
+        prune_method=str(prunes[0]["method"]) if prunes else None,
+        level=float(level) if isinstance(level, int | float) else None,
+    )
+
+
+def _method_label(step: dict[str, Any]) -> str:
+    skip = {"kind", "method", "group", "level", "scope", "backend"}
+    options = [f"{k}={v}" for k, v in sorted(step.items()) if k not in skip and v is not None]
+    return f"{step.get('method')}({', '.join(options)})" if options else str(step.get("method"))
+
+
+@dataclass(frozen=True)
+class BaselinePoint:
+    model: str  # the display label: the model name, plus the evaluation setting if several
+    seed: int
+    probe: str
+    kind: str
+    metric: str
+    value: float
+    majority: float | None
+
+
+@dataclass(frozen=True)
+class Point:
+    """One compressed trial x probe, with its baseline's score on the same items."""
+
+    model: str
+    trial_key: str
+    sweep: str
+    recipe: str
+    seed: int
+    probe: str
+    kind: str  # probe kind: lama / mc / other
+    metric: str
+    value: float
+    baseline: float | None
+    majority: float | None
+    compression: Compression
+    sparsity: float | None  # achieved, over the compressed layers
+    fraction: float | None  # share of the model's parameters the compression changed
+
+    @property
+    def drop(self) -> float | None:
+        """Baseline minus compressed, in percentage points."""
+        return None if self.baseline is None else 100 * (self.baseline - self.value)
+
+
+@dataclass
+class Frame:
+    baselines: list[BaselinePoint] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # display labels, in store order
+    probes: list[str] = field(default_factory=list)  # in the order they first appear
+    studies: list[str] = field(default_factory=list)
+    versions: dict[str, list[str]] = field(default_factory=dict)  # package -> versions seen
+    rows: int = 0
+    trial_keys: dict[tuple[str, str, int, str], str] = field(default_factory=dict)
+    baseline_keys: dict[tuple[str, int, str], str] = field(default_factory=dict)
+
+
+def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["limit_items"], row["lama_mode"], row["dtype"])
+
+
+def _model_labels(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], str]:
+    """Model name, plus the evaluation settings that differ within the store for that model."""
+    settings: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        if _setting(row) not in settings[row["model"]]:
+            settings[row["model"]].append(_setting(row))
+    labels = {}
+    for model, seen in settings.items():
+        varying = [i for i in range(3) if len({s[i] for s in seen}) > 1]
+        for s in seen:
+            parts = []
+            for i in varying:
+                parts.append(
+                    ("limit=" if i == 0 else "") + str(s[i] if s[i] is not None else "all")
+                )
+            labels[(model, *s)] = f"{model} [{', '.join(parts)}]" if parts else model
+    return labels
+
+
+def load_frame(store: ResultsStore) -> Frame:
+    """Read every row of the store into a `Frame`."""
+    rows = store.rows()
+    frame = Frame(rows=len(rows))
+    labels = _model_labels(rows)
+    base: dict[tuple[str, int, str], tuple[float, float | None]] = {}
+    compressed = []
+    for row in rows:
+        metrics = row["metrics"] or {}
+        metric = headline_metric(metrics)
+        if metric is None:
+            continue
+        label = labels[(row["model"], *_setting(row))]
+        for value, seen in ((label, frame.models), (row["probe"], frame.probes),
+                            (row["study"], frame.studies)):  # fmt: skip
+            if value not in seen:
+                seen.append(value)
+        for package, version in (row.get("versions") or {}).items():
+            known = frame.versions.setdefault(package, [])
+            if version not in known:
+                known.append(str(version))
+        if row["recipe"] is None:
+            majority = metrics.get("majority")
+            point = BaselinePoint(label, row["seed"], row["probe"], probe_kind(metrics), metric,
+                                  float(metrics[metric]), majority)  # fmt: skip
+            frame.baselines.append(point)
+            base[(label, row["seed"], row["probe"])] = (point.value, majority)
+            frame.baseline_keys[(label, row["seed"], row["probe"])] = row["trial_key"]
+        else:
+            compressed.append((label, row, metric))
+    for label, row, metric in compressed:
+        metrics = row["metrics"]
+        found = base.get((label, row["seed"], row["probe"]))
+        comp = describe(row["compression"], row["recipe"])
+        frame.points.append(
+            Point(
+                model=label,
+                trial_key=row["trial_key"],
+                sweep=row["sweep"],
+                recipe=row["recipe"],
+                seed=row["seed"],
+                probe=row["probe"],
+                kind=probe_kind(metrics),
+                metric=metric,
+                value=float(metrics[metric]),
+                baseline=found[0] if found else None,
+                majority=found[1] if found else metrics.get("majority"),
+                compression=comp,
+                sparsity=row["sparsity"],
+                fraction=_fraction(row, comp),
+            )
+        )
+        frame.trial_keys[(label, row["recipe"], row["seed"], row["probe"])] = row["trial_key"]
+    return frame
+
+
+def _fraction(row: dict[str, Any], comp: Compression) -> float | None:
+    """Share of the model's parameters changed: all of the group when it is quantized, only
+    the zeroed weights when it is only pruned."""
+    compressed, total = row.get("params_compressed"), row.get("params_model")
+    if not compressed or not total:
+        return None
+    if comp.kind == "prune":
+        return (row.get("sparsity") or 0.0) * compressed / total
+    return compressed / total

@@ -1,0 +1,232 @@
+"""Tables in the layout of the study's Tables 1 and 3 to 6: rows are models, columns probes.
+
+Each cell is the probe's headline score in percent (P@1 micro for LAMA, accuracy for multiple
+choice, exact match for QA), the mean over seeds with its standard deviation when there are
+several. A probe with no result is shown as missing ("–", an empty CSV cell), never as zero,
+and a table with no data at all is not written.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from knowcomp.report.frame import GROUP_ORDER, Frame
+from knowcomp.report.stats import Arm, Cell, arms, baseline_score
+
+MISSING = "–"
+NAMED_LEVELS = {0.2: ("table5", "Table 5"), 0.4: ("table6", "Table 6")}
+
+
+@dataclass
+class Table:
+    name: str  # file stem
+    title: str
+    labels: list[str]  # header of the row-label columns
+    probes: list[str]  # header of the value columns
+    rows: list[tuple[list[str], list[Cell | None]]] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def has_spread(self) -> bool:
+        return any(c is not None and c.n > 1 for _, cells in self.rows for c in cells)
+
+
+def fmt(value: Cell | None, *, latex: bool = False) -> str:
+    if value is None:
+        return "--" if latex else MISSING
+    if value.n > 1:
+        pm = r" $\pm$ " if latex else " ± "
+        return f"{value.mean:.1f}{pm}{value.std:.1f}"
+    return f"{value.mean:.1f}"
+
+
+def build_tables(frame: Frame) -> list[Table]:
+    """Every table the data supports, in the study's order."""
+    all_arms = arms(frame)
+    tables = [_baseline_table(frame), _quant_table(frame, all_arms)]
+    tables += _prune_quant_tables(frame, all_arms)
+    tables.append(_seed_table(frame, all_arms))
+    return [t for t in tables if t is not None and t.rows]
+
+
+def _baseline_table(frame: Frame) -> Table:
+    table = Table("table3_baseline", "Table 3: uncompressed baseline", ["Model"], frame.probes,
+                  note=_UNITS)  # fmt: skip
+    for model in frame.models:
+        cells = [baseline_score(frame, model, probe) for probe in frame.probes]
+        if any(c is not None for c in cells):
+            table.rows.append(([model], cells))
+    return table
+
+
+def _group_key(arm: Arm) -> tuple[int, str]:
+    group = arm.compression.group
+    return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER), group)
+
+
+def _arm_table(name: str, title: str, frame: Frame, chosen: list[Arm], note: str) -> Table:
+    several_methods = len({a.compression.method for a in chosen}) > 1
+    labels = ["Model", "Group"] + (["Method"] if several_methods else [])
+    table = Table(name, title, labels, frame.probes, note=note)
+    for model in frame.models:
+        mine = sorted((a for a in chosen if a.model == model),
+                      key=lambda a: (*_group_key(a), a.compression.method))  # fmt: skip
+        for arm in mine:
+            label = [model, arm.compression.group_label]
+            if several_methods:
+                label.append(arm.compression.method)
+            table.rows.append((label, [arm.score(p) for p in frame.probes]))
+    return table
+
+
+def _quant_table(frame: Frame, all_arms: list[Arm]) -> Table:
+    chosen = [a for a in all_arms if a.compression.kind == "quant"]
+    return _arm_table("table4_quantization", "Table 4: global quantization (Overall / Att / FF)",
+                      frame, chosen, _UNITS)  # fmt: skip
+
+
+def _prune_quant_tables(frame: Frame, all_arms: list[Arm]) -> list[Table]:
+    chosen = [a for a in all_arms if a.compression.kind == "prune+quant"]
+    levels = sorted({a.compression.level for a in chosen if a.compression.level is not None})
+    tables = []
+    for level in levels:
+        pct = round(100 * level)
+        stem, number = NAMED_LEVELS.get(round(level, 4), ("table", "Table"))
+        title = f"{number}: pruned {pct}% then quantized (Overall / Att / FF)"
+        at_level = [a for a in chosen if a.compression.level == level]
+        tables.append(_arm_table(f"{stem}_prune_quant_{pct}", title, frame, at_level, _UNITS))
+    return tables
+
+
+def _seed_table(frame: Frame, all_arms: list[Arm]) -> Table:
+    """Table 1 layout: mean and standard deviation over seeds, for what ran with several."""
+    table = Table("table1_seeds", "Table 1: mean ± standard deviation over seeds",
+                  ["Model", "Compression", "Seeds"], frame.probes,
+                  note=_UNITS + " Only compressions that ran with more than one seed.")  # fmt: skip
+    for model in frame.models:
+        seeds = sorted({b.seed for b in frame.baselines if b.model == model})
+        if len(seeds) > 1:
+            cells = [baseline_score(frame, model, p) for p in frame.probes]
+            table.rows.append(([model, "baseline", _seeds(seeds)], cells))
+        for arm in all_arms:
+            if arm.model == model and len(arm.seeds) > 1:
+                cells = [arm.score(p) for p in frame.probes]
+                table.rows.append(([model, arm.recipe, _seeds(arm.seeds)], cells))
+    return table
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+_UNITS = "Headline score in percent: P@1 (micro) for LAMA, accuracy for multiple choice."
+
+
+# -- rendering ------------------------------------------------------------------------------
+def to_markdown(table: Table) -> str:
+    header = table.labels + table.probes
+    lines = [
+        f"**{table.title}**",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|"
+        + "|".join("---" for _ in table.labels)
+        + "|"
+        + "|".join("--:" for _ in table.probes)
+        + "|",
+    ]
+    for labels, cells in table.rows:
+        lines.append("| " + " | ".join([*(_md(x) for x in labels), *map(fmt, cells)]) + " |")
+    if table.note:
+        lines += ["", table.note]
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+def to_csv(table: Table) -> str:
+    """Numbers in percent at full precision; with several seeds, `std` and `n` columns too
+    (`std` empty for a single seed, every cell empty for a missing probe)."""
+    spread = table.has_spread
+    header = list(table.labels)
+    for probe in table.probes:
+        header += [probe, f"{probe} std", f"{probe} n"] if spread else [probe]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for labels, cells in table.rows:
+        row: list[object] = list(labels)
+        for c in cells:
+            if spread:
+                std = "" if c is None or c.n < 2 else f"{c.std:.6g}"
+                row += ["", "", 0] if c is None else [f"{c.mean:.6g}", std, c.n]
+            else:
+                row.append("" if c is None else f"{c.mean:.6g}")
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+_TEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+                "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "\\": r"\textbackslash{}", "→": r"$\rightarrow$", "±": r"$\pm$"}  # fmt: skip
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs `table` environment; missing cells are `--`."""
+    spec = "l" * len(table.labels) + "r" * len(table.probes)
+    header = " & ".join(tex_escape(h) for h in table.labels + table.probes)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        header + r" \\",
+        r"\midrule",
+    ]
+    for labels, cells in table.rows:
+        values = [tex_escape(x) for x in labels] + [fmt(c, latex=True) for c in cells]
+        lines.append(" & ".join(values) + r" \\")
+    caption = tex_escape(table.title + (f". {table.note}" if table.note else ""))
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}",
+              rf"\label{{tab:{table.name}}}", r"\end{table}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def to_html(table: Table) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in table.labels)
+    head += "".join(f'<th class="num">{esc(h)}</th>' for h in table.probes)
+    body = []
+    for labels, cells in table.rows:
+        tds = "".join(f"<td>{esc(x)}</td>" for x in labels)
+        tds += "".join(
+            f'<td class="num{" missing" if c is None else ""}">{esc(fmt(c))}</td>' for c in cells
+        )
+        body.append(f"<tr>{tds}</tr>")
+    note = f"<p class='note'>{esc(table.note)}</p>" if table.note else ""
+    return (
+        f"<h3 id='{esc(table.name)}'>{esc(table.title)}</h3>\n<table><thead><tr>{head}</tr>"
+        f"</thead><tbody>\n" + "\n".join(body) + f"\n</tbody></table>{note}\n"
+    )
+
+
+def write_tables(tables: list[Table], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for table in tables:
+        for suffix, render in ((".md", to_markdown), (".csv", to_csv), (".tex", to_latex)):
+            path = folder / f"{table.name}{suffix}"
+            path.write_text(render(table), encoding="utf-8")
+            written.append(path)
+    return written
