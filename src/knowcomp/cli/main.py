@@ -43,6 +43,9 @@ def _register() -> None:
     cli.add_command(data_cmd.data)
     cli.add_command(eval_cmd.eval_)
     cli.add_command(eval_cmd.probes_)
+    from knowcomp.cli import report_cmd
+
+    cli.add_command(report_cmd.report)
 
 
 _register()

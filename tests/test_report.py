@@ -1,0 +1,413 @@
+"""Reports: tables, plots, html, forgetting and findings from stores with known numbers."""
+
+from __future__ import annotations
+
+import csv
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from knowcomp.cli.main import cli
+from knowcomp.report import check_findings, generate_report, load_frame, write_report
+from knowcomp.report.forgetting import find_forgetting
+from knowcomp.report.stats import arms
+from knowcomp.report.tables import build_tables, to_csv, to_latex, to_markdown
+from knowcomp.study.store import ResultsStore, TrialOutcome
+
+VERSIONS = {"python": "3.11.7", "knowcomp": "0.1.0", "torch": "2.13.0+cpu"}
+PARAMS_MODEL = 1000
+GROUP_PARAMS = {"attention": 200, "feed_forward": 600, "overall": 800, "final_layer": 100}
+BASE = {"lama-trex": 0.50, "piqa": 0.80, "winogrande": 0.60}
+MAJORITY = {"piqa": 0.5, "winogrande": 0.55}
+
+# Drops in points, (lama-trex, piqa) at levels 0.2, 0.4, 0.6, 0.8: the averaged drops are
+# overall 5, 10, 25, 35; attention 1, 2, 8, 15; feed_forward 2, 4, 15, 25.
+PRUNE_DROPS = {
+    "overall": [(5, 5), (10, 10), (30, 20), (40, 30)],
+    "attention": [(1, 1), (2, 2), (10, 6), (20, 10)],
+    "feed_forward": [(2, 2), (4, 4), (20, 10), (30, 20)],
+}
+LEVELS = (0.2, 0.4, 0.6, 0.8)
+# The final layer at 20% and 40%: unstructured averages 0.5, 2.5; structured 4.5, 12.5.
+FINAL_DROPS = {
+    "l1_unstructured": [(1, 0), (3, 2)],
+    "ln_structured": [(5, 4), (15, 10)],
+}
+
+
+def _metrics(probe: str, value: float) -> dict:
+    if probe.startswith("lama-"):
+        return {"p@1_micro": value, "p@1_macro": value, "mrr_micro": value}
+    return {"acc": value, "majority": MAJORITY[probe]}
+
+
+def _outcome(
+    model: str,
+    recipe: str | None,
+    steps: list[dict],
+    seed: int,
+    scores: dict[str, float],
+    *,
+    sweep: str = "s",
+    records: dict[str, list[dict]] | None = None,
+) -> TrialOutcome:
+    level = next((s.get("level") for s in steps if s["kind"] == "prune"), None)
+    group = steps[0]["group"] if steps else None
+    compressed = GROUP_PARAMS.get(group, 0) if group else 0
+    kinds = {s["kind"] for s in steps}
+    sparsity = level if kinds == {"prune"} else (level or 0.0)
+    trial = {
+        "trial_key": f"{model}|{recipe}|{seed}", "study": "synthetic", "spec_hash": "h",
+        "model": model, "family": "decoder", "sweep": "baseline" if recipe is None else sweep,
+        "recipe": recipe, "level": level, "seed": seed, "limit_items": 10,
+        "lama_mode": "next-token", "dtype": "float32", "sparsity": sparsity,
+        "params_compressed": compressed, "params_linear": 900, "params_model": PARAMS_MODEL,
+        "bytes_before": 4000, "bytes_after": 4000,
+        "compression": None if recipe is None else {"recipe": recipe, "steps": steps},
+        "versions": VERSIONS, "seconds": 1.0,
+    }  # fmt: skip
+    results = [
+        {"probe": probe, "category": "x", "metrics": _metrics(probe, value), "counts": {},
+         "notes": [], "seconds": 0.1, "records": (records or {}).get(probe)}
+        for probe, value in scores.items()
+    ]  # fmt: skip
+    return TrialOutcome(trial, results)
+
+
+def _prune(group: str, level: float, method: str = "l1_unstructured") -> list[dict]:
+    return [{"kind": "prune", "method": method, "group": group, "level": level}]
+
+
+def _quant(group: str) -> list[dict]:
+    return [{"kind": "quant", "method": "dynamic_int8", "group": group}]
+
+
+LAMA_BASE = [
+    {"relation": "P1", "uuid": "u1", "subject": "a", "object": "A", "rank": 1, "prediction": "A",
+     "p@1": 1.0},
+    {"relation": "P1", "uuid": "u2", "subject": "b", "object": "B", "rank": 1, "prediction": "B",
+     "p@1": 1.0},
+    {"relation": "P2", "uuid": "u3", "subject": "c", "object": "C", "rank": 1, "prediction": "C",
+     "p@1": 1.0},
+    {"relation": "P2", "uuid": "u4", "subject": "d", "object": "D", "rank": 3, "prediction": "x",
+     "p@1": 0.0},
+    {"relation": "P3", "uuid": "u5", "subject": "e", "object": "E E", "rank": None,
+     "prediction": "E", "p@1": 0.0},
+]  # fmt: skip
+LAMA_PRUNED = [
+    {**LAMA_BASE[0], "rank": 2, "prediction": "y", "p@1": 0.0},  # forgotten
+    LAMA_BASE[1],
+    {**LAMA_BASE[2], "rank": 7, "prediction": "z", "p@1": 0.0},  # forgotten
+    {**LAMA_BASE[3], "rank": 1, "prediction": "D", "p@1": 1.0},  # gained
+    LAMA_BASE[4],
+]
+MC_BASE = [{"index": 0, "gold": 0, "chosen": 0}, {"index": 1, "gold": 1, "chosen": 1},
+           {"index": 2, "gold": 0, "chosen": 1}]  # fmt: skip
+MC_PRUNED = [{"index": 0, "gold": 0, "chosen": 1}, {"index": 1, "gold": 1, "chosen": 1},
+             {"index": 2, "gold": 0, "chosen": 0}]  # fmt: skip
+
+
+def _minus(drops: tuple[float, float]) -> dict[str, float]:
+    return {"lama-trex": BASE["lama-trex"] - drops[0] / 100, "piqa": BASE["piqa"] - drops[1] / 100}
+
+
+def full_store(path: Path) -> Path:
+    """One model with every sweep of the study, plus a second model with a baseline only."""
+    with ResultsStore(path) as store:
+        for seed in (0, 1):
+            records = {"lama-trex": LAMA_BASE, "piqa": MC_BASE} if seed == 0 else None
+            store.write(_outcome("m1", None, [], seed, BASE, records=records))
+        for group, drops in PRUNE_DROPS.items():
+            for level, pair in zip(LEVELS, drops, strict=True):
+                recipe = f"prune:l1_unstructured:{group}:{level}"
+                records = ({"lama-trex": LAMA_PRUNED, "piqa": MC_PRUNED}
+                           if (group, level) == ("overall", 0.2) else None)  # fmt: skip
+                store.write(_outcome("m1", recipe, _prune(group, level), 0, _minus(pair),
+                                     sweep=f"prune/{group}", records=records))  # fmt: skip
+        # quantization, two seeds: attention 49/80 and 47/78, feed-forward 40/70 twice
+        for seed, att in ((0, (0.49, 0.80)), (1, (0.47, 0.78))):
+            store.write(_outcome("m1", "quant:dynamic_int8:attention", _quant("attention"), seed,
+                                 dict(zip(("lama-trex", "piqa"), att, strict=True))))  # fmt: skip
+            store.write(_outcome("m1", "quant:dynamic_int8:feed_forward", _quant("feed_forward"),
+                                 seed, {"lama-trex": 0.40, "piqa": 0.70}))  # fmt: skip
+        for level, value in ((0.2, 0.45), (0.4, 0.30)):
+            steps = _prune("overall", level) + _quant("overall")
+            recipe = f"prune:l1_unstructured:overall:{level},quant:dynamic_int8:overall"
+            store.write(_outcome("m1", recipe, steps, 0, {"lama-trex": value, "piqa": 0.75}))
+        for method, drops in FINAL_DROPS.items():
+            for level, pair in zip((0.2, 0.4), drops, strict=True):
+                recipe = f"prune:{method}:final_layer:{level}"
+                store.write(_outcome("m1", recipe, _prune("final_layer", level, method), 0,
+                                     _minus(pair)))  # fmt: skip
+        store.write(_outcome("m2", None, [], 0, {"lama-trex": 0.30}))
+    return path
+
+
+@pytest.fixture
+def store_path(tmp_path) -> Path:
+    return full_store(tmp_path / "study.sqlite")
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Path:
+    """The full store's report, written once for the tests that read its files."""
+    folder = tmp_path_factory.mktemp("written")
+    html_path = write_report(full_store(folder / "study.sqlite"), folder / "report")
+    assert html_path == folder / "report" / "report.html"
+    return folder / "report"
+
+
+def _frame(path: Path):
+    with ResultsStore(path) as store:
+        return load_frame(store)
+
+
+# -- data and drops ------------------------------------------------------------------------------
+def test_drops_are_baseline_minus_compressed_averaged_over_probes(store_path):
+    found = {(a.model, a.recipe): a for a in arms(_frame(store_path))}
+    overall = found[("m1", "prune:l1_unstructured:overall:0.6")]
+    assert overall.compression.kind == "prune" and overall.compression.group == "overall"
+    assert overall.compression.level == 0.6
+    assert overall.drop().mean == pytest.approx(25.0)
+    assert overall.drop(["lama-trex"]).mean == pytest.approx(30.0)
+    assert overall.drop(kind="mc").mean == pytest.approx(20.0)
+    quant = found[("m1", "quant:dynamic_int8:attention")]
+    # seed 0: (1 + 0) / 2 = 0.5; seed 1: (3 + 2) / 2 = 2.5
+    assert quant.drop().mean == pytest.approx(1.5) and quant.drop().n == 2
+    assert quant.drop().std == pytest.approx(2**0.5)
+    pq = found[("m1", "prune:l1_unstructured:overall:0.2,quant:dynamic_int8:overall")]
+    assert pq.compression.kind == "prune+quant" and pq.compression.level == 0.2
+    # the fraction compressed: zeros for pruning, the whole group for quantization
+    assert overall.fraction == pytest.approx(0.6 * 800 / 1000)
+    assert quant.fraction == pytest.approx(200 / 1000)
+
+
+def test_a_trial_without_baseline_has_no_drop(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with ResultsStore(path) as store:
+        store.write(_outcome("m", "quant:dynamic_int8:attention", _quant("attention"), 5,
+                             {"lama-trex": 0.4}))  # fmt: skip
+    frame = _frame(path)
+    assert frame.points[0].drop is None
+    assert arms(frame)[0].drop() is None
+
+
+# -- tables -------------------------------------------------------------------------------------
+def test_tables_show_the_studys_layout_with_missing_probes_as_missing(store_path):
+    tables = {t.name: t for t in build_tables(_frame(store_path))}
+    assert list(tables) == ["table3_baseline", "table4_quantization", "table5_prune_quant_20",
+                            "table6_prune_quant_40", "table1_seeds"]  # fmt: skip
+    base = to_markdown(tables["table3_baseline"])
+    assert "| Model | lama-trex | piqa | winogrande |" in base
+    assert "| m1 | 50.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 0.0 |" in base  # seeds 0 and 1
+    assert "| m2 | 30.0 | – | – |" in base  # m2 has only LAMA: missing, never zero
+    quant = to_markdown(tables["table4_quantization"])
+    assert "| m1 | Att | 48.0 ± 1.4 | 79.0 ± 1.4 | – |" in quant
+    assert "| m1 | FF | 40.0 ± 0.0 | 70.0 ± 0.0 | – |" in quant
+    assert quant.index("| Att |") < quant.index("| FF |")
+    assert "| m1 | Overall | 45.0 | 75.0 | – |" in to_markdown(tables["table5_prune_quant_20"])
+    assert "| m1 | Overall | 30.0 | 75.0 | – |" in to_markdown(tables["table6_prune_quant_40"])
+    rows = list(csv.reader(to_csv(tables["table5_prune_quant_20"]).splitlines()))
+    assert rows == [["Model", "Group", "lama-trex", "piqa", "winogrande"],
+                    ["m1", "Overall", "45", "75", ""]]  # fmt: skip
+    rows = list(csv.reader(to_csv(tables["table3_baseline"]).splitlines()))
+    assert rows[2] == ["m2", "30", "", "1", "", "", "0", "", "", "0"]
+    spread = list(csv.reader(to_csv(tables["table4_quantization"]).splitlines()))
+    assert spread[0][:5] == ["Model", "Group", "lama-trex", "lama-trex std", "lama-trex n"]
+    assert spread[1][:5] == ["m1", "Att", "48", "1.41421", "2"]
+    latex = to_latex(tables["table4_quantization"])
+    assert r"48.0 $\pm$ 1.4" in latex and " & -- \\\\" in latex
+    assert r"\begin{tabular}{llrrr}" in latex and "lama-trex" in latex
+    seeds = to_markdown(tables["table1_seeds"])
+    assert "| m1 | baseline | 0, 1 | 50.0 ± 0.0 |" in seeds
+    assert "| m1 | quant:dynamic_int8:attention | 0, 1 | 48.0 ± 1.4 |" in seeds
+
+
+def test_tables_without_data_are_skipped(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with ResultsStore(path) as store:
+        store.write(_outcome("m", None, [], 0, {"lama-trex": 0.5}))
+        store.write(_outcome("m", "prune:l1_unstructured:attention:0.5",
+                             _prune("attention", 0.5), 0, {"lama-trex": 0.2}))  # fmt: skip
+    result = generate_report(path, tmp_path / "out")
+    assert [t.name for t in result.tables] == ["table3_baseline"]
+    assert sorted(p.name for p in (tmp_path / "out" / "tables").iterdir()) == [
+        "table3_baseline.csv", "table3_baseline.md", "table3_baseline.tex"]  # fmt: skip
+
+
+# -- findings -----------------------------------------------------------------------------------
+def test_findings_hold_on_data_shaped_like_the_study(store_path):
+    findings = check_findings(_frame(store_path))
+    assert [f.verdict for f in findings] == ["holds"] * 4
+    one, two, three, four = findings
+    assert "overall 18.75 points, attention 6.50, feed_forward 11.50" in one.summary
+    # slopes per 10%: below 50% (2.5 + 0.5 + 1.0) / 3; above ((35-10) + (15-2) + (25-4)) / 4 / 3
+    assert "1.33 points per 10% sparsity up to 50%, 4.92 above 50%" in two.summary
+    assert "attention 1.50 points, feed-forward 10.00" in three.summary
+    assert "structured 8.50 points, unstructured 1.50" in four.summary
+    assert any("levels 20%, 40%, 60%, 80%" in line for line in one.evidence)
+
+
+def test_findings_that_do_not_hold_and_missing_data(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with ResultsStore(path) as store:
+        store.write(_outcome("m", None, [], 0, {"lama-trex": 0.5}))
+        # attention pruning hurts most, and the drop flattens above 50%
+        for group, drops in (("overall", (10, 12)), ("attention", (20, 21))):
+            for level, drop in zip((0.4, 0.8), drops, strict=True):
+                store.write(_outcome("m", f"prune:l1_unstructured:{group}:{level}",
+                                     _prune(group, level), 0,
+                                     {"lama-trex": 0.5 - drop / 100}))  # fmt: skip
+        for group, value in (("attention", 0.30), ("feed_forward", 0.45)):
+            store.write(_outcome("m", f"quant:dynamic_int8:{group}", _quant(group), 0,
+                                 {"lama-trex": value}))  # fmt: skip
+    one, two, three, four = check_findings(_frame(path))
+    assert one.verdict == "does not hold"
+    assert "overall 11.00 points, attention 20.50" in one.summary
+    assert two.verdict == "does not hold"
+    assert three.verdict == "does not hold"
+    assert "attention 20.00 points, feed-forward 5.00" in three.summary
+    assert four.verdict == "not enough data"
+
+
+def test_findings_with_only_a_baseline_say_not_enough_data(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with ResultsStore(path) as store:
+        store.write(_outcome("m", None, [], 0, {"piqa": 0.7}))
+    assert {f.verdict for f in check_findings(_frame(path))} == {"not enough data"}
+
+
+# -- forgetting ---------------------------------------------------------------------------------
+def test_forgetting_lists_facts_and_items_the_baseline_knew(store_path):
+    with ResultsStore(store_path) as store:
+        forgetting = find_forgetting(store, load_frame(store))
+    assert [f["uuid"] for f in forgetting.facts] == ["u1", "u3"]
+    assert forgetting.facts[0]["relation"] == "P1" and forgetting.facts[0]["prediction"] == "y"
+    assert [(i["index"], i["baseline_chosen"], i["chosen"]) for i in forgetting.items] == [
+        (0, 0, 1)
+    ]
+    summary = {(r["probe"], r["relation"]): r for r in forgetting.summary}
+    assert len(summary) == 4  # lama-trex: (all), P1, P2 (P3 has no scored fact); piqa: (all)
+    for key, expected in {
+        ("lama-trex", "(all)"): (3, 2, 1),  # u5 is not scored (several tokens)
+        ("lama-trex", "P1"): (2, 1, 0),
+        ("lama-trex", "P2"): (1, 1, 1),
+        ("piqa", "(all)"): (2, 1, 1),
+    }.items():
+        row = summary[key]
+        assert (row["baseline_correct"], row["forgotten"], row["gained"]) == expected
+    assert summary[("lama-trex", "P1")]["share_forgotten"] == pytest.approx(0.5)
+
+
+# -- files, plots and html ----------------------------------------------------------------------
+def test_report_writes_every_part(written):
+    out = written
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    for stem in ("drop_vs_sparsity_m1", "probe_drops_m1", "final_layer_m1", "drop_vs_fraction_m1"):
+        assert f"{stem}.png" in plots and f"{stem}.svg" in plots
+        assert (out / "plots" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "<svg" in (out / "plots" / f"{stem}.svg").read_text()
+    assert not any("m2" in p for p in plots)  # a baseline alone has nothing to plot
+    for name in (
+        "findings.md",
+        "drops.csv",
+        "forgetting/forgetting_facts.csv",
+        "forgetting/forgetting_items.csv",
+        "forgetting/forgetting_by_relation.csv",
+    ):
+        assert (out / name).is_file(), name
+    drops = list(csv.DictReader((out / "drops.csv").open()))
+    row = next(r for r in drops if r["recipe"] == "prune:l1_unstructured:feed_forward:0.8"
+               and r["probe"] == "piqa")  # fmt: skip
+    assert float(row["drop_points"]) == pytest.approx(20.0)
+    assert row["majority"] == "0.5" and row["kind"] == "prune" and row["group"] == "feed_forward"
+    facts = list(csv.DictReader((out / "forgetting" / "forgetting_facts.csv").open()))
+    assert [f["uuid"] for f in facts] == ["u1", "u3"]
+    findings = (out / "findings.md").read_text()
+    assert findings.count("**holds**") == 4
+
+
+def test_html_is_self_contained(written):
+    page = (written / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page
+    sources = re.findall(r"""src\s*=\s*['"]([^'"]*)""", page)
+    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r"""href\s*=\s*['"](?!#)""", page)  # only links inside the page
+    assert "<link" not in page and "<script" not in page
+    for text in (
+        "synthetic",
+        "m1",
+        "m2",
+        "2.13.0+cpu",
+        "Findings check",
+        "Table 4",
+        "48.0 ± 1.4",
+        "holds",
+        "majority",
+        "Per-fact forgetting",
+    ):
+        assert text in page, text
+    assert '<td class="num missing">–</td>' in page
+
+
+def test_majority_level_is_the_drop_down_to_the_majority_class(store_path):
+    from knowcomp.report.stats import majority_drop
+
+    frame = _frame(store_path)
+    assert majority_drop(frame, "m1", ["piqa"]) == pytest.approx(30.0)
+    assert majority_drop(frame, "m1", ["piqa", "winogrande"]) == pytest.approx(17.5)
+    assert majority_drop(frame, "m1", ["lama-trex"]) is None
+
+
+# -- the command --------------------------------------------------------------------------------
+def _run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_report_command_prints_findings_and_writes_the_folder(store_path, tmp_path):
+    result = _run("report", str(store_path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "1. Pruning all modules (overall) hurts most: holds" in result.output
+    assert "4. Structured final-layer pruning hurts more than unstructured: holds" in result.output
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_report_command_default_folder_and_quiet(tmp_path):
+    path = tmp_path / "small.sqlite"
+    with ResultsStore(path) as store:
+        store.write(_outcome("m", None, [], 0, {"lama-trex": 0.5}))
+    result = _run("report", str(path), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{tmp_path / 'small-report' / 'report.html'}\n"
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_report_command_errors(tmp_path):
+    out = str(tmp_path / "out")
+    _one_line_error(_run("report", str(tmp_path / "nope.sqlite"), "-o", out), "does not exist")
+    _one_line_error(_run("report", str(tmp_path), "-o", out), "is a folder")
+    text = tmp_path / "notes.sqlite"
+    text.write_text("not a database at all" * 100)
+    _one_line_error(_run("report", str(text), "-o", out), "not a knowcomp results file")
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    _one_line_error(_run("report", str(other), "-o", out), "not a knowcomp results file")
+    empty = tmp_path / "empty.sqlite"
+    ResultsStore(empty).close()
+    _one_line_error(_run("report", str(empty), "-o", out), "has no results yet")
+    future = full_store(tmp_path / "future.sqlite")
+    with sqlite3.connect(future) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    _one_line_error(_run("report", str(future), "-o", out), "results schema 99")
+    assert not (tmp_path / "out").exists()  # nothing written before the checks pass
