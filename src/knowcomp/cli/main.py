@@ -35,7 +35,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from knowcomp.cli import compress_cmd, data_cmd, eval_cmd, modules_cmd
+    from knowcomp.cli import compress_cmd, data_cmd, eval_cmd, modules_cmd, results_cmd, run_cmd
 
     cli.add_command(modules_cmd.modules)
     cli.add_command(modules_cmd.methods)
@@ -43,6 +43,8 @@ def _register() -> None:
     cli.add_command(data_cmd.data)
     cli.add_command(eval_cmd.eval_)
     cli.add_command(eval_cmd.probes_)
+    cli.add_command(run_cmd.run)
+    cli.add_command(results_cmd.results)
     from knowcomp.cli import report_cmd
 
     cli.add_command(report_cmd.report)

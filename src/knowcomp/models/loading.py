@@ -92,6 +92,14 @@ def load_model(
     return LoadedModel(model, tokenizer, family, spec, source.location, notes)
 
 
+def check_model(spec: str) -> None:
+    """Fail now, with `load_model`'s one-line error, if `spec` cannot be found: a cheap check
+    (no weights read) for validating a study before any work starts."""
+    source = resolve(spec)
+    if source.kind == "hub":
+        _load_config(spec, source)
+
+
 def _load_config(spec: str, source: Source) -> tuple[PretrainedConfig, dict[str, Any]]:
     """The config, trying the local hub cache before the network for hub ids."""
     if source.kind != "hub":

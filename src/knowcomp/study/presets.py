@@ -12,9 +12,7 @@ TENTHS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
 def _global_pruning() -> list[Sweep]:
-    return [
-        Sweep(f"prune/{g}", f"prune:l1_unstructured:{g}:{{level}}", TENTHS) for g in GROUPS
-    ]
+    return [Sweep(f"prune/{g}", f"prune:l1_unstructured:{g}:{{level}}", TENTHS) for g in GROUPS]
 
 
 def _global_quantization() -> list[Sweep]:

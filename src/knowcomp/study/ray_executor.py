@@ -101,4 +101,6 @@ def _get(ray: Any, ref: Any) -> TrialOutcome:
             raise KnowcompError(str(cause)) from None
         raise
     except ray.exceptions.RayActorError as err:
-        raise KnowcompError(f"a Ray worker died while loading or running its model: {err}") from None
+        raise KnowcompError(
+            f"a Ray worker died while loading or running its model: {err}"
+        ) from None

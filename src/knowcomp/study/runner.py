@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 
 from knowcomp.study.spec import StudySpec
-from knowcomp.study.store import ResultsStore, TrialOutcome
+from knowcomp.study.store import Owner, ResultsStore, TrialOutcome
 from knowcomp.study.trials import Trial, validate
 
 
@@ -32,6 +32,9 @@ class RunListener:
 
     def trial_finished(self, trial: Trial, outcome: TrialOutcome) -> None: ...
 
+    def trial_left(self, trial: Trial, holder: str) -> None:
+        """Another live run holds this trial; it computes and stores it."""
+
 
 @dataclass
 class RunSummary:
@@ -42,6 +45,7 @@ class RunSummary:
     seconds: float = 0.0
     output: str = ""
     models: list[str] = field(default_factory=list)
+    left_to_others: dict[str, int] = field(default_factory=dict)  # owner -> trials it holds
 
 
 def pending_trials(spec: StudySpec, trials: list[Trial], store: ResultsStore) -> list[PendingTrial]:
@@ -63,39 +67,75 @@ def run_study(
 ) -> RunSummary:
     """Run every trial of `spec` the store at `spec.output` does not have yet."""
     listener = listener or RunListener()
+    if executor not in ("local", "ray"):
+        raise ValueError(f"unknown executor {executor!r}")
     trials = validate(spec)  # everything checkable is checked before the store is touched
+    owner = Owner.me()
     with ResultsStore(spec.output) as store:
         pending = pending_trials(spec, trials, store)
         summary = RunSummary(len(trials), len(trials) - len(pending), output=str(spec.output),
                              models=list(spec.models))  # fmt: skip
         listener.started(pending, summary.skipped)
         start = time.perf_counter()
-        if executor == "local":
-            outcomes = _run_local(spec, pending, listener)
-        elif executor == "ray":
-            from knowcomp.study.ray_executor import run_on_ray
 
-            outcomes = run_on_ray(spec, pending, address=ray_address, workers=workers_per_model)
-        else:
-            raise ValueError(f"unknown executor {executor!r}")
-        for trial, outcome in outcomes:  # the driver is the only writer
-            summary.rows_added += store.write(outcome)
-            summary.ran += 1
-            listener.trial_finished(trial, outcome)
+        def claim(item: PendingTrial) -> PendingTrial | None:
+            """The trial with the probes this run should compute, or None: another live run
+            holds it, or finished it since this run started."""
+            holder = store.claim(item.trial.key, owner)
+            if holder is not None:
+                listener.trial_left(item.trial, holder.describe())
+                name = holder.describe()
+                summary.left_to_others[name] = summary.left_to_others.get(name, 0) + 1
+                return None
+            done = store.done_probes(item.trial.key)
+            missing = [p for p in item.probes if p not in done]
+            if not missing:
+                listener.trial_left(item.trial, "another run")
+                summary.skipped += 1
+                return None
+            return PendingTrial(item.trial, missing)
+
+        try:
+            if executor == "local":
+                outcomes = _run_local(spec, pending, listener, claim)
+            else:
+                from knowcomp.study.ray_executor import run_on_ray
+
+                claimed = [c for c in map(claim, pending) if c is not None]
+                outcomes = run_on_ray(spec, claimed, address=ray_address,
+                                      workers=workers_per_model)  # fmt: skip
+            for trial, outcome in outcomes:  # the driver is the only writer
+                summary.rows_added += store.write(outcome)
+                summary.ran += 1
+                listener.trial_finished(trial, outcome)
+        finally:
+            store.release(owner)  # an interrupted run leaves its unfinished trials to the next
         summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _run_local(spec: StudySpec, pending: list[PendingTrial], listener: RunListener):
-    """Trials grouped by model: each model loads once and is restored between trials."""
+def _run_local(
+    spec: StudySpec,
+    pending: list[PendingTrial],
+    listener: RunListener,
+    claim: Callable[[PendingTrial], PendingTrial | None],
+) -> Iterator[tuple[Trial, TrialOutcome]]:
+    """Trials grouped by model: each model loads once (when its first trial is claimed) and
+    is restored between trials."""
     from knowcomp.study.worker import ModelWorker
 
     spec_hash = spec.spec_hash()
     for model, group in groupby(pending, key=lambda p: p.trial.model):
-        listener.model_loading(model)
-        worker = ModelWorker(model, dtype=spec.dtype, device=spec.device,
-                             device_map=spec.device_map, data_dir=spec.data_dir)  # fmt: skip
-        for item in group:
+        worker = None
+        for candidate in group:
+            item = claim(candidate)
+            if item is None:
+                continue
+            if worker is None:
+                listener.model_loading(model)
+                options = {"dtype": spec.dtype, "device": spec.device,
+                           "device_map": spec.device_map, "data_dir": spec.data_dir}  # fmt: skip
+                worker = ModelWorker(model, **options)
             listener.trial_started(item.trial)
             outcome = worker.run(item.trial, item.probes, study=spec.name, spec_hash=spec_hash,
                                  progress=listener.probe_started)  # fmt: skip

@@ -36,8 +36,13 @@ SPEC_KEYS = {
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset"}
 DEFAULT_PROBES = (
-    "lama-trex", "lama-google-re", "lama-squad", "lama-conceptnet-subset",
-    "boolq", "piqa", "winogrande",
+    "lama-trex",
+    "lama-google-re",
+    "lama-squad",
+    "lama-conceptnet-subset",
+    "boolq",
+    "piqa",
+    "winogrande",
 )  # fmt: skip  (the probes of The Cost of Compression)
 
 
@@ -96,7 +101,9 @@ def load_spec(path: Path) -> StudySpec:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise SpecError(f"study spec {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise SpecError(
+            f"study spec {path} is not valid YAML: {str(err).splitlines()[0]}"
+        ) from None
     if not isinstance(data, dict):
         raise SpecError(f"study spec {path} must be a mapping with at least models and recipes")
     return spec_from_dict(data, default_name=path.stem)
@@ -185,5 +192,7 @@ def _seeds(value: Any, key: str) -> tuple[int, ...]:
 
 def _limit(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise SpecError(f"'limit' must be a positive integer (items per relation or task), got {value!r}")
+        raise SpecError(
+            f"'limit' must be a positive integer (items per relation or task), got {value!r}"
+        )
     return value

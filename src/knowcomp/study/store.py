@@ -7,14 +7,20 @@ compression achieved), `results` (one row per trial x probe: metrics, counts, ti
 A trial's rows are written together in one `BEGIN IMMEDIATE` transaction, so `kill -9` loses
 at most the trial in flight. Keys are primary keys and every insert is `OR IGNORE`, so two runs
 writing the same file never duplicate a row; WAL lets readers work while a study writes.
+
+Two runs on one file also share the work: a runner `claim`s a trial before computing it and
+leaves trials claimed by another live process to that process. A claim whose process is gone
+(same host, pid not running) or that is older than `STALE_CLAIM_SECONDS` is taken over.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +31,7 @@ from typing import Any
 from knowcomp.errors import KnowcompError
 
 SCHEMA_VERSION = 1
+STALE_CLAIM_SECONDS = 12 * 3600
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
@@ -62,6 +69,13 @@ CREATE TABLE IF NOT EXISTS results (
     created REAL NOT NULL,
     PRIMARY KEY (trial_key, probe)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    trial_key TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    token TEXT NOT NULL,
+    claimed REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS records (
     trial_key TEXT NOT NULL,
     probe TEXT NOT NULL,
@@ -88,6 +102,32 @@ class TrialOutcome:
     results: list[dict[str, Any]] = field(default_factory=list)  # ProbeResult.to_dict()s
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who is computing a trial: this process (host, pid, and a token against pid reuse)."""
+
+    host: str
+    pid: int
+    token: str
+
+    @classmethod
+    def me(cls) -> Owner:
+        return cls(socket.gethostname(), os.getpid(), uuid.uuid4().hex)
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ResultsStore:
     """Open (or create) a results file; check its version before anything is written."""
 
@@ -107,7 +147,9 @@ class ResultsStore:
             ) from None
 
     def _init_schema(self) -> None:
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
         if tables and "meta" not in tables:
             raise StoreError(
                 f"'{self.path}' is an SQLite file but not a knowcomp results file; "
@@ -177,7 +219,35 @@ class ResultsStore:
                         "INSERT OR IGNORE INTO records VALUES (?, ?, ?)",
                         (trial["trial_key"], result["probe"], _pack(result["records"])),
                     )
+            self._db.execute("DELETE FROM claims WHERE trial_key = ?", (trial["trial_key"],))
         return added
+
+    def claim(self, trial_key: str, owner: Owner) -> Owner | None:
+        """Claim a trial for `owner`; returns the other live owner if someone else holds it."""
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT host, pid, token, claimed FROM claims WHERE trial_key = ?", (trial_key,)
+            ).fetchone()
+            if row is not None:
+                holder = Owner(row["host"], row["pid"], row["token"])
+                if holder != owner and not self._stale(holder, row["claimed"]):
+                    return holder
+            self._db.execute(
+                "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
+                (trial_key, owner.host, owner.pid, owner.token, time.time()),
+            )
+        return None
+
+    @staticmethod
+    def _stale(holder: Owner, claimed: float) -> bool:
+        if time.time() - claimed > STALE_CLAIM_SECONDS:
+            return True
+        return holder.host == socket.gethostname() and not _process_alive(holder.pid)
+
+    def release(self, owner: Owner) -> None:
+        """Drop every claim `owner` still holds (its trials were not finished)."""
+        with self._transaction():
+            self._db.execute("DELETE FROM claims WHERE token = ?", (owner.token,))
 
     # -- reading ----------------------------------------------------------------------------
     def done_probes(self, trial_key: str) -> set[str]:
@@ -249,6 +319,8 @@ def _check_writable(path: Path) -> None:
         ) from None
     target = path if path.exists() else path.parent
     if path.is_dir():
-        raise StoreError(f"results path '{path}' is a folder; give a file, e.g. {path}/study.sqlite")
+        raise StoreError(
+            f"results path '{path}' is a folder; give a file, e.g. {path}/study.sqlite"
+        )
     if not os.access(target, os.W_OK):
         raise StoreError(f"results file '{path}' is not writable; choose another --out path")

@@ -76,8 +76,7 @@ def _unique(trials: list[Trial]) -> list[Trial]:
 def validate(spec: StudySpec) -> list[Trial]:
     """Check models, probes, recipes and options before any work; return the trials."""
     from knowcomp.compress import parse_recipe
-    from knowcomp.models.loading import DTYPES
-    from knowcomp.models.sources import resolve
+    from knowcomp.models.loading import DTYPES, check_model
     from knowcomp.probes.registry import get_probe
 
     if spec.lama_mode not in ("next-token", "candidates", "generate"):
@@ -91,7 +90,7 @@ def validate(spec: StudySpec) -> list[Trial]:
     for probe in spec.probes:
         get_probe(probe)
     for model in spec.models:
-        resolve(model)
+        check_model(model)
     for sweep in spec.sweeps:
         for _, recipe in sweep.recipes():
             try:

@@ -1,0 +1,93 @@
+"""`knowcomp results`: list, filter and export what a study stored."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from knowcomp.cli.format import console
+from knowcomp.errors import KnowcompError
+
+FLAT_COLUMNS = (
+    "model", "sweep", "recipe", "level", "seed", "limit_items", "probe", "category",
+    "sparsity", "params_compressed", "params_model", "bytes_before", "bytes_after",
+    "eval_seconds", "trial_key",
+)  # fmt: skip
+
+
+@click.command("results")
+@click.argument("db", type=click.Path(path_type=Path))
+@click.option("--model", "-m", help="Only this model.")
+@click.option("--probe", "-p", help="Only this probe.")
+@click.option("--sweep", "-s", help="Only this sweep (e.g. prune/overall, baseline).")
+@click.option("--format", "-f", "fmt", type=click.Choice(["table", "csv", "jsonl"]),
+              default="table", show_default=True, help="Print a table, or export.")  # fmt: skip
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Write the export to a file.")
+def results(
+    db: Path, model: str | None, probe: str | None, sweep: str | None, fmt: str, out: Path | None
+) -> None:
+    """List the results stored in DB (a study's SQLite file), filtered, or export them.
+
+    CSV has one row per trial x probe with every metric as a column; JSON lines keep each
+    row whole (compression report and package versions included).
+    """
+    from knowcomp.study import ResultsStore
+
+    if not db.is_file():
+        raise KnowcompError(f"results file '{db}' does not exist; run a study first (knowcomp run)")
+    with ResultsStore(db) as store:
+        rows = store.rows(model=model, probe=probe, sweep=sweep)
+    if not rows:
+        raise KnowcompError(f"no results in {db} match the filters")
+    if fmt == "table":
+        _print_table(rows)
+        return
+    handle = out.open("w", newline="") if out else sys.stdout
+    try:
+        if fmt == "jsonl":
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+        else:
+            _write_csv(rows, handle)
+    finally:
+        if out:
+            handle.close()
+            console.print(f"{len(rows)} rows written to {out}")
+
+
+def _metric_names(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for r in rows for k in r["metrics"]))
+
+
+def _write_csv(rows: list[dict[str, Any]], handle) -> None:
+    metrics = _metric_names(rows)
+    writer = csv.writer(handle)
+    writer.writerow([*FLAT_COLUMNS, *metrics])
+    for r in rows:
+        writer.writerow([r.get(c) for c in FLAT_COLUMNS] + [r["metrics"].get(m) for m in metrics])
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    shown = [m for m in ("p@1_micro", "p@1_macro", "acc", "acc_norm", "majority",
+                         "exact_match", "perplexity") if m in _metric_names(rows)]  # fmt: skip
+    table = Table(title=f"{len(rows)} results", title_justify="left")
+    for column in ("Model", "Sweep", "Level", "Seed", "Probe", "Sparsity", *shown):
+        table.add_column(
+            column, justify="left" if column in ("Model", "Sweep", "Probe") else "right"
+        )
+    for r in rows:
+        level = "" if r["level"] is None else f"{r['level']:g}"
+        cells = [_fmt(r["metrics"].get(m)) for m in shown]
+        sparsity = "" if r["sparsity"] is None else f"{r['sparsity']:.1%}"
+        table.add_row(r["model"], r["sweep"], level, str(r["seed"]), r["probe"], sparsity, *cells)
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"

@@ -1,0 +1,205 @@
+"""`knowcomp run`: a whole study (a YAML spec or a preset), resumable, local or on Ray."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from knowcomp.cli.format import console, err_console
+from knowcomp.errors import KnowcompError
+
+
+@click.command("run")
+@click.argument("spec_file", metavar="[STUDY.yaml]", required=False,
+                type=click.Path(path_type=Path))  # fmt: skip
+@click.option("--preset", help="A built-in study instead of a YAML file (see --list-presets).")
+@click.option("--model", "-m", "models", multiple=True,
+              help="Model(s) to study, replacing the spec's. Repeat for several.")  # fmt: skip
+@click.option("--probes", "-p", help="Comma-separated probes; replaces the spec's probes.")
+@click.option("--limit", type=click.IntRange(min=1), help="Items per relation (LAMA) or task.")
+@click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2; replaces the spec's seeds.")
+@click.option("--out", "-o", type=click.Path(path_type=Path),
+              help="Results file (SQLite); rerunning on it skips finished trials.")  # fmt: skip
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory to read.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Run trials here, or as Ray tasks.")  # fmt: skip
+@click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Ray: workers (model copies) per model.")  # fmt: skip
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="Write the report folder next to the results file at the end.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Validate and list the trials; run nothing.")
+@click.option("--list-presets", is_flag=True, help="List the built-in studies and exit.")
+def run(
+    spec_file: Path | None,
+    preset: str | None,
+    models: tuple[str, ...],
+    probes: str | None,
+    limit: int | None,
+    seeds: str | None,
+    out: Path | None,
+    data_dir: Path | None,
+    executor: str,
+    ray_address: str | None,
+    workers: int,
+    report: bool,
+    dry_run: bool,
+    list_presets: bool,
+) -> None:
+    """Run a compression study: every model x recipe x level x seed, every probe, one results
+    file. Finished trials are kept; rerun the same command to resume after a crash.
+
+    \b
+    Examples:
+      knowcomp run --preset quickstart
+      knowcomp run --preset global-pruning --model smollm2-135m --probes lama-trex,piqa --limit 50
+      knowcomp run my-study.yaml --executor ray
+    """
+    from knowcomp.study import run_study
+    from knowcomp.study.trials import validate
+
+    if list_presets:
+        _print_presets()
+        return
+    spec = _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir)
+    if dry_run:
+        trials = validate(spec)
+        console.print(f"{spec.name}: {len(trials)} trials x {len(spec.probes)} probes "
+                      f"-> {spec.output}")  # fmt: skip
+        for t in trials:
+            console.print(
+                f"  {t.model}  {t.sweep:<28} seed {t.seed:<3} {t.recipe or '(uncompressed)'}"
+            )
+        return
+    with _ProgressListener() as listener:
+        summary = run_study(spec, executor=executor, listener=listener, ray_address=ray_address,
+                            workers_per_model=workers)  # fmt: skip
+    console.print(
+        f"{summary.ran} trial(s) run, {summary.skipped} already in {summary.output} "
+        f"({summary.rows_added} result rows added, {summary.seconds:.0f} s)"
+    )
+    for holder, count in summary.left_to_others.items():
+        console.print(
+            f"{count} trial(s) left to another run writing the same file ({holder}); "
+            "rerun this command after it ends to pick up anything it did not finish"
+        )
+    if report:
+        _write_report(spec.output)
+
+
+def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir):
+    from knowcomp.study import load_spec, preset_spec
+
+    if spec_file is not None and preset is not None:
+        raise KnowcompError("give a STUDY.yaml or --preset, not both")
+    if spec_file is None and preset is None:
+        raise KnowcompError(
+            "nothing to run; give a STUDY.yaml or --preset (e.g. knowcomp run --preset quickstart)"
+        )
+    spec = load_spec(spec_file) if spec_file is not None else preset_spec(preset, models)
+    overrides: dict = {"models": models or None, "limit": limit, "output": out,
+                       "data_dir": data_dir}  # fmt: skip
+    if probes is not None:
+        overrides["probes"] = tuple(p.strip() for p in probes.split(",") if p.strip())
+    if seeds is not None:
+        try:
+            overrides["seeds"] = tuple(int(s) for s in seeds.split(",") if s.strip())
+        except ValueError:
+            raise KnowcompError(f"--seeds '{seeds}' must be integers, e.g. --seeds 0,1,2") from None
+    return spec.with_overrides(**overrides)
+
+
+def _write_report(db: Path) -> None:
+    try:
+        from knowcomp.report import write_report
+    except ImportError:
+        return
+    folder = db.with_name(db.stem + "-report")
+    with err_console.status("writing the report"):
+        html = write_report(db, folder)
+    console.print(f"report: {html}")
+
+
+def _print_presets() -> None:
+    from rich.table import Table
+
+    from knowcomp.study import PRESETS, preset_spec
+    from knowcomp.study.trials import expand
+
+    table = Table(title="Built-in studies (knowcomp run --preset NAME --model MODEL)",
+                  title_justify="left")  # fmt: skip
+    for column in ("Preset", "Sweeps", "Trials per model", "What it runs"):
+        table.add_column(column)
+    for name, preset in PRESETS.items():
+        spec = preset_spec(name, (preset.model or "MODEL",))
+        table.add_row(name, str(len(preset.sweeps)), str(len(expand(spec))), preset.summary)
+    console.print(table)
+
+
+class _ProgressListener:
+    """A trial bar (count and ETA) over a bar for the probe being scored."""
+
+    def __init__(self) -> None:
+        self.bar = Progress(
+            TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=err_console, transient=True,
+        )  # fmt: skip
+        self.trials: TaskID | None = None
+        self.probe: TaskID | None = None
+        self.started_at = time.perf_counter()
+
+    def __enter__(self) -> _ProgressListener:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def started(self, pending, skipped: int) -> None:
+        if skipped:
+            console.print(f"{skipped} trial(s) already in the results file; skipping them")
+        self.trials = self.bar.add_task("trials", total=len(pending))
+
+    def model_loading(self, model: str) -> None:
+        self.bar.update(self.trials, description=f"loading {model}")
+
+    def trial_started(self, trial) -> None:
+        label = trial.sweep if trial.level is None else f"{trial.sweep} {trial.level:g}"
+        self.bar.update(self.trials, description=f"{label} (seed {trial.seed})")
+
+    def probe_started(self, probe: str, total: int):
+        if self.probe is not None:
+            self.bar.remove_task(self.probe)
+        self.probe = self.bar.add_task(f"  {probe}", total=total)
+        return lambda n, task=self.probe: self.bar.advance(task, n)
+
+    def trial_left(self, trial, holder: str) -> None:
+        self.bar.advance(self.trials, 1)
+
+    def trial_finished(self, trial, outcome) -> None:
+        if self.probe is not None:
+            self.bar.remove_task(self.probe)
+            self.probe = None
+        self.bar.advance(self.trials, 1)
+        scores = ", ".join(f"{r['probe']} {_headline(r['metrics']):.3f}" for r in outcome.results)
+        label = trial.sweep if trial.level is None else f"{trial.sweep} {trial.level:g}"
+        console.print(f"[green]done[/] {label} seed {trial.seed}: {scores}")
+
+
+def _headline(metrics: dict) -> float:
+    for key in ("p@1_micro", "exact_match", "acc"):
+        if key in metrics:
+            return float(metrics[key])
+    return float("nan")
