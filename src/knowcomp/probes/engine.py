@@ -68,12 +68,12 @@ def head_only_at(model: nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> It
         handle.remove()
 
 
-def batches(requests: Sequence[Request], max_tokens: int, max_batch: int) -> Iterator[list[int]]:
-    """Indices of requests, longest first, in batches whose padded size fits `max_tokens`."""
-    order = sorted(range(len(requests)), key=lambda i: -requests[i].length)
+def batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> Iterator[list[int]]:
+    """Indices of sequences, longest first, in batches whose padded size fits `max_tokens`."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batch: list[int] = []
     for i in order:
-        longest = requests[batch[0]].length if batch else requests[i].length
+        longest = lengths[batch[0]] if batch else lengths[i]
         if batch and (len(batch) >= max_batch or longest * (len(batch) + 1) > max_tokens):
             yield batch
             batch = []
@@ -132,7 +132,7 @@ def score(
     max_tokens = max_tokens or default_max_tokens(device)
     results: list[Scored | None] = [None] * len(requests)
     with torch.inference_mode():
-        for batch in batches(requests, max_tokens, max_batch):
+        for batch in batches([r.length for r in requests], max_tokens, max_batch):
             reqs = [requests[i] for i in batch]
             for i, scored in zip(batch, _score_batch(model, family, reqs, pad_id, device),
                                  strict=True):  # fmt: skip
@@ -156,18 +156,24 @@ def _score_batch(
     cols = torch.tensor([p for r in reqs for p in r.positions], device=device)
     with head_only_at(model, rows, cols):
         logits = model(**kwargs).logits[0].float()
+    return collect(logits, [r.targets for r in reqs])
+
+
+def collect(logits: torch.Tensor, targets: Sequence[Sequence[int]]) -> list[Scored]:
+    """Per-sequence results from head logits (n, V) whose rows are every sequence's target
+    positions in order: `targets[0]`'s positions first, then `targets[1]`'s, and so on."""
     logprobs = torch.log_softmax(logits, dim=-1)
-    targets = torch.tensor([t for r in reqs for t in r.targets], device=device)
-    target_lp = logprobs.gather(1, targets[:, None])[:, 0]
+    flat = torch.tensor([t for ts in targets for t in ts], device=logits.device)
+    target_lp = logprobs.gather(1, flat[:, None])[:, 0]
     top = logits.argmax(dim=-1)
-    ranks = (logits > logits.gather(1, targets[:, None])).sum(dim=-1) + 1
+    ranks = (logits > logits.gather(1, flat[:, None])).sum(dim=-1) + 1
     out, start = [], 0
-    for r in reqs:
-        end = start + len(r.positions)
+    for ts in targets:
+        end = start + len(ts)
         out.append(
             Scored(
                 logprobs=tuple(target_lp[start:end].tolist()),
-                greedy=bool((top[start:end] == targets[start:end]).all()),
+                greedy=bool((top[start:end] == flat[start:end]).all()),
                 first_rank=int(ranks[start]),
                 first_top=int(top[start]),
             )
