@@ -27,7 +27,7 @@ from typing import Any
 from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes import engine
+from knowcomp.probes import engine, packed
 from knowcomp.probes.engine import Request, Scored
 
 DEFAULT_MAX_LENGTH = 2048  # lm-evaluation-harness's fallback when the model states none
@@ -109,8 +109,10 @@ def score_pairs(
 ) -> list[Scored]:
     """Score each (context, continuation) pair; results in the order of `pairs`.
 
-    Identical requests are scored once. Where the engine says it pays (see
-    `engine.share_contexts`), the continuations of one context run on one pass of the context.
+    Identical requests are scored once, grouped by context. Decoders that take a custom
+    attention mask (`packed.supports_packing`) get each context and all its continuations
+    packed into one sequence; the others run each context once for its continuations where
+    the engine says that pays (`engine.share_contexts`), and one sequence per pair otherwise.
     `progress`, if given, is advanced in units whose total is `progress_total` (e.g. items,
     not requests).
     """
@@ -120,9 +122,27 @@ def score_pairs(
     unique = list(dict.fromkeys(requests))
     pad = engine.pad_id_of(loaded.tokenizer)
     step = _scaled(progress, len(unique), progress_total)
-    groups: dict[tuple[int, ...], list[Request]] = {}
-    for r in unique:
-        groups.setdefault(r.input_ids[: r.positions[0] + 1], []).append(r)
+    by_request: dict[Request, Scored] = {}
+    if packed.supports_packing(loaded.model, loaded.family):
+        span = packed.window(loaded.model, limit)
+        groups = _by_context([r for r in unique if r.length <= span])
+        scored = packed.score_packed(
+            loaded.model, [(ctx, [r.targets for r in rs]) for ctx, rs in groups.items()],
+            pad_id=pad, max_length=span, max_tokens=max_tokens, progress=step,
+        )  # fmt: skip
+        by_request = _flatten(groups, scored)
+        unique = [r for r in unique if r.length > span]  # only under a short sliding window
+    if unique:
+        by_request |= _score_unpacked(loaded, unique, pad, max_tokens, step)
+    return [by_request[r] for r in requests]
+
+
+def _score_unpacked(
+    loaded: LoadedModel, unique: list[Request], pad: int, max_tokens: int | None, step
+) -> dict[Request, Scored]:
+    """The paths without packing: a context run once for all its continuations (KV cache)
+    where that pays, else one padded sequence per request."""
+    groups = _by_context(unique)
     device = next(loaded.model.parameters()).device
     plain = sum(len(r.input_ids) for r in unique)
     shared_tokens = sum(
@@ -133,15 +153,27 @@ def score_pairs(
             loaded.model, [(ctx, [r.targets for r in rs]) for ctx, rs in groups.items()],
             pad_id=pad, max_tokens=max_tokens, progress=step,
         )  # fmt: skip
-        by_request = {r: s for rs, ss in zip(groups.values(), shared, strict=True)
-                      for r, s in zip(rs, ss, strict=True)}  # fmt: skip
-    else:
-        scored = engine.score(
-            loaded.model, loaded.family, unique,
-            pad_id=pad, max_tokens=max_tokens, progress=step,
-        )  # fmt: skip
-        by_request = dict(zip(unique, scored, strict=True))
-    return [by_request[r] for r in requests]
+        return _flatten(groups, shared)
+    scored = engine.score(
+        loaded.model, loaded.family, unique, pad_id=pad, max_tokens=max_tokens, progress=step
+    )
+    return dict(zip(unique, scored, strict=True))
+
+
+def _flatten(
+    groups: dict[tuple[int, ...], list[Request]], scored: Sequence[Sequence[Scored]]
+) -> dict[Request, Scored]:
+    return {r: s for rs, ss in zip(groups.values(), scored, strict=True)
+            for r, s in zip(rs, ss, strict=True)}  # fmt: skip
+
+
+def _by_context(requests: Sequence[Request]) -> dict[tuple[int, ...], list[Request]]:
+    """Requests grouped by their context (the tokens up to the one predicting the first
+    target), in first-seen order."""
+    groups: dict[tuple[int, ...], list[Request]] = {}
+    for r in requests:
+        groups.setdefault(r.input_ids[: r.positions[0] + 1], []).append(r)
+    return groups
 
 
 def _scaled(
