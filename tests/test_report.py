@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import re
 import sqlite3
 from pathlib import Path
@@ -22,6 +23,10 @@ PARAMS_MODEL = 1000
 GROUP_PARAMS = {"attention": 200, "feed_forward": 600, "overall": 800, "final_layer": 100}
 BASE = {"lama-trex": 0.50, "piqa": 0.80, "winogrande": 0.60}
 MAJORITY = {"piqa": 0.5, "winogrande": 0.55}
+CATEGORY = {"lama-trex": "world_knowledge", "piqa": "common_reasoning",
+            "winogrande": "language_understanding"}  # fmt: skip
+HAS_CATEGORIES = importlib.util.find_spec("knowcomp.probes.categories") is not None
+EXTRA = ["categories"] if HAS_CATEGORIES else []  # the category table, where it can be built
 
 # Drops in points, (lama-trex, piqa) at levels 0.2, 0.4, 0.6, 0.8: the averaged drops are
 # overall 5, 10, 25, 35; attention 1, 2, 8, 15; feed_forward 2, 4, 15, 25.
@@ -70,8 +75,8 @@ def _outcome(
         "versions": VERSIONS, "seconds": 1.0,
     }  # fmt: skip
     results = [
-        {"probe": probe, "category": "x", "metrics": _metrics(probe, value), "counts": {},
-         "notes": [], "seconds": 0.1, "records": (records or {}).get(probe)}
+        {"probe": probe, "category": CATEGORY[probe], "metrics": _metrics(probe, value),
+         "counts": {}, "notes": [], "seconds": 0.1, "records": (records or {}).get(probe)}
         for probe, value in scores.items()
     ]  # fmt: skip
     return TrialOutcome(trial, results)
@@ -199,7 +204,7 @@ def test_a_trial_without_baseline_has_no_drop(tmp_path):
 def test_tables_show_the_studys_layout_with_missing_probes_as_missing(store_path):
     tables = {t.name: t for t in build_tables(_frame(store_path))}
     assert list(tables) == ["table3_baseline", "table4_quantization", "table5_prune_quant_20",
-                            "table6_prune_quant_40", "table1_seeds"]  # fmt: skip
+                            "table6_prune_quant_40", "table1_seeds", *EXTRA]  # fmt: skip
     base = to_markdown(tables["table3_baseline"])
     assert "| Model | lama-trex | piqa | winogrande |" in base
     assert "| m1 | 50.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 0.0 |" in base  # seeds 0 and 1
@@ -233,9 +238,22 @@ def test_tables_without_data_are_skipped(tmp_path):
         store.write(_outcome("m", "prune:l1_unstructured:attention:0.5",
                              _prune("attention", 0.5), 0, {"lama-trex": 0.2}))  # fmt: skip
     result = generate_report(path, tmp_path / "out")
-    assert [t.name for t in result.tables] == ["table3_baseline"]
-    assert sorted(p.name for p in (tmp_path / "out" / "tables").iterdir()) == [
+    assert [t.name for t in result.tables] == ["table3_baseline", *EXTRA]
+    written = sorted(p.name for p in (tmp_path / "out" / "tables").iterdir())
+    assert [n for n in written if n.startswith("table")] == [
         "table3_baseline.csv", "table3_baseline.md", "table3_baseline.tex"]  # fmt: skip
+
+
+@pytest.mark.skipif(not HAS_CATEGORIES, reason="knowcomp.probes.categories is not installed")
+def test_category_averages_table(store_path):
+    tables = {t.name: t for t in build_tables(_frame(store_path))}
+    text = to_markdown(tables["categories"])
+    assert ("| Model | Compression | World knowledge | Common reasoning | Language understanding"
+            " | Average |") in text  # fmt: skip
+    assert "| m1 | baseline | 50.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 0.0 | 63.3 ± 0.0 |" in text
+    # no winogrande after compression: the language cell is missing, the average has two probes
+    assert "| m1 | prune:l1_unstructured:overall:0.2 | 45.0 | 75.0 | – | 60.0 |" in text
+    assert "| m2 | baseline | 30.0 | – | – | 30.0 |" in text
 
 
 # -- findings -----------------------------------------------------------------------------------
@@ -411,3 +429,79 @@ def test_report_command_errors(tmp_path):
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     _one_line_error(_run("report", str(future), "-o", out), "results schema 99")
     assert not (tmp_path / "out").exists()  # nothing written before the checks pass
+
+
+# -- end to end ---------------------------------------------------------------------------------
+@pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
+def test_report_of_a_real_tiny_study(tmp_path):
+    """A real study on a random 2-layer Llama, then its report: every part is there."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from knowcomp.models import load_model
+    from knowcomp.study import run_study
+    from knowcomp.study.spec import spec_from_dict
+
+    folder = tmp_path / "tiny-llama"
+    tokenizer = load_model("smollm2-135m").tokenizer
+    config = AutoConfig.for_model(
+        "llama", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, intermediate_size=64, vocab_size=len(tokenizer),
+        max_position_embeddings=512, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    spec = spec_from_dict({
+        "name": "tiny-report", "models": [str(folder)], "probes": ["lama-trex", "piqa"],
+        "limit": 1, "output": str(tmp_path / "r.sqlite"),
+        "recipes": [
+            {"name": "prune/overall", "recipe": "prune:l1_unstructured:overall:{level}",
+             "levels": [0.3, 0.7]},
+            {"name": "prune/attention", "recipe": "prune:l1_unstructured:attention:{level}",
+             "levels": [0.3, 0.7]},
+            "quant:dynamic_int8:attention", "quant:dynamic_int8:feed_forward",
+        ],
+    })  # fmt: skip
+    run_study(spec)
+    result = generate_report(tmp_path / "r.sqlite", tmp_path / "out")
+    assert [t.name for t in result.tables] == ["table3_baseline", "table4_quantization", *EXTRA]
+    assert {p.name.removesuffix("_tiny-llama") for p in result.plots} == {
+        "drop_vs_sparsity", "probe_drops", "drop_vs_fraction"}  # fmt: skip
+    verdicts = [f.verdict for f in result.findings]
+    assert verdicts[0] != "not enough data" and verdicts[1] != "not enough data"
+    assert verdicts[2] != "not enough data" and verdicts[3] == "not enough data"
+    summary = {(r["recipe"], r["probe"]) for r in result.forgetting.totals()}
+    assert ("prune:l1_unstructured:overall:0.7", "lama-trex") in summary
+    page = result.html.read_text()
+    assert "tiny-report" in page and "http" not in page
+
+
+def test_lama_generate_mode_and_unscored_metrics(tmp_path):
+    """Generate mode reports exact_match_micro and `matched` records; NaN means nothing scored."""
+    path = tmp_path / "s.sqlite"
+    base = [{"relation": "P1", "uuid": "a", "matched": True, "prediction": "A"},
+            {"relation": "P1", "uuid": "b", "matched": False, "prediction": "x"}]  # fmt: skip
+    pruned = [{**base[0], "matched": False, "prediction": "y"}, {**base[1], "matched": True}]
+    with ResultsStore(path) as store:
+        for recipe, steps, value, records in (
+            (None, [], 0.5, base),
+            ("prune:l1_unstructured:overall:0.5", _prune("overall", 0.5), 0.25, pruned),
+        ):
+            outcome = _outcome("m", recipe, steps, 0, {})
+            outcome.results = [
+                {"probe": "lama-trex", "category": "world_knowledge", "counts": {},
+                 "metrics": {"exact_match_micro": value, "exact_match_macro": value},
+                 "records": records},
+                {"probe": "piqa", "category": "common_reasoning", "counts": {},
+                 "metrics": {"acc": float("nan"), "majority": float("nan")}},
+            ]  # fmt: skip
+            store.write(outcome)
+        frame = load_frame(store)
+        forgetting = find_forgetting(store, frame)
+    assert [(p.probe, p.kind, p.metric) for p in frame.points] == [
+        ("lama-trex", "lama", "exact_match_micro")]  # fmt: skip
+    assert frame.points[0].drop == pytest.approx(25.0)
+    assert [f["uuid"] for f in forgetting.facts] == ["a"]
+    total = forgetting.totals()[0]
+    assert (total["baseline_correct"], total["forgotten"], total["gained"]) == (1, 1, 1)

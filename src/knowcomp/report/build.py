@@ -126,8 +126,13 @@ def _notes(frame: Frame) -> list[str]:
     if missing:
         listed = "; ".join(f"{m} seed {s}" for m, s in missing)
         notes.append(f"No baseline for: {listed}. Those trials show their scores but no drop.")
-    notes.append("Category averages (world knowledge / common reasoning / language "
-                 "understanding) are not shown yet.")  # fmt: skip
+    try:
+        import knowcomp.probes.categories  # noqa: F401
+    except ImportError:
+        notes.append(
+            "Category averages (world knowledge / common reasoning / language understanding) "
+            "are not shown: this knowcomp has no knowcomp.probes.categories."
+        )
     return notes
 
 

@@ -1,11 +1,12 @@
 """Per-fact forgetting: what the baseline got right and a compressed model got wrong.
 
 LAMA facts are matched by `uuid` between a trial and its baseline (same model, seed and item
-limit, so the same facts); a fact counts when both scored it (its object is one token) and the
-baseline's top prediction was right (P@1 = 1). Multiple-choice items are matched by `index`:
-forgotten when the baseline chose the gold answer and the compressed model did not. Items a
-compressed model gets right that its baseline got wrong are counted too (`gained`), since
-compression does not only take knowledge away.
+limit, so the same facts); a fact counts when both scored it (in the ranked modes, its object
+is one token) and the baseline was right (P@1 = 1; in generate mode, an exact match).
+Multiple-choice items are matched by `index`: forgotten when the baseline chose the gold
+answer and the compressed model did not. Items a compressed model gets right that its baseline
+got wrong are counted too (`gained`), since compression does not only take knowledge away. QA
+probes are not compared item by item.
 """
 
 from __future__ import annotations
@@ -67,15 +68,25 @@ def find_forgetting(store: ResultsStore, frame: Frame) -> Forgetting:
     return out
 
 
+def _lama_correct(record: dict[str, Any]) -> bool | None:
+    """Right at rank 1 (ranked modes) or an exact match (generate mode); None: not scored."""
+    if "matched" in record:
+        return bool(record["matched"])
+    if record.get("rank") is None or "p@1" not in record:
+        return None
+    return record["p@1"] == 1
+
+
 def _lama(head: dict[str, Any], base: list[dict], mine: list[dict], out: Forgetting) -> None:
-    before = {r["uuid"]: r for r in base if r.get("rank") is not None}
+    before = {r.get("uuid"): r for r in base if _lama_correct(r) is not None}
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # correct, forgotten, gained
     for record in mine:
         known = before.get(record.get("uuid"))
-        if known is None or record.get("rank") is None:
+        now = _lama_correct(record)
+        if known is None or now is None:
             continue
         tally = counts[known["relation"]]
-        was, now = known["p@1"] == 1, record["p@1"] == 1
+        was = bool(_lama_correct(known))
         tally[0] += was
         tally[1] += was and not now
         tally[2] += now and not was

@@ -16,10 +16,12 @@ from typing import Any
 from knowcomp.study.store import ResultsStore
 
 STRUCTURED_METHODS = frozenset({"ln_structured", "random_structured"})
-HEADLINE_METRICS = ("p@1_micro", "exact_match", "acc")  # LAMA, QA, multiple choice / LAMBADA
+# LAMA (ranked, then generated), QA, multiple choice and LAMBADA: the first study's numbers
+HEADLINE_METRICS = ("p@1_micro", "exact_match_micro", "exact_match", "acc")
 PROBE_KINDS = {
     "lama": "LAMA probes (P@1)",
     "mc": "multiple-choice probes (accuracy)",
+    "qa": "QA probes (exact match)",
     "other": "other probes",
 }
 GROUP_LABELS = {"overall": "Overall", "attention": "Att", "feed_forward": "FF"}
@@ -27,19 +29,24 @@ GROUP_ORDER = ("overall", "attention", "feed_forward")
 
 
 def headline_metric(metrics: dict[str, Any]) -> str | None:
-    """The one number a table shows for a probe: P@1 (micro) for LAMA, exact match, accuracy."""
+    """The one number a table shows for a probe: P@1 (micro) for LAMA (exact match of the
+    generated object in LAMA's generate mode), exact match for QA, accuracy otherwise. A
+    metric that is not a number (NaN: nothing scored) does not count."""
     for name in HEADLINE_METRICS:
-        if isinstance(metrics.get(name), int | float):
+        value = metrics.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
             return name
     return None
 
 
 def probe_kind(metrics: dict[str, Any]) -> str:
-    """`lama` (P@1), `mc` (accuracy with a majority-class baseline) or `other`."""
-    if "p@1_micro" in metrics:
+    """`lama`, `mc` (accuracy with a majority-class baseline), `qa` (exact match) or `other`."""
+    if "p@1_micro" in metrics or "exact_match_micro" in metrics:
         return "lama"
     if "majority" in metrics:
         return "mc"
+    if "exact_match" in metrics:
+        return "qa"
     return "other"
 
 
@@ -104,6 +111,8 @@ class BaselinePoint:
     metric: str
     value: float
     majority: float | None
+    category: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,8 @@ class Point:
     compression: Compression
     sparsity: float | None  # achieved, over the compressed layers
     fraction: float | None  # share of the model's parameters the compression changed
+    category: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def drop(self) -> float | None:
@@ -191,7 +202,8 @@ def load_frame(store: ResultsStore) -> Frame:
         if row["recipe"] is None:
             majority = metrics.get("majority")
             point = BaselinePoint(label, row["seed"], row["probe"], probe_kind(metrics), metric,
-                                  float(metrics[metric]), majority)  # fmt: skip
+                                  float(metrics[metric]), majority, row["category"],
+                                  metrics)  # fmt: skip
             frame.baselines.append(point)
             base[(label, row["seed"], row["probe"])] = (point.value, majority)
             frame.baseline_keys[(label, row["seed"], row["probe"])] = row["trial_key"]
@@ -217,6 +229,8 @@ def load_frame(store: ResultsStore) -> Frame:
                 compression=comp,
                 sparsity=row["sparsity"],
                 fraction=_fraction(row, comp),
+                category=row["category"],
+                metrics=metrics,
             )
         )
         frame.trial_keys[(label, row["recipe"], row["seed"], row["probe"])] = row["trial_key"]

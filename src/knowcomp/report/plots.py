@@ -48,9 +48,11 @@ def draw_plots(frame: Frame, folder: Path) -> list[Plot]:
     slugs: set[str] = set()
     for model in frame.models:
         mine = [a for a in all_arms if a.model == model]
-        slug = _slug(model)
+        slug = base = _slug(model)
+        count = 1
         while slug in slugs:
-            slug += "-"
+            count += 1
+            slug = f"{base}-{count}"
         slugs.add(slug)
         group_series = _group_series(mine)
         if group_series:
@@ -257,5 +259,10 @@ def _save(fig, folder: Path, name: str, title: str, caption: str) -> Plot:
     return Plot(name, title, caption, png, svg)
 
 
-def _slug(text: str) -> str:
+def _slug(label: str) -> str:
+    """A file-name part for a model label: a local path becomes its folder name."""
+    name, _, setting = label.partition(" [")
+    if name.startswith(("/", ".", "~")):
+        name = Path(name).name
+    text = f"{name} {setting}" if setting else name
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "model"

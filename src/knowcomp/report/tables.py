@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knowcomp.report.frame import GROUP_ORDER, Frame
-from knowcomp.report.stats import Arm, Cell, arms, baseline_score
+from knowcomp.report.stats import Arm, Cell, arms, baseline_score, cell
 
 MISSING = "–"
 NAMED_LEVELS = {0.2: ("table5", "Table 5"), 0.4: ("table6", "Table 6")}
@@ -50,6 +50,7 @@ def build_tables(frame: Frame) -> list[Table]:
     tables = [_baseline_table(frame), _quant_table(frame, all_arms)]
     tables += _prune_quant_tables(frame, all_arms)
     tables.append(_seed_table(frame, all_arms))
+    tables.append(category_table(frame, all_arms))
     return [t for t in tables if t is not None and t.rows]
 
 
@@ -123,7 +124,61 @@ def _seeds(seeds: list[int]) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
-_UNITS = "Headline score in percent: P@1 (micro) for LAMA, accuracy for multiple choice."
+_UNITS = (
+    "Headline score in percent: P@1 (micro) for LAMA, accuracy for multiple choice, exact "
+    "match for QA."
+)
+
+
+def category_table(frame: Frame, all_arms: list[Arm]) -> Table | None:
+    """Averages by knowledge category (world knowledge, common reasoning, ...) per model and
+    compression, from `knowcomp.probes.categories`; None where that module is not installed."""
+    try:
+        from knowcomp.probes.base import ProbeResult
+        from knowcomp.probes.categories import CATEGORIES, DISPLAY_NAMES, category_averages
+    except ImportError:
+        return None
+
+    def averages(points: list) -> dict[str, Cell | None]:
+        by_seed: dict[int, list[ProbeResult]] = {}
+        for p in points:
+            result = ProbeResult(p.probe, p.category or "custom", p.metrics, {})
+            by_seed.setdefault(p.seed, []).append(result)
+        values: dict[str, list[float]] = {}
+        for results in by_seed.values():
+            layout = category_averages(results)
+            for average in layout.categories:
+                if average.score is not None:
+                    values.setdefault(average.category, []).append(100 * average.score)
+            if layout.overall is not None:
+                values.setdefault("average", []).append(100 * layout.overall)
+        return {key: cell(v) for key, v in values.items()}
+
+    rows: list[tuple[list[str], dict[str, Cell | None]]] = []
+    for model in frame.models:
+        rows.append(
+            ([model, "baseline"], averages([b for b in frame.baselines if b.model == model]))
+        )
+        for arm in all_arms:
+            if arm.model == model:
+                rows.append(([model, arm.recipe], averages(arm.points)))
+    seen = {key for _, found in rows for key in found}
+    columns = [c for c in CATEGORIES if c in seen]
+    columns += sorted(seen - set(CATEGORIES) - {"average"})
+    table = Table(
+        "categories",
+        "Averages by knowledge category",
+        ["Model", "Compression"],
+        [DISPLAY_NAMES.get(c, c) for c in columns] + ["Average"],
+        note="Mean headline score in percent of each category's probes, and of all probes; "
+        "each probe's headline as knowcomp.probes.categories defines it (acc_norm where "
+        "lm-evaluation-harness reports it), so multiple-choice cells can differ from the "
+        "tables above.",
+    )
+    for labels, found in rows:
+        if found:
+            table.rows.append((labels, [found.get(c) for c in [*columns, "average"]]))
+    return table
 
 
 # -- rendering ------------------------------------------------------------------------------
