@@ -107,6 +107,15 @@ def test_spec_file_round_trip(tmp_path, tiny_model_dir):
     assert len(expand(spec)) == 4  # baseline, two levels, one fixed recipe
 
 
+def test_example_spec_is_valid():
+    from knowcomp.study.trials import validate
+
+    spec = load_spec(Path(__file__).parent.parent / "examples" / "study.yaml")
+    trials = validate(spec)
+    assert len(trials) == 1 + 2 * 9 + 3 + 1
+    assert "quant:weight_only:overall:bits=4:group_size=32" in {t.recipe for t in trials}
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
