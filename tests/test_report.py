@@ -505,3 +505,13 @@ def test_lama_generate_mode_and_unscored_metrics(tmp_path):
     assert [f["uuid"] for f in forgetting.facts] == ["a"]
     total = forgetting.totals()[0]
     assert (total["baseline_correct"], total["forgotten"], total["gained"]) == (1, 1, 1)
+
+
+def test_a_read_only_results_file_is_reported_from_a_copy(store_path, tmp_path, monkeypatch):
+    import knowcomp.report.build as build
+
+    monkeypatch.setattr(build, "_writable", lambda path: False)
+    before = store_path.read_bytes()
+    result = build.generate_report(store_path, tmp_path / "ro")
+    assert result.html.is_file() and len(result.findings) == 4
+    assert store_path.read_bytes() == before

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 import sqlite3
-from collections.abc import Callable
-from contextlib import closing
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,16 +42,17 @@ class ReportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def check_results_file(db: Path) -> None:
+def check_results_file(db: Path, *, shown: Path | None = None) -> None:
     """Fail with one line, before anything is written, unless `db` is a knowcomp results file
-    of this version with at least one result."""
-    if not db.exists():
+    of this version with at least one result (`shown`: the path to name in messages)."""
+    real, db = db, shown or db
+    if not real.exists():
         raise ReportError(f"results file '{db}' does not exist; run a study first "
                           "(knowcomp run --preset quickstart) or check the path")  # fmt: skip
-    if db.is_dir():
+    if real.is_dir():
         raise ReportError(f"'{db}' is a folder; give the study's results file (.sqlite)")
     try:
-        with closing(sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)) as conn:
+        with closing(sqlite3.connect(f"file:{real.resolve()}?mode=ro", uri=True)) as conn:
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
@@ -76,15 +80,20 @@ def generate_report(
     """Write tables, plots, findings, forgetting CSVs and `report.html` into `out`."""
     say = progress or (lambda message: None)
     db, out = Path(db), Path(out)
-    check_results_file(db)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ReportError(f"cannot create report folder '{out}' ({err.strerror})") from None
-    try:
-        store = ResultsStore(db)
-    except StoreError as err:
-        raise ReportError(str(err)) from None
+    with _readable_copy(db) as source:
+        check_results_file(source, shown=db)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ReportError(f"cannot create report folder '{out}' ({err.strerror})") from None
+        try:
+            store = ResultsStore(source)
+        except StoreError as err:
+            raise ReportError(str(err)) from None
+        return _generate(store, db, out, say)
+
+
+def _generate(store: ResultsStore, db: Path, out: Path, say: Callable[[str], None]) -> ReportResult:
     with store:
         say(f"reading {db}")
         frame = load_frame(store)
@@ -113,6 +122,26 @@ def generate_report(
     html_path.write_text(render_html(content), encoding="utf-8")
     say(f"wrote {html_path}")
     return ReportResult(html_path, out, tables, plots, findings, forgetting, files, notes)
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+@contextmanager
+def _readable_copy(db: Path) -> Iterator[Path]:
+    """`db` itself, or a temporary copy of it (with its write-ahead log) when `db` or its
+    folder is read-only: opening a results file takes a write lock, even to read it."""
+    if not db.is_file() or _writable(db):
+        yield db
+        return
+    with tempfile.TemporaryDirectory(prefix="knowcomp-report-") as tmp:
+        copy = Path(tmp) / db.name
+        for suffix in ("", "-wal"):
+            source = db.with_name(db.name + suffix)
+            if source.exists():
+                shutil.copyfile(source, copy.with_name(copy.name + suffix))
+        yield copy
 
 
 def write_report(db: Path, out: Path) -> Path:
