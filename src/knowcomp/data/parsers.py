@@ -209,7 +209,8 @@ def sciq(row: dict[str, str], path: Path) -> SciQItem:
 
 
 def triviaqa(obj: dict[str, Any], path: Path) -> TriviaQAItem:
-    return TriviaQAItem(_str(obj, "context"), _str(obj, "answer"), _strs(obj, "aliases"))
+    aliases = _strs(obj, "aliases", min_len=1)  # an empty alias list could never match
+    return TriviaQAItem(_str(obj, "context"), _str(obj, "answer"), aliases)
 
 
 def webquestion(obj: dict[str, Any], path: Path) -> WebQuestion:

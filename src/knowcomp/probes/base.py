@@ -40,7 +40,11 @@ class RunOptions:
     skip_malformed: bool = False
     max_tokens: int | None = None  # padded tokens per batch; None: the engine's device default
     progress: Any = None  # callable(n_done) or None
-    lama_mode: str = "next-token"  # or "candidates": rank every object of the relation (decoders)
+    # LAMA scoring: "next-token" (the object's rank in the vocabulary at the slot, every
+    # family), "candidates" (rank every object of the relation by log-likelihood, decoders) or
+    # "generate" (greedy generation, exact match of the object, decoders)
+    lama_mode: str = "next-token"
+    max_new_tokens: int | None = None  # generation cap (QA, LAMA generate); None: 32 tokens
 
 
 class Probe(ABC):

@@ -18,6 +18,7 @@ def register(cls: type[Probe]) -> type[Probe]:
 def load_builtin_probes() -> None:
     from knowcomp.probes.lama import probes  # noqa: F401  (registers the LAMA probes)
     from knowcomp.probes.mc import tasks  # noqa: F401  (registers the multiple-choice probes)
+    from knowcomp.probes.qa import probes as qa  # noqa: F401  (registers TriviaQA, WebQS)
 
 
 def probe_names() -> list[str]:

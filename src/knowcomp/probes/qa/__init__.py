@@ -1,0 +1,1 @@
+"""Open-answer knowledge probes: TriviaQA and WebQuestions answered by greedy generation."""
