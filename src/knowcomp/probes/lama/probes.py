@@ -13,9 +13,11 @@ from knowcomp.errors import DataError, KnowcompError
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine
 from knowcomp.probes.base import Probe, ProbeResult, RunOptions
+from knowcomp.probes.generate import rule_for
 from knowcomp.probes.lama import items as lama_items
 from knowcomp.probes.lama.candidates import score_candidates
 from knowcomp.probes.lama.cloze import ClozeBuilder
+from knowcomp.probes.lama.generated import generation_metrics, score_generated
 from knowcomp.probes.lama.metrics import aggregate, fact_scores
 from knowcomp.probes.registry import register
 from knowcomp.probes.sampling import take
@@ -58,15 +60,21 @@ class LamaProbe(Probe):
             score_candidates(loaded, chosen, relations, options)
         elif options.lama_mode == "next-token":
             self._score_next_token(loaded, chosen, options)
+        elif options.lama_mode == "generate":
+            score_generated(loaded, chosen, options)
         else:
             raise KnowcompError(
-                f"unknown LAMA mode '{options.lama_mode}'; choose next-token or candidates"
+                f"unknown LAMA mode '{options.lama_mode}'; choose next-token, candidates or "
+                "generate"
             )
         records = [record for _, record in chosen]
         skipped = Counter(r["skipped"] for r in records if "skipped" in r)
-        scored = sum(1 for r in records if "rank" in r)
+        generated = options.lama_mode == "generate"
+        scored = sum(1 for r in records if ("matched" if generated else "rank") in r)
         counts = {"facts": len(records), "scored": scored,
                   "relations": len({r["relation"] for r in records}), **skipped}  # fmt: skip
+        if generated:
+            counts["capped"] = sum(bool(r.get("capped")) for r in records)
         if skipped.get("multi_token"):
             notes.append(
                 f"{skipped['multi_token']} of {len(records)} objects are several tokens for this "
@@ -75,10 +83,15 @@ class LamaProbe(Probe):
         return ProbeResult(
             probe=self.name,
             category=self.category,
-            metrics=aggregate(records),
+            metrics=generation_metrics(records) if generated else aggregate(records),
             counts=counts,
             records=records,
-            options={"limit": options.limit, "seed": options.seed, "mode": options.lama_mode},
+            options={
+                "limit": options.limit,
+                "seed": options.seed,
+                "mode": options.lama_mode,
+                **({"max_new_tokens": rule_for(options).max_new_tokens} if generated else {}),
+            },
             seconds=time.perf_counter() - start,
             notes=notes,
         )
