@@ -16,7 +16,9 @@ back into lm-eval's own prompt, and the choice follows after lm-eval's `target_d
   `\\nAnswer:`;
 - hellaswag: `{activity_label}: {context}` + ` {ending}`; the query as it is;
 - winogrande: the sentence up to the blank, filled with each option, + ` {rest of sentence}`;
-- lambada: the passage up to its last word + ` {last word}`.
+- lambada: the passage up to its last word + ` {last word}`;
+- sciq: `{support}\\nQuestion: {question}\\nAnswer:` + ` {choice}`, the choices SciQ's three
+  distractors and then the correct answer (lm-eval's order: the gold is always the last).
 
 The results are lm-eval's prompts character for character, with one known difference: in
 HellaSwag, lm-eval capitalizes the first letter of the context's last fragment (`ctx_b`), which
@@ -114,6 +116,39 @@ class ArcChallenge(PreformattedChoice):
     dataset = "arc-challenge"
     summary = "ARC-Challenge test: the science questions simple baselines fail, four choices"
     prompt = staticmethod(question_prompt)
+
+
+def sciq_prompt(support: str, question: str) -> str:
+    """lm-eval's SciQ prompt; without a support passage it starts with the newline, as there."""
+    return f"{support.lstrip()}\nQuestion: {question}\nAnswer:"
+
+
+@register
+class SciQ(ChoiceProbe):
+    """lm-eval's `sciq`: choices in its order (SciQ's three distractors, then the answer)."""
+
+    name = "sciq"
+    category = "world_knowledge"
+    dataset = "sciq"
+    summary = "SciQ test: a science question after its support passage, four choices"
+
+    def items(self, options: RunOptions) -> tuple[list[ChoiceItem], list[str]]:
+        stream = loaders.load_sciq(options.data_dir, skip_malformed=options.skip_malformed)
+        records, notes = _read(stream)
+        return [
+            ChoiceItem.shared_context(i, sciq_prompt(r.support, r.question),
+                                      [*r.distractors, r.correct_answer], 3, DELIMITER)
+            for i, r in enumerate(records)
+        ], notes  # fmt: skip
+
+    def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
+        result = super().run(loaded, options)
+        result.metrics.pop("majority", None)  # the gold is always choice 3: 1.0 says nothing
+        result.notes.append(
+            "the answer is always the last of the four choices (lm-eval's "
+            "order), so there is no majority baseline; chance is 0.25"
+        )
+        return result
 
 
 @register
