@@ -19,6 +19,10 @@ COLUMNS = (
     ("p@1_micro", "P@1 micro"),
     ("p@10_micro", "P@10 micro"),
     ("mrr_micro", "MRR micro"),
+    ("exact_match_macro", "EM macro"),
+    ("exact_match_micro", "EM micro"),
+    ("exact_match", "EM"),
+    ("capped", "capped"),
     ("acc", "acc"),
     ("acc_norm", "acc_norm"),
     ("majority", "majority"),
@@ -38,11 +42,18 @@ COLUMNS = (
 )
 @click.option(
     "--lama-mode",
-    type=click.Choice(["next-token", "candidates"]),
+    type=click.Choice(["next-token", "candidates", "generate"]),
     default="next-token",
     show_default=True,
-    help="LAMA on decoders: rank the object's token in the vocabulary, or rank every object "
-    "of the relation by log-likelihood (multi-token objects too; slower).",
+    help="LAMA on decoders: rank the object's token in the vocabulary, rank every object "
+    "of the relation by log-likelihood (multi-token objects too; slower), or generate an "
+    "answer greedily and count exact matches of the object.",
+)
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    help="Generation cap for open-answer probes (triviaqa, webqs, --lama-mode generate); "
+    "default 32.",
 )
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write results (JSON).")
 def eval_(
@@ -54,6 +65,7 @@ def eval_(
     data_dir: Path | None,
     skip_malformed: bool,
     lama_mode: str,
+    max_new_tokens: int | None,
     out: Path | None,
 ) -> None:
     """Measure what MODEL knows with knowledge probes, and print a results table.
@@ -65,14 +77,17 @@ def eval_(
     from knowcomp.models import load_model
     from knowcomp.models.sources import resolve
     from knowcomp.probes.base import RunOptions
+    from knowcomp.probes.generate import check_cap
     from knowcomp.probes.registry import parse_probe_list
 
+    if max_new_tokens is not None:
+        check_cap(max_new_tokens)
     chosen = parse_probe_list(probes)
     parsed = parse_recipe(recipe) if recipe else None
     resolve(model)
     base = RunOptions(
         limit=limit, seed=seed, data_dir=data_dir, skip_malformed=skip_malformed,
-        lama_mode=lama_mode,
+        lama_mode=lama_mode, max_new_tokens=max_new_tokens,
     )  # fmt: skip
     totals = [p.count(base) for p in chosen]  # reads the data: a missing dataset fails here
     with err_console.status(f"loading {model}"):
@@ -115,9 +130,26 @@ def _print_table(model: str, results) -> None:
         cells = [_fmt(r.metrics.get(key)) for key, _ in used]
         table.add_row(r.probe, f"{r.counts.get('scored', 0)}/{items}", *cells, f"{r.seconds:.1f}")
     console.print(table)
+    _print_categories(results)
     for r in results:
         for note in r.notes:
             console.print(f"[yellow]note:[/] {r.probe}: {note}")
+
+
+def _print_categories(results) -> None:
+    """Per-category averages of the probes' headline scores (see `probes.categories`)."""
+    from knowcomp.probes.categories import category_averages
+
+    layout = category_averages(results)
+    table = Table(title="By category (headline metric per probe)", title_justify="left")
+    for col, justify in (("Category", "left"), ("Probes", "left"), ("Average", "right")):
+        table.add_column(col, justify=justify)
+    for average in layout.categories:
+        probes = [f"{p} ({layout.metrics[p]})" for p in average.present]
+        probes += [f"{p} (no score)" for p in average.missing]
+        table.add_row(average.name, ", ".join(probes), _fmt(average.score))
+    table.add_row("Overall", "mean of the probes above", _fmt(layout.overall))
+    console.print(table)
 
 
 def _fmt(value: float | None) -> str:
