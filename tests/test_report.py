@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from knowcomp.cli.main import cli
 from knowcomp.report import check_findings, generate_report, load_frame, write_report
 from knowcomp.report.forgetting import find_forgetting
+from knowcomp.report.plots import draw_plots
 from knowcomp.report.stats import arms
 from knowcomp.report.tables import build_tables, to_csv, to_latex, to_markdown
 from knowcomp.study.store import ResultsStore, TrialOutcome
@@ -198,6 +199,7 @@ def test_a_trial_without_baseline_has_no_drop(tmp_path):
     frame = _frame(path)
     assert frame.points[0].drop is None
     assert arms(frame)[0].drop() is None
+    assert draw_plots(frame, tmp_path / "plots") == []  # nothing to draw without a baseline
 
 
 # -- tables -------------------------------------------------------------------------------------

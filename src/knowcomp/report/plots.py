@@ -47,7 +47,7 @@ def draw_plots(frame: Frame, folder: Path) -> list[Plot]:
     plots: list[Plot] = []
     slugs: set[str] = set()
     for model in frame.models:
-        mine = [a for a in all_arms if a.model == model]
+        mine = [a for a in all_arms if a.model == model and a.drop() is not None]
         slug = base = _slug(model)
         count = 1
         while slug in slugs:
@@ -60,8 +60,8 @@ def draw_plots(frame: Frame, folder: Path) -> list[Plot]:
                 frame, model, group_series, folder, f"drop_vs_sparsity_{slug}",
                 f"{model}: averaged drop against sparsity, per group (Figs. 3-5)",
                 "Pruning level (%)",
-                "L1 pruning of each group at each level; drop of the headline score averaged "
-                "over the probes of each kind.",
+                "Each group pruned at each level; drop of the headline score averaged over "
+                "the probes of each kind.",
             ))  # fmt: skip
             plots.append(_per_probe(frame, model, group_series, folder, f"probe_drops_{slug}"))
         final_series = _final_series(mine)
