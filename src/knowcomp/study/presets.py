@@ -38,10 +38,18 @@ def _final_layer() -> list[Sweep]:
 
 
 def _quickstart() -> list[Sweep]:
-    return [
-        Sweep(f"prune/{g}", f"prune:l1_unstructured:{g}:{{level}}", (0.2, 0.4, 0.6, 0.8))
-        for g in GROUPS
-    ] + [Sweep("quant/overall", "quant:dynamic_int8:overall")]
+    """A little of every sweep, so each of the study's four findings has data to check."""
+    return (
+        [
+            Sweep(f"prune/{g}", f"prune:l1_unstructured:{g}:{{level}}", (0.2, 0.4, 0.6, 0.8))
+            for g in GROUPS
+        ]
+        + [Sweep(f"quant/{g}", f"quant:dynamic_int8:{g}") for g in GROUPS]
+        + [
+            Sweep("final/unstructured", "prune:l1_unstructured:final_layer:{level}", (0.3, 0.6)),
+            Sweep("final/structured", "prune:ln_structured:final_layer:{level}:p=1", (0.3, 0.6)),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -75,11 +83,11 @@ PRESETS: dict[str, Preset] = {
         tuple(_global_pruning() + _global_quantization() + _prune_quantize() + _final_layer()),
     ),
     "quickstart": Preset(
-        "a few minutes on a laptop CPU: SmolLM2, three groups pruned 20-80% and int8, "
-        "a T-REx and PIQA sample",
+        "minutes on a laptop CPU: SmolLM2, a little of every sweep above, on samples of "
+        "T-REx and PIQA",
         tuple(_quickstart()),
         probes=("lama-trex", "piqa"),
-        limit=8,
+        limit=20,
         model="smollm2-135m",
     ),
 }
