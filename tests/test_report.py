@@ -517,3 +517,19 @@ def test_a_read_only_results_file_is_reported_from_a_copy(store_path, tmp_path, 
     result = build.generate_report(store_path, tmp_path / "ro")
     assert result.html.is_file() and len(result.findings) == 4
     assert store_path.read_bytes() == before
+
+
+def test_probe_kinds_and_headline_metrics():
+    from knowcomp.report.frame import headline_metric, probe_kind
+
+    cases = [
+        ({"p@1_micro": 0.1, "mrr_micro": 0.2}, "lama", "p@1_micro"),
+        ({"exact_match_micro": 0.1, "capped": 0.0}, "lama", "exact_match_micro"),
+        ({"acc": 0.6, "acc_norm": 0.7, "majority": 0.5}, "mc", "acc"),
+        ({"acc": 0.6, "acc_norm": 0.7}, "mc", "acc"),  # SciQ: no majority class
+        ({"exact_match": 0.2}, "qa", "exact_match"),
+        ({"acc": 0.3, "perplexity": 40.0}, "other", "acc"),  # LAMBADA
+        ({"acc": float("nan")}, "other", None),
+    ]
+    for metrics, kind, headline in cases:
+        assert (probe_kind(metrics), headline_metric(metrics)) == (kind, headline), metrics

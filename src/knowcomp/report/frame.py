@@ -40,10 +40,11 @@ def headline_metric(metrics: dict[str, Any]) -> str | None:
 
 
 def probe_kind(metrics: dict[str, Any]) -> str:
-    """`lama`, `mc` (accuracy with a majority-class baseline), `qa` (exact match) or `other`."""
+    """`lama`, `mc` (multiple choice: accuracy, mostly with a majority-class baseline), `qa`
+    (exact match) or `other` (LAMBADA)."""
     if "p@1_micro" in metrics or "exact_match_micro" in metrics:
         return "lama"
-    if "majority" in metrics:
+    if "majority" in metrics or "acc_norm" in metrics:  # SciQ has no majority class
         return "mc"
     if "exact_match" in metrics:
         return "qa"
