@@ -26,29 +26,54 @@ EXAMPLE = "prune:l1_unstructured:overall:0.2,quant:dynamic_int8:all_linear"
 @click.option("--seed", default=0, show_default=True, help="Seed for random methods.")
 @click.option("--force", is_flag=True, help="Write into --out even if it is not empty.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Text file for calibrated methods (gptq, sparsegpt, wanda); paragraphs split at "
+    "blank lines. Default: passages from the data directory (T-REx evidence, BoolQ, SciQ).",
+)
+@click.option(
+    "--nsamples", default=64, show_default=True, help="Calibration blocks (calibrated methods)."
+)
+@click.option("--seqlen", default=512, show_default=True, help="Tokens per calibration block.")
 def compress(
-    model: str, recipe: str, out: Path | None, seed: int, force: bool, as_json: bool
+    model: str,
+    recipe: str,
+    out: Path | None,
+    seed: int,
+    force: bool,
+    as_json: bool,
+    calibration: Path | None,
+    nsamples: int,
+    seqlen: int,
 ) -> None:
     """Compress MODEL with a recipe and show, per group, what changed.
 
     Sparsity is counted from the weights after compression; sizes are given dense and in a
     compressed layout (sparse mask + non-zeros). With --out, the model is saved (pruned models
     load with plain transformers, quantized ones with knowcomp) with knowcomp.json beside it.
+    Calibrated methods read --nsamples blocks of --seqlen tokens of calibration text, ordered
+    by --seed.
     """
 
     from knowcomp.compress import CompressionSession, parse_recipe
+    from knowcomp.compress.calibration import DEFAULT_SOURCE, CalibrationSpec
     from knowcomp.compress.drift import output_drift, probe_logits
     from knowcomp.models import load_model
     from knowcomp.models.sources import resolve
 
     parsed = parse_recipe(recipe)  # every check that needs no model happens before loading
+    spec = CalibrationSpec(
+        str(calibration) if calibration else DEFAULT_SOURCE, nsamples, seqlen, seed
+    )
     resolve(model)
     if out is not None:
         _check_out_dir(out, force)
     with err_console.status(f"loading {model}"):
         loaded = load_model(model)
-    session = CompressionSession(loaded)
-    session.plan(parsed)  # group checks against this model, before any weight changes
+    session = CompressionSession(loaded, calibration=spec)
+    with err_console.status("preparing"):
+        session.plan(parsed, seed=seed)  # checks against this model, before any weight changes
     before = (
         probe_logits(loaded.model, loaded.tokenizer, loaded.family) if loaded.tokenizer else None
     )

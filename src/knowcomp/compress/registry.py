@@ -10,12 +10,15 @@ import dataclasses
 import types
 import typing
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from knowcomp.errors import RecipeError
+
+if TYPE_CHECKING:
+    from knowcomp.compress.layerwise import InputStats
 
 Kind = Literal["prune", "quant"]
 
@@ -28,6 +31,7 @@ class Method(ABC):
     kind: ClassVar[Kind]
     summary: ClassVar[str]
     takes_level: ClassVar[bool] = False
+    level_required: ClassVar[bool] = True  # False where other options can set it (n:m)
 
     def describe(self) -> str:
         """`l1_unstructured(level=0.2, scope=global)`: the method with every option spelled out."""
@@ -59,6 +63,24 @@ class QuantMethod(Method):
 
     @abstractmethod
     def quantize(self, module: nn.Linear) -> nn.Module: ...
+
+
+class CalibratedMethod(Method):
+    """A method that needs the inputs each layer sees on calibration text (GPTQ, SparseGPT,
+    Wanda). Mixed into a PruneMethod or QuantMethod, so recipes, validation and reports treat it
+    as that kind.
+
+    The session runs the model block by block on the calibration tokens, collects `statistic`
+    for each target layer's inputs (`hessian`: the mean of x xᵀ; `input_norm`: the squared
+    norm of every input feature), and calls `compress_layer` once per layer.
+    """
+
+    statistic: ClassVar[Literal["hessian", "input_norm"]]
+
+    @abstractmethod
+    def compress_layer(self, module: nn.Module, stats: InputStats, seed: int) -> nn.Module | None:
+        """Prune methods zero the weight in place and return None; quant methods return the
+        quantized replacement module."""
 
 
 METHODS: dict[str, type[Method]] = {}
@@ -93,7 +115,7 @@ def build_method(name: str, level: Any = None, options: dict[str, Any] | None = 
                 f"{', '.join(fields) or 'none'}"
             )
         options["level"] = level
-    elif cls.takes_level and "level" not in options:
+    elif cls.takes_level and cls.level_required and "level" not in options:
         raise RecipeError(f"method '{name}' needs a level, e.g. {name}:overall:0.5")
     hints = typing.get_type_hints(cls)
     values = {}
@@ -140,4 +162,10 @@ def _coerce(method: str, key: str, hint: Any, raw: Any) -> Any:
 
 
 def load_builtin_methods() -> None:
-    from knowcomp.compress import pruning, quantization  # noqa: F401  (registers methods)
+    from knowcomp.compress import (  # noqa: F401  (registers methods)
+        gptq,
+        pruning,
+        quantization,
+        sparsegpt,
+        wanda,
+    )

@@ -114,6 +114,7 @@ class CompressionReport:
     groups: list[GroupReport]
     total: GroupReport
     notes: list[str] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None  # source, nsamples, seqlen, seed (calibrated steps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +159,7 @@ def build_report(
     notes: list[str],
     model_name: str | None = None,
     family: str = "",
+    calibration: dict[str, Any] | None = None,
 ) -> CompressionReport:
     """Count everything from the model as it is now."""
     modules = dict(model.named_modules())
@@ -180,4 +182,5 @@ def build_report(
         groups=groups,
         total=total,
         notes=notes,
+        calibration=calibration,
     )

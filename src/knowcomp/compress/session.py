@@ -3,6 +3,12 @@
 A sweep over levels loads the model once: before each recipe the session keeps a copy of every
 weight it is about to prune and every module it is about to replace, and `restore()` puts them
 back. Nothing else in the model is copied.
+
+Calibrated methods (GPTQ, SparseGPT, Wanda) need the inputs each layer sees. The session owns
+the calibration (a `CalibrationSpec`, tokenized once per seed with the model's tokenizer, or
+ready token ids), runs the model block by block on it (`layerwise.calibrate_layers`), and
+compresses each layer through the same undo bookkeeping as every other step, so `restore()`
+is unchanged. The methods themselves only see one layer and its input statistics.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from knowcomp.compress.calibration import Calibration, CalibrationSpec, build_calibration
+from knowcomp.compress.layerwise import InputStats, calibrate_layers
 from knowcomp.compress.recipe import Recipe, Step
-from knowcomp.compress.registry import PruneMethod, QuantMethod
+from knowcomp.compress.registry import CalibratedMethod, PruneMethod, QuantMethod
 from knowcomp.compress.report import CompressionReport, LayerBaseline, build_report
 from knowcomp.errors import RecipeError
 from knowcomp.models.loading import LoadedModel
@@ -37,8 +45,12 @@ class _Undo:
 class CompressionSession:
     """Compress one loaded model with recipe after recipe, restoring it in between."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(
+        self, loaded: LoadedModel, *, calibration: CalibrationSpec | Calibration | None = None
+    ) -> None:
         self.loaded = loaded
+        self.calibration_source = calibration if calibration is not None else CalibrationSpec()
+        self._calibrations: dict[int, Calibration] = {}
         self.model = loaded.model
         self.layers = classify_linear_layers(self.model, loaded.family)
         self._modules = dict(self.model.named_modules())
@@ -49,7 +61,7 @@ class CompressionSession:
         self._undo = _Undo()
 
     # -- planning: everything that can fail does so here, before any weight changes --------
-    def plan(self, recipe: Recipe) -> list[PlannedStep]:
+    def plan(self, recipe: Recipe, *, seed: int = 0) -> list[PlannedStep]:
         planned, quantized_by = [], {}
         for i, step in enumerate(recipe.steps, 1):
             layers = resolve_group(self.layers, step.group, model_name=self._describe_model())
@@ -62,7 +74,27 @@ class CompressionSession:
             if isinstance(step.method, QuantMethod):
                 quantized_by.update({layer.name: i for layer in layers})
             planned.append(PlannedStep(step, layers))
+        if any(isinstance(p.step.method, CalibratedMethod) for p in planned):
+            self.calibration(seed)  # a missing file or too little text fails here
         return planned
+
+    def calibration(self, seed: int = 0) -> Calibration:
+        """The calibration tokens for `seed` (built once per seed, then reused)."""
+        source = self.calibration_source
+        if isinstance(source, Calibration):
+            calibration = source
+        else:
+            spec = source.with_seed(seed)
+            if seed not in self._calibrations:
+                self._calibrations[seed] = build_calibration(self.loaded.tokenizer, spec)
+            calibration = self._calibrations[seed]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if isinstance(limit, int) and calibration.seqlen > limit:
+            raise RecipeError(
+                f"calibration seqlen {calibration.seqlen} exceeds the {limit} positions of "
+                f"{self._describe_model()}; lower --seqlen"
+            )
+        return calibration
 
     def _describe_model(self) -> str:
         return f"{self.loaded.name} (a {self.loaded.family.value} model)"
@@ -70,19 +102,31 @@ class CompressionSession:
     # -- applying ---------------------------------------------------------------------------
     def apply(self, recipe: Recipe, *, seed: int = 0) -> CompressionReport:
         """Compress in place (after restoring any earlier recipe) and report what changed."""
-        planned = self.plan(recipe)
+        planned = self.plan(recipe, seed=seed)
         self.restore()
-        notes = []
+        notes, calibration = [], None
         if any(layer.role == "final_layer" for p in planned for layer in p.layers):
             note = self._untie_head()
             if note:
                 notes.append(note)
         with torch.no_grad():
             for p in planned:
-                if isinstance(p.step.method, PruneMethod):
+                if isinstance(p.step.method, CalibratedMethod):
+                    calibration = self.calibration(seed)
+                    self._calibrated(p, calibration, seed)
+                elif isinstance(p.step.method, PruneMethod):
                     self._prune(p, seed)
                 else:
                     self._quantize(p)
+        if calibration is not None:
+            names = ", ".join(
+                dict.fromkeys(
+                    p.step.method.name
+                    for p in planned
+                    if isinstance(p.step.method, CalibratedMethod)
+                )
+            )
+            notes.append(f"{names} calibrated on {calibration.describe()}")
         return build_report(
             self.model,
             recipe,
@@ -93,6 +137,7 @@ class CompressionSession:
             notes=notes,
             model_name=self.loaded.spec,
             family=self.loaded.family.value,
+            calibration=calibration.to_dict() if calibration is not None else None,
         )
 
     def _prune(self, p: PlannedStep, seed: int) -> None:
@@ -112,6 +157,32 @@ class CompressionSession:
             self._set_module(layer.name, replacement)
             self._undo.modules.append((layer.name, original))
             self.quant_bits[layer.name] = method.weight_bits()
+
+    def _calibrated(self, p: PlannedStep, calibration: Calibration, seed: int) -> None:
+        """Run the model block by block on the calibration tokens; compress each layer from
+        the statistics of its inputs, keeping what restore() needs."""
+        method = p.step.method
+
+        def compress(name: str, stats: InputStats) -> None:
+            module = self._modules[name]
+            if isinstance(method, PruneMethod):
+                if name not in self._undo.weights:
+                    self._undo.weights[name] = module.weight.detach().clone()
+                method.compress_layer(module, stats, seed)
+                return
+            replacement = method.compress_layer(module, stats, seed)
+            self._set_module(name, replacement)
+            self._undo.modules.append((name, module))
+            self.quant_bits[name] = method.weight_bits()
+
+        calibrate_layers(
+            self.model,
+            self.loaded.family,
+            [layer.name for layer in p.layers],
+            method.statistic,
+            calibration.tokens,
+            compress,
+        )
 
     def _set_module(self, name: str, module: nn.Module) -> None:
         replace_module(self.model, name, module)
