@@ -13,6 +13,10 @@ scores the very (context, continuation) strings knowcomp scores: the equivalence
 speed benchmark against lm-eval are built on it, and it makes any knowcomp task (built-in or a
 user's YAML) runnable in lm-eval without lm-eval's own dataset download.
 
+`write_generation_task` does the same for open-answer questions (TriviaQA, WebQuestions): the
+very prompts and answers knowcomp's QA probes use, as an lm-eval `generate_until` task scored as
+lm-eval's `triviaqa` is, for the generation equivalence test and benchmark.
+
 lm-eval is optional (`pip install "lm-eval==0.4.*"`, also in knowcomp's `dev` extra); without
 it, or for a model that is not a decoder, `run_lm_eval` raises a one-line `KnowcompError`.
 """
@@ -210,6 +214,61 @@ def write_choice_task(
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = choice_task_config(name, data.resolve(), per_choice_context=per_choice,
                                 delimiter=delimiter)  # fmt: skip
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+# -- open-answer questions as lm-eval generation tasks -----------------------------------------
+
+
+def generation_task_config(
+    name: str, data_file: str | Path, *, until: Sequence[str], max_gen_toks: int
+) -> dict[str, Any]:
+    """An lm-eval `generate_until` task over a JSONL file written by `write_generation_task`,
+    scored as lm-eval's own `triviaqa` task: greedy, `until` the stop strings, the answer
+    stripped (`remove_whitespace`), exact match against any answer ignoring case and
+    punctuation. `prompt` and `answers` are columns, read as they are."""
+    return {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+        "test_split": "test",
+        "output_type": "generate_until",
+        "doc_to_text": "prompt",
+        "doc_to_target": "answers",
+        "num_fewshot": 0,
+        "generation_kwargs": {"until": list(until), "do_sample": False, "temperature": 0.0,
+                              "max_gen_toks": max_gen_toks},
+        "filter_list": [{"name": "remove_whitespace", "filter": [
+            {"function": "remove_whitespace"}, {"function": "take_first"}]}],
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
+                         "ignore_case": True, "ignore_punctuation": True}],
+    }  # fmt: skip
+
+
+def write_generation_task(
+    folder: str | Path,
+    name: str,
+    questions: Sequence[tuple[str, Sequence[str]]],
+    *,
+    until: Sequence[str],
+    max_gen_toks: int,
+) -> Path:
+    """Write `(prompt, answers)` pairs as `folder/name.jsonl` and an lm-eval generation task
+    `folder/name.yaml` (see `generation_task_config`); return the YAML's path. Document i is
+    `questions[i]`."""
+    import yaml
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (_prompt, answers) in enumerate(questions):
+        if not answers:
+            raise KnowcompError(f"task {name}: question {i} has no answers")
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "answers": list(a)}) + "\n"
+                            for p, a in questions))  # fmt: skip
+    config = generation_task_config(name, data.resolve(), until=until, max_gen_toks=max_gen_toks)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
