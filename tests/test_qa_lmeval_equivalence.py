@@ -58,12 +58,10 @@ def smollm2() -> LoadedModel:
 @pytest.fixture(scope="module")
 def knowcomp_runs(smollm2) -> dict[str, list[dict[str, Any]]]:
     """knowcomp's records per task; for LAMA, its generate mode on a few facts."""
-    runs = {
-        probe: get_probe(probe)
-        .run(smollm2, RunOptions(limit=n, seed=0, max_new_tokens=CAP))
-        .records
-        for probe, n in SIZES.items()
-    }
+    runs = {}
+    for probe, n in SIZES.items():
+        options = RunOptions(limit=n, seed=0, max_new_tokens=CAP)
+        runs[probe] = get_probe(probe).run(smollm2, options).records
     relations = trex(None, False)
     chosen = [
         (item, {"relation": rel, "object": item.obj})
