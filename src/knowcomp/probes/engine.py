@@ -10,6 +10,7 @@ results (log-probabilities of the targets, greedy match, rank of the first targe
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -159,22 +160,30 @@ def _score_batch(
     return collect(logits, [r.targets for r in reqs])
 
 
-def collect(logits: torch.Tensor, targets: Sequence[Sequence[int]]) -> list[Scored]:
-    """Per-sequence results from head logits (n, V) whose rows are every sequence's target
-    positions in order: `targets[0]`'s positions first, then `targets[1]`'s, and so on."""
-    logprobs = torch.log_softmax(logits, dim=-1)
+def collect(
+    logits: torch.Tensor, targets: Sequence[Sequence[int]], index: torch.Tensor | None = None
+) -> list[Scored]:
+    """Per-sequence results from head logits (n, V). Target positions are counted in order,
+    `targets[0]`'s first, then `targets[1]`'s, and so on; position j's logits are row
+    `index[j]` (default: row j), so that sequences predicted from one shared position (the
+    continuations of one context) need the head there only once."""
     flat = torch.tensor([t for ts in targets for t in ts], device=logits.device)
-    target_lp = logprobs.gather(1, flat[:, None])[:, 0]
-    top = logits.argmax(dim=-1)
-    ranks = (logits > logits.gather(1, flat[:, None])).sum(dim=-1) + 1
+    if index is None:
+        index = torch.arange(len(flat), device=logits.device)
+    target_lp = torch.log_softmax(logits, dim=-1)[index, flat]
+    top = logits.argmax(dim=-1)[index]
+    starts = torch.tensor([0, *itertools.accumulate(len(ts) for ts in targets)][:-1],
+                          device=logits.device)  # fmt: skip
+    first = logits[index[starts]]
+    ranks = (first > first.gather(1, flat[starts, None])).sum(dim=-1) + 1
     out, start = [], 0
-    for ts in targets:
+    for k, ts in enumerate(targets):
         end = start + len(ts)
         out.append(
             Scored(
                 logprobs=tuple(target_lp[start:end].tolist()),
                 greedy=bool((top[start:end] == flat[start:end]).all()),
-                first_rank=int(ranks[start]),
+                first_rank=int(ranks[k]),
                 first_top=int(top[start]),
             )
         )

@@ -107,22 +107,25 @@ def _score_rows(
     ids = torch.full((len(chosen), width), pad_id, dtype=torch.long)
     positions = torch.zeros((len(chosen), width), dtype=torch.long)
     segments = torch.full((len(chosen), width), -1, dtype=torch.long)  # -1: padding
-    head_rows, head_cols, targets = [], [], []
+    head_rows, head_cols, index, targets = [], [], [], []
     for b, row in enumerate(chosen):
         context, continuations = groups[row.group]
         n = at = len(context)
         ids[b, :n] = torch.tensor(context)
         positions[b, :n] = torch.arange(n)
         segments[b, :n] = 0
+        last = len(head_cols)  # the context's last token predicts every first target
+        head_rows.append(b)
+        head_cols.append(n - 1)
         for k, i in enumerate(row.members, start=1):
-            body = continuations[i][:-1]
+            body = continuations[i][:-1]  # each body token predicts the next target
             m = len(body)
             ids[b, at : at + m] = torch.tensor(body, dtype=torch.long)
             positions[b, at : at + m] = torch.arange(n, n + m)
             segments[b, at : at + m] = k
-            # the context's last token predicts the first target; each body token the next
-            head_cols += [n - 1, *range(at, at + m)]
-            head_rows += [b] * (m + 1)
+            index += [last, *range(len(head_cols), len(head_cols) + m)]
+            head_rows += [b] * m
+            head_cols += range(at, at + m)
             targets.append(continuations[i])
             at += m
     mask = attention_bias(segments, model.dtype)
@@ -131,7 +134,7 @@ def _score_rows(
     head_at = (torch.tensor(head_rows, device=device), torch.tensor(head_cols, device=device))
     with engine.head_only_at(model, *head_at):
         logits = model(**kwargs, use_cache=False).logits[0].float()
-    return engine.collect(logits, targets)
+    return engine.collect(logits, targets, torch.tensor(index, device=device))
 
 
 def attention_bias(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
