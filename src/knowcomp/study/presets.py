@@ -87,7 +87,7 @@ PRESETS: dict[str, Preset] = {
         "T-REx and PIQA",
         tuple(_quickstart()),
         probes=("lama-trex", "piqa"),
-        limit=20,
+        limit=10,
         model="smollm2-135m",
     ),
 }
