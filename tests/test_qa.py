@@ -452,3 +452,18 @@ def test_eval_cap_zero_is_one_line_before_loading(tiny_folder):
     assert result.output.strip() == (
         "error: the generation cap (max new tokens) must be at least 1; got 0"
     )
+
+
+def test_user_task_categories_are_checked(tmp_path):
+    (tmp_path / "items.jsonl").write_text('{"q": "Q?", "c": ["a", "b"], "g": 0}\n')
+    spec = "name: t\nfile: items.jsonl\nquery: q\nchoices: c\ngold: g\n"
+    (tmp_path / "ok.yaml").write_text(spec)
+    (tmp_path / "typo.yaml").write_text(spec + "category: worldknowledge\n")
+    assert get_probe(str(tmp_path / "ok.yaml")).category == "custom"
+    with pytest.raises(KnowcompError) as err:
+        get_probe(str(tmp_path / "typo.yaml"))
+    assert "unknown category 'worldknowledge'" in str(err.value) and "\n" not in str(err.value)
+    layout = categories.category_averages([
+        result("t", "custom", acc=0.5), result("piqa", "common_reasoning", acc_norm=0.6)
+    ])  # fmt: skip
+    assert [c.name for c in layout.categories] == ["Common reasoning", "Custom (user tasks)"]

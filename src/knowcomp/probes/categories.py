@@ -37,6 +37,8 @@ DISPLAY_NAMES = {
     "language_understanding": "Language understanding",
     "reading_comprehension": "Reading comprehension",
 }
+USER_CATEGORY = "custom"  # a user's task file that names no category
+DISPLAY_NAMES[USER_CATEGORY] = "Custom (user tasks)"
 SHORT_NAMES = {  # the second study's column headings
     "world_knowledge": "World",
     "common_reasoning": "Common",
@@ -68,6 +70,14 @@ HEADLINE = {
 _FALLBACK = ("exact_match", "exact_match_micro", "p@1_micro", "acc")
 
 Scores = Sequence[ProbeResult] | Mapping[str, float | None]
+
+
+def check_category(value: object) -> str | None:
+    """Why `value` cannot be a probe's category, or None if it can (one of `CATEGORIES`, or
+    `custom` for a user task that names none)."""
+    if value in (*CATEGORIES, USER_CATEGORY):
+        return None
+    return f"unknown category {value!r}; choose from {', '.join(CATEGORIES)} (or {USER_CATEGORY})"
 
 
 def headline_metric(result: ProbeResult) -> str | None:

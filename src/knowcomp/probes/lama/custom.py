@@ -25,6 +25,7 @@ from typing import Any
 
 from knowcomp.errors import KnowcompError
 from knowcomp.probes.base import Probe, RunOptions
+from knowcomp.probes.categories import check_category
 from knowcomp.probes.lama.items import SLOT, ClozeItem, Relations
 from knowcomp.probes.lama.probes import LamaProbe
 
@@ -99,6 +100,8 @@ def cloze_probe_from_spec(path: Path, spec: dict[str, Any]) -> Probe:
                     "e.g. template: \"[X] was born in [Y] .\"")  # fmt: skip
     if "template" in spec and (SLOT not in spec["template"] or "[X]" not in spec["template"]):
         raise _fail(path, "the template needs [X] and [Y]", 'e.g. "[X] was born in [Y] ."')
+    if problem := check_category(spec.get("category", "world_knowledge")):
+        raise _fail(path, problem, "set `category:` to one of those")
     data = path.parent / Path(spec["file"]).expanduser()
     if not data.is_file():
         raise _fail(path, f"data file {data} does not exist", "point `file:` at the JSONL file")

@@ -26,6 +26,7 @@ import yaml
 
 from knowcomp.errors import KnowcompError
 from knowcomp.probes.base import Probe, RunOptions
+from knowcomp.probes.categories import check_category
 from knowcomp.probes.mc.choice import ChoiceItem, ChoiceProbe
 
 REQUIRED = {
@@ -148,6 +149,8 @@ def register_task_file(path: str | Path) -> Probe:
     for key, value in values.items():
         if not isinstance(value, str) or (key in REQUIRED and not value.strip()):
             raise _fail(path, f"{key!r} must be text", f"give {key} a (quoted) string value")
+    if problem := check_category(values["category"]):
+        raise _fail(path, problem, "set `category:` to one of those")
     if "," in values["name"]:
         raise _fail(path, "the name holds a comma", "probe lists are comma-separated: drop it")
     data = path.parent / Path(values["file"]).expanduser()  # an absolute path stays as is
