@@ -134,21 +134,31 @@ def generate(
     max_batch = max_batch or DEFAULT_MAX_BATCH
     max_tokens = max_tokens or DEFAULT_MAX_TOKENS
     device = next(model.parameters()).device
-    keep_last = _keep_last_kwargs(model)
+    params = _forward_params(model)
+    # The LM head at the last position only, where the model offers it. Left-padded rows need
+    # explicit positions; a model that takes none (Bloom's ALiBi) gets unpadded batches of
+    # equal-length prompts instead, since in transformers 5 its padded rows differ from
+    # unpadded ones (with `generate` too).
+    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    with_positions = "position_ids" in params
     results: list[Generation | None] = [None] * len(prompts)
     with torch.inference_mode():
-        for batch in _batches(prompts, max_batch, max_tokens):
+        for batch in _batches(prompts, max_batch, max_tokens, same_length=not with_positions):
             extras = [tuple(extra_stops[i]) if extra_stops else () for i in batch]
             done = _generate_batch(model, [prompts[i] for i in batch], extras, decode, rule,
-                                   eos_ids, pad_id, device, keep_last, progress)  # fmt: skip
+                                   eos_ids, pad_id, device, keep_last, with_positions,
+                                   progress)  # fmt: skip
             for i, generation in zip(batch, done, strict=True):
                 results[i] = generation
     return results  # type: ignore[return-value]
 
 
-def _batches(prompts: Sequence[Sequence[int]], max_batch: int, max_tokens: int) -> list[list[int]]:
+def _batches(
+    prompts: Sequence[Sequence[int]], max_batch: int, max_tokens: int, same_length: bool = False
+) -> list[list[int]]:
     """Indices, longest prompt first, in batches of at most `max_batch` prompts whose padded
-    size stays within `max_tokens` (a longer prompt always gets a batch of its own)."""
+    size stays within `max_tokens` (a longer prompt always gets a batch of its own); with
+    `same_length`, only prompts of one length share a batch (no padding at all)."""
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[int]] = []
     for i in order:
@@ -156,6 +166,7 @@ def _batches(prompts: Sequence[Sequence[int]], max_batch: int, max_tokens: int) 
             out
             and len(out[-1]) < max_batch
             and len(prompts[out[-1][0]]) * (len(out[-1]) + 1) <= max_tokens
+            and (not same_length or len(prompts[out[-1][0]]) == len(prompts[i]))
         ):
             out[-1].append(i)
         else:
@@ -163,13 +174,11 @@ def _batches(prompts: Sequence[Sequence[int]], max_batch: int, max_tokens: int) 
     return out
 
 
-def _keep_last_kwargs(model: nn.Module) -> dict[str, int]:
-    """`logits_to_keep=1` where the model takes it: the LM head at the last position only."""
+def _forward_params(model: nn.Module) -> set[str]:
     try:
-        params = inspect.signature(model.forward).parameters
+        return set(inspect.signature(model.forward).parameters)
     except (TypeError, ValueError):
-        return {}
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        return set()
 
 
 def _generate_batch(
@@ -182,6 +191,7 @@ def _generate_batch(
     pad_id: int,
     device: torch.device,
     keep_last: dict[str, int],
+    with_positions: bool,
     progress: Callable[[int], Any] | None,
 ) -> list[Generation]:
     width = max(len(p) for p in prompts)
@@ -192,8 +202,8 @@ def _generate_batch(
         mask[row, width - len(prompt) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded rows
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                **keep_last)  # fmt: skip
+    extra = {"position_ids": positions} if with_positions else {}
+    out = model(input_ids=ids, attention_mask=mask, use_cache=True, **extra, **keep_last)
     cache = out.past_key_values
     following = out.logits[:, -1].argmax(-1)
     next_position = mask.sum(-1)
@@ -220,9 +230,9 @@ def _generate_batch(
             mask, following, next_position = mask[rows], following[rows], next_position[rows]
             alive = [alive[row] for row in keep]
         mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
-        out = model(input_ids=following[:, None], attention_mask=mask,
-                    position_ids=next_position[:, None], past_key_values=cache,
-                    use_cache=True)  # fmt: skip
+        extra = {"position_ids": next_position[:, None]} if with_positions else {}
+        out = model(input_ids=following[:, None], attention_mask=mask, past_key_values=cache,
+                    use_cache=True, **extra)  # fmt: skip
         cache = out.past_key_values
         following = out.logits[:, -1].argmax(-1)
         next_position = next_position + 1

@@ -36,7 +36,7 @@ def score_generated(
     loaded: LoadedModel, chosen: list[tuple[ClozeItem, dict[str, Any]]], options: RunOptions
 ) -> None:
     """Fill each record with the generated answer, whether it matched, and whether it was capped."""
-    require_decoder(loaded, "LAMA generation (--lama-mode generate)")
+    require_decoder(loaded, "LAMA probes in generate mode")
     rule = rule_for(options, DEFAULT_STOPS)
     prompts, extras, targets = [], [], []
     for item, record in chosen:
