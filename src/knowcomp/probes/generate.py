@@ -11,7 +11,8 @@ Why not `model.generate`: it gives the same tokens (greedy is greedy), but it ke
 finished sequence in the batch, padding it, until the whole batch has stopped, and a stop
 string has to be a `StoppingCriteria` that decodes every row at every step. On 64 TriviaQA
 prompts with SmolLM2 (2 CPU cores, cap 32) the loop here ran 2.2x faster than `generate` with
-such a criterion, at the same batch size and with the same answers. It also applies only the
+such a criterion, at the same batch size and with the same answers (once, on a machine shared
+with other jobs; `BENCHMARKS.md` has the comparison with lm-eval). It also applies only the
 argmax: a model's own generation config (repetition penalties, forced tokens) is not applied,
 because a probe measures the model's greedy answer, not a decoding recipe.
 
@@ -38,8 +39,10 @@ DEFAULT_STOPS = ("\n", ".", ",")  # lm-eval's TriviaQA `until`: newline, period,
 DEFAULT_MAX_NEW_TOKENS = 32
 
 # Sequences per batch and padded prompt tokens per batch. Every step reads all the weights
-# once whatever the batch, so larger batches are cheaper per token; measured on SmolLM2 with
-# 2 CPU cores (see BENCHMARKS.md, bench_qa_vs_lmeval.py).
+# once whatever the batch, so larger batches are cheaper per token, up to the point where
+# the compute dominates. On the shared 2-core machine, 64 TriviaQA prompts with SmolLM2 took
+# 69 to 122 s of CPU at 8, 16, 32 and 64 prompts a batch, in no consistent order (noise);
+# 32 is the middle.
 DEFAULT_MAX_BATCH = 32
 DEFAULT_MAX_TOKENS = 2048
 
