@@ -101,7 +101,7 @@ def read_texts(path: Path | str, limit: int | None = None) -> list[str]:
     """Texts from a UTF-8 file, one per paragraph (paragraphs are split at blank lines)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"texts file '{path}' does not exist; give a UTF-8 text file")
+        raise DataError(f"texts file '{path}' does not exist or is not a file; give a text file")
     try:
         content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

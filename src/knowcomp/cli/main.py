@@ -49,6 +49,10 @@ def _register() -> None:
 
     cli.add_command(report_cmd.report)
 
+    from knowcomp.cli import similarity_cmd
+
+    cli.add_command(similarity_cmd.similarity)
+
 
 _register()
 
