@@ -31,8 +31,10 @@ def report(db: Path, out: Path | None, quiet: bool) -> None:
       tables/         Tables 1, 3-6 of The Cost of Compression (.md, .csv, .tex)
       plots/          drops against sparsity per group and per probe, final layer
                       structured vs unstructured, drop against the share of parameters
-                      compressed (.png, .svg)
+                      compressed, layer-wise similarity to the uncompressed model
+                      (studies with `similarity:`) (.png, .svg)
       drops.csv       every compressed trial x probe with its baseline and drop
+      similarity.csv  per compressed trial and layer, attention and hidden cosine
       forgetting/     facts and items the baseline got right and a compressed model missed
       findings.md     whether the study's four headline findings hold on this data
 

@@ -6,6 +6,8 @@
 - `plots/`: drops against sparsity per group, per probe, final layer structured vs
   unstructured, drop against the fraction of parameters compressed (PNG and SVG);
 - `drops.csv`: every compressed trial x probe with its baseline score and drop;
+- `plots/similarity_*` and `similarity.csv`: layer-wise similarity of each compressed trial to
+  the uncompressed model (Hoang et al., 2024, Fig. 5), when the study measured it;
 - `forgetting/`: facts and items the baseline got right and a compressed model got wrong;
 - `findings.md`: whether each of the study's four headline findings holds on this data;
 - `report.html`: all of it in one self-contained page.

@@ -18,6 +18,7 @@ from knowcomp.report.forgetting import Forgetting, find_forgetting, write_forget
 from knowcomp.report.frame import Frame, load_frame
 from knowcomp.report.html import ReportContent, render_html
 from knowcomp.report.plots import Plot, draw_plots
+from knowcomp.report.similarity import draw_similarity, write_similarity
 from knowcomp.report.tables import Table, build_tables, write_tables
 from knowcomp.study.store import SCHEMA_VERSION, ResultsStore, StoreError
 
@@ -101,6 +102,7 @@ def _generate(store: ResultsStore, db: Path, out: Path, say: Callable[[str], Non
             f"{len({p.recipe for p in frame.points})} compression(s)")  # fmt: skip
         say("comparing items with the baseline (per-fact forgetting)")
         forgetting = find_forgetting(store, frame)
+        similarity = store.similarity()
     files: list[Path] = []
     tables = build_tables(frame)
     files += write_tables(tables, out / "tables")
@@ -108,6 +110,9 @@ def _generate(store: ResultsStore, db: Path, out: Path, say: Callable[[str], Non
     files.append(_write_drops(frame, out / "drops.csv"))
     say("drawing plots")
     plots = draw_plots(frame, out / "plots")
+    if similarity:
+        plots += draw_similarity(similarity, out / "plots")
+        files.append(write_similarity(similarity, out / "similarity.csv"))
     files += [path for plot in plots for path in (plot.png, plot.svg)]
     say(f"wrote {len(plots)} plot(s) to {out / 'plots'}")
     files += write_forgetting(forgetting, out / "forgetting")

@@ -60,7 +60,8 @@ def run_on_ray(
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus)(_TrialActor)
     options = {"dtype": spec.dtype, "device": "cuda" if gpus else spec.device,
-               "device_map": spec.device_map, "data_dir": spec.data_dir}  # fmt: skip
+               "device_map": spec.device_map, "data_dir": spec.data_dir,
+               "similarity": spec.similarity}  # fmt: skip
     spec_hash = spec.spec_hash()
     by_model: dict[str, list[PendingTrial]] = defaultdict(list)
     for item in pending:

@@ -134,7 +134,8 @@ def _run_local(
             if worker is None:
                 listener.model_loading(model)
                 options = {"dtype": spec.dtype, "device": spec.device,
-                           "device_map": spec.device_map, "data_dir": spec.data_dir}  # fmt: skip
+                           "device_map": spec.device_map, "data_dir": spec.data_dir,
+                           "similarity": spec.similarity}  # fmt: skip
                 worker = ModelWorker(model, **options)
             listener.trial_started(item.trial)
             outcome = worker.run(item.trial, item.probes, study=spec.name, spec_hash=spec_hash,

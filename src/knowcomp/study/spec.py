@@ -8,6 +8,7 @@ YAML form (every key but `models` and `recipes` is optional):
     limit: 50                  # items per relation (LAMA) or per task; omit for full size
     seeds: [0]
     output: runs/my-study.sqlite
+    similarity: 16             # per-layer similarity to the uncompressed model on 16 texts
     recipes:
       - preset: global-pruning                      # every sweep of a built-in preset
       - name: ff-structured                         # or a sweep of your own
@@ -32,7 +33,7 @@ from knowcomp.errors import KnowcompError
 
 SPEC_KEYS = {
     "name", "models", "probes", "limit", "seeds", "output", "recipes", "lama_mode", "dtype",
-    "device", "device_map", "data_dir",
+    "device", "device_map", "data_dir", "similarity",
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset"}
 DEFAULT_PROBES = (
@@ -80,6 +81,7 @@ class StudySpec:
     device: str = "cpu"
     device_map: str | None = None
     data_dir: Path | None = None
+    similarity: int = 0  # texts for layer-wise similarity of each compressed trial; 0: off
 
     def with_overrides(self, **values: Any) -> StudySpec:
         """A copy with the given fields replaced (None values are ignored)."""
@@ -90,6 +92,8 @@ class StudySpec:
         data = asdict(self)
         data.pop("output")
         data["data_dir"] = str(data["data_dir"]) if data["data_dir"] else None
+        if not data["similarity"]:
+            data.pop("similarity")  # specs without it keep the hash they had before it existed
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -136,6 +140,8 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
             values[key] = str(data[key])
     if data.get("data_dir"):
         values["data_dir"] = Path(data["data_dir"])
+    if data.get("similarity") is not None:
+        values["similarity"] = _similarity(data["similarity"])
     return StudySpec(**values)
 
 
@@ -188,6 +194,14 @@ def _seeds(value: Any, key: str) -> tuple[int, ...]:
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise SpecError(f"'{key}' must be a list of integers, got {value!r}")
     return tuple(seeds)
+
+
+def _similarity(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SpecError(
+            f"'similarity' must be the number of texts to compare layers on (0: off), got {value!r}"
+        )
+    return value
 
 
 def _limit(value: Any) -> int:

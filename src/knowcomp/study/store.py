@@ -2,7 +2,9 @@
 
 Tables: `trials` (one row per model x recipe x seed x evaluation options, with what the
 compression achieved), `results` (one row per trial x probe: metrics, counts, time) and
-`records` (the per-item records of each result, compressed, for per-fact analysis).
+`records` (the per-item records of each result, compressed, for per-fact analysis) and
+`similarity` (per compressed trial and layer, the cosine similarity of attention maps and hidden
+states to the uncompressed model, when the study asks for it).
 
 A trial's rows are written together in one `BEGIN IMMEDIATE` transaction, so `kill -9` loses
 at most the trial in flight. Keys are primary keys and every insert is `OR IGNORE`, so two runs
@@ -82,6 +84,14 @@ CREATE TABLE IF NOT EXISTS records (
     data BLOB NOT NULL,
     PRIMARY KEY (trial_key, probe)
 );
+CREATE TABLE IF NOT EXISTS similarity (
+    trial_key TEXT NOT NULL,
+    layer INTEGER NOT NULL,
+    attention_cosine REAL,
+    hidden_cosine REAL NOT NULL,
+    texts INTEGER NOT NULL,
+    PRIMARY KEY (trial_key, layer)
+);
 """
 TRIAL_COLUMNS = (
     "trial_key", "study", "spec_hash", "model", "family", "sweep", "recipe", "level", "seed",
@@ -100,6 +110,7 @@ class TrialOutcome:
 
     trial: dict[str, Any]  # TRIAL_COLUMNS values (compression and versions as dicts)
     results: list[dict[str, Any]] = field(default_factory=list)  # ProbeResult.to_dict()s
+    similarity: list[dict[str, Any]] = field(default_factory=list)  # SimilarityResult.rows()
 
 
 @dataclass(frozen=True)
@@ -219,6 +230,12 @@ class ResultsStore:
                         "INSERT OR IGNORE INTO records VALUES (?, ?, ?)",
                         (trial["trial_key"], result["probe"], _pack(result["records"])),
                     )
+            for row in outcome.similarity:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO similarity VALUES (?, ?, ?, ?, ?)",
+                    (trial["trial_key"], row["layer"], row["attention_cosine"],
+                     row["hidden_cosine"], row["texts"]),
+                )  # fmt: skip
             self._db.execute("DELETE FROM claims WHERE trial_key = ?", (trial["trial_key"],))
         return added
 
@@ -286,6 +303,18 @@ class ResultsStore:
                 row[key] = json.loads(row[key]) if row[key] else None
             out.append(row)
         return out
+
+    def similarity(self, *, model: str | None = None) -> list[dict[str, Any]]:
+        """One row per compressed trial x layer: the trial's model, sweep, recipe, level and
+        seed with the layer's attention and hidden cosine to the uncompressed model."""
+        sql = (
+            "SELECT t.trial_key, t.model, t.sweep, t.recipe, t.level, t.seed, s.layer, "
+            "s.attention_cosine, s.hidden_cosine, s.texts FROM similarity s "
+            "JOIN trials t USING (trial_key)"
+            + (" WHERE t.model = ?" if model is not None else "")
+            + " ORDER BY t.model, t.sweep, t.level, t.recipe, t.seed, s.layer"
+        )
+        return [dict(r) for r in self._db.execute(sql, [model] if model is not None else [])]
 
     def records(self, trial_key: str, probe: str) -> list[dict[str, Any]]:
         row = self._db.execute(

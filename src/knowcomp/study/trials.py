@@ -91,6 +91,10 @@ def validate(spec: StudySpec) -> list[Trial]:
         get_probe(probe)
     for model in spec.models:
         check_model(model)
+    if spec.similarity:
+        from knowcomp.analysis import default_texts
+
+        default_texts(spec.similarity, data_dir=spec.data_dir)  # the texts exist (LAMBADA)
     for sweep in spec.sweeps:
         for _, recipe in sweep.recipes():
             try:

@@ -37,6 +37,7 @@ class ModelWorker:
         device: str = "cpu",
         device_map: str | None = None,
         data_dir: Path | None = None,
+        similarity: int = 0,
     ) -> None:
         from knowcomp.compress import CompressionSession
         from knowcomp.models import load_model
@@ -44,6 +45,8 @@ class ModelWorker:
         self.loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
         self.session = CompressionSession(self.loaded)
         self.data_dir = data_dir
+        self.similarity_texts = similarity
+        self._reference: Any = None  # the uncompressed outputs, captured on first use
         self.params_model = sum(p.numel() for p in self.loaded.model.parameters())
         self.params_linear = sum(b.weight_params for b in self.session.baseline.values())
         self.bytes_linear = sum(b.bytes for b in self.session.baseline.values())
@@ -63,7 +66,9 @@ class ModelWorker:
         from knowcomp.probes.registry import get_probe
 
         start = time.perf_counter()
+        reference = self._similarity_reference() if trial.recipe is not None else None
         row = self._compress(trial)
+        similarity = self._similarity(reference)
         results = []
         for name in probes:
             probe = get_probe(name)
@@ -84,7 +89,29 @@ class ModelWorker:
             params_model=self.params_model, versions=self.versions,
             seconds=time.perf_counter() - start,
         )  # fmt: skip
-        return TrialOutcome(row, results)
+        return TrialOutcome(row, results, similarity)
+
+    def _similarity_reference(self) -> Any:
+        """The uncompressed model's per-layer outputs on the similarity texts, captured once
+        per model (None when the study asks for no similarity)."""
+        if not self.similarity_texts:
+            return None
+        if self._reference is None:
+            from knowcomp.analysis import ReferenceStates, default_texts, make_batches
+
+            texts = default_texts(self.similarity_texts, data_dir=self.data_dir)
+            batches = make_batches(self.loaded.tokenizer, texts)
+            self.session.restore()
+            self._reference = ReferenceStates.capture(self.loaded.model, batches)
+        return self._reference
+
+    def _similarity(self, reference: Any) -> list[dict[str, Any]]:
+        """Per-layer similarity of the model as it is now to `reference` (rows for the store)."""
+        if reference is None:
+            return []
+        from knowcomp.analysis import layerwise_similarity
+
+        return layerwise_similarity(reference, self.loaded.model).rows()
 
     def _compress(self, trial: Trial) -> dict[str, Any]:
         """Apply the trial's recipe; the trial row's compression fields, counted from weights."""
