@@ -30,7 +30,8 @@ EXAMPLE = "prune:l1_unstructured:overall:0.2,quant:dynamic_int8:all_linear"
     "--calibration",
     type=click.Path(path_type=Path, dir_okay=False),
     help="Text file for calibrated methods (gptq, sparsegpt, wanda); paragraphs split at "
-    "blank lines. Default: passages from the data directory (T-REx evidence, BoolQ, SciQ).",
+    "blank lines. Default: passages from the data directory (T-REx evidence, BoolQ, SciQ); "
+    "data:boolq,sciq picks some of them.",
 )
 @click.option(
     "--nsamples", default=64, show_default=True, help="Calibration blocks (calibrated methods)."

@@ -55,6 +55,12 @@ COLUMNS = (
     help="Generation cap for open-answer probes (triviaqa, webqs, --lama-mode generate); "
     "default 32.",
 )
+@click.option(
+    "--adapter",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Attach a recovery adapter saved by `knowcomp recover --out` (its recipe is applied "
+    "first unless --recipe is given).",
+)
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write results (JSON).")
 def eval_(
     model: str,
@@ -66,12 +72,13 @@ def eval_(
     skip_malformed: bool,
     lama_mode: str,
     max_new_tokens: int | None,
+    adapter: Path | None,
     out: Path | None,
 ) -> None:
     """Measure what MODEL knows with knowledge probes, and print a results table.
 
     Probes: `knowcomp probes` lists them. With --recipe, the model is compressed first and the
-    table shows the compressed model's scores.
+    table shows the compressed model's scores; with --adapter, a recovery adapter is attached.
     """
     from knowcomp.compress import CompressionSession, parse_recipe
     from knowcomp.models import load_model
@@ -83,6 +90,10 @@ def eval_(
     if max_new_tokens is not None:
         check_cap(max_new_tokens)
     chosen = parse_probe_list(probes)
+    if adapter is not None:
+        from knowcomp.recovery.adapters import adapter_record
+
+        recipe = recipe or adapter_record(adapter).recipe or None
     parsed = parse_recipe(recipe) if recipe else None
     resolve(model)
     base = RunOptions(
@@ -95,20 +106,42 @@ def eval_(
     if parsed is not None:
         report = CompressionSession(loaded).apply(parsed, seed=seed)
         console.print(f"compressed with {report.recipe}: sparsity {report.total.sparsity:.2%}")
-    results = []
+
+    def save(results: list) -> None:  # after every probe, so an interrupt keeps what is done
+        if out is not None:
+            _save(out, model, recipe, results, complete=len(results) == len(chosen))
+
+    if adapter is None:
+        results = run_probes(loaded, chosen, totals, base, after_each=save)
+    else:
+        from knowcomp.recovery import load_adapter
+
+        attached = load_adapter(adapter, loaded.model)
+        console.print(f"with {attached.method} adapter from {adapter} ({attached.info.settings})")
+        with attached.attached(loaded.model):
+            results = run_probes(loaded, chosen, totals, base, after_each=save)
+    _print_table(model, results)
+    if out is not None:
+        console.print(f"results written to {out}")
+
+
+def run_probes(loaded, chosen: list, totals: list[int], base, *, label: str = "",
+               after_each=None) -> list:  # fmt: skip
+    """Run each probe on `loaded` with an item progress bar; `after_each(results so far)`."""
+    from knowcomp.probes.base import RunOptions
+
+    results: list = []
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), console=err_console, transient=True,
     ) as bar:  # fmt: skip
         for probe, total in zip(chosen, totals, strict=True):
-            task = bar.add_task(probe.name, total=total)
+            task = bar.add_task(f"{label}{probe.name}", total=total)
             advance = lambda n, t=task: bar.advance(t, n)  # noqa: E731
             results.append(probe.run(loaded, RunOptions(**{**base.__dict__, "progress": advance})))
-            if out is not None:  # after every probe, so an interrupt keeps what is done
-                _save(out, model, recipe, results, complete=len(results) == len(chosen))
-    _print_table(model, results)
-    if out is not None:
-        console.print(f"results written to {out}")
+            if after_each is not None:
+                after_each(results)
+    return results
 
 
 def _save(out: Path, model: str, recipe: str | None, results: list, *, complete: bool) -> None:

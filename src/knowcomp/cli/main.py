@@ -45,9 +45,10 @@ def _register() -> None:
     cli.add_command(eval_cmd.probes_)
     cli.add_command(run_cmd.run)
     cli.add_command(results_cmd.results)
-    from knowcomp.cli import report_cmd
+    from knowcomp.cli import recover_cmd, report_cmd
 
     cli.add_command(report_cmd.report)
+    cli.add_command(recover_cmd.recover)
 
     from knowcomp.cli import similarity_cmd
 

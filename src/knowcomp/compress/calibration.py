@@ -10,8 +10,9 @@ never seen by calibration: `heldout_documents` gives them, in the same seeded or
 evaluating on text the compression did not see.
 
 Caveat: the default corpus contains the evidence sentences of LAMA's T-REx facts, so calibrated
-methods see (some of) the facts that the T-REx probes ask about. Give `--calibration FILE` for a
-corpus disjoint from the probes.
+methods see (some of) the facts that the T-REx probes ask about. Give `--calibration
+data:boolq,sciq` (any subset of the three sources) or `--calibration FILE` for a corpus disjoint
+from the probes.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class CalibrationSpec:
             raise RecipeError(f"calibration: nsamples must be at least 1, got {self.nsamples}")
         if self.seqlen < 2:
             raise RecipeError(f"calibration: seqlen must be at least 2, got {self.seqlen}")
-        if self.source != DEFAULT_SOURCE:
+        if self.source.startswith(DEFAULT_SOURCE + ":"):
+            data_datasets(self.source)  # checks the names
+        elif self.source != DEFAULT_SOURCE:
             path = Path(self.source)
             if not path.is_file():
                 raise DataError(
@@ -68,8 +71,8 @@ class CalibrationSpec:
 
     def describe(self) -> str:
         where = (
-            "the data directory (" + ", ".join(DEFAULT_DATASETS) + ")"
-            if self.source == DEFAULT_SOURCE
+            "the data directory (" + ", ".join(data_datasets(self.source)) + ")"
+            if is_data_source(self.source)
             else f"'{self.source}'"
         )
         return f"{self.nsamples} x {self.seqlen} tokens from {where}, seed {self.seed}"
@@ -124,11 +127,30 @@ class Calibration:
         )
 
 
+def is_data_source(source: str) -> bool:
+    """`data` or `data:NAME,...`: passages from the data directory, not a file."""
+    return source == DEFAULT_SOURCE or source.startswith(DEFAULT_SOURCE + ":")
+
+
+def data_datasets(source: str) -> tuple[str, ...]:
+    """The datasets a `data[:NAME,...]` source reads (all of DEFAULT_DATASETS for `data`)."""
+    if source == DEFAULT_SOURCE:
+        return DEFAULT_DATASETS
+    names = tuple(n.strip() for n in source.removeprefix(DEFAULT_SOURCE + ":").split(","))
+    unknown = [n for n in names if n not in DEFAULT_DATASETS]
+    if unknown or not names:
+        raise RecipeError(
+            f"calibration source '{source}': unknown dataset {', '.join(unknown) or '(none)'}; "
+            f"use data:NAME[,NAME] with names from {', '.join(DEFAULT_DATASETS)}"
+        )
+    return names
+
+
 def corpus_documents(spec: CalibrationSpec) -> list[str]:
     """Every document of the spec's source, deduplicated, in the order its seed gives."""
     docs = (
-        _data_documents(spec.data_dir)
-        if spec.source == DEFAULT_SOURCE
+        _data_documents(spec.data_dir, data_datasets(spec.source))
+        if is_data_source(spec.source)
         else _file_documents(Path(spec.source))
     )
     unique = list(dict.fromkeys(d for d in docs if d))
@@ -150,17 +172,22 @@ def _file_documents(path: Path) -> list[str]:
     return [" ".join(part.split()) for part in text.split("\n\n")]
 
 
-def _data_documents(data_dir: str | None) -> list[str]:
+def _data_documents(data_dir: str | None, datasets: tuple[str, ...]) -> list[str]:
     from knowcomp.data import load_multiple_choice, load_sciq, load_trex_evidence
     from knowcomp.data.records import MASK
 
     docs: list[str] = []
-    for fact in load_trex_evidence(data_dir):
-        sentences = dict.fromkeys(s.replace(MASK, fact.obj_label) for s in fact.masked_sentences)
-        docs.append(" ".join(sentences))
-    for item in load_multiple_choice("boolq", data_dir):  # "Passage: ...\nQuestion: ..."
-        docs.append(item.query.split("\nQuestion:")[0].removeprefix("Passage:").strip())
-    docs.extend(item.support.strip() for item in load_sciq(data_dir))
+    if "lama-trex-evidence" in datasets:
+        for fact in load_trex_evidence(data_dir):
+            sentences = dict.fromkeys(
+                s.replace(MASK, fact.obj_label) for s in fact.masked_sentences
+            )
+            docs.append(" ".join(sentences))
+    if "boolq" in datasets:
+        for item in load_multiple_choice("boolq", data_dir):  # "Passage: ...\nQuestion: ..."
+            docs.append(item.query.split("\nQuestion:")[0].removeprefix("Passage:").strip())
+    if "sciq" in datasets:
+        docs.extend(item.support.strip() for item in load_sciq(data_dir))
     return docs
 
 

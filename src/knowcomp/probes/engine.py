@@ -109,6 +109,17 @@ def default_max_tokens(device: torch.device) -> int:
     return DEFAULT_MAX_TOKENS.get(device.type, ACCELERATOR_MAX_TOKENS)
 
 
+# Set on a model whose output for an input depends on the whole input sequence (IDP chooses a
+# prompt per input): each request must then be its own sequence, never packed with others or
+# run on a shared context's cache.
+PER_SEQUENCE = "_knowcomp_per_sequence"
+
+
+def per_sequence(model: nn.Module) -> bool:
+    """Must every request run as its own sequence on this model?"""
+    return bool(getattr(model, PER_SEQUENCE, False))
+
+
 def share_contexts(device: torch.device, plain_tokens: int, shared_tokens: int) -> bool:
     """Run each context once for all its continuations? Only on CPU, where compute is the
     limit (accelerators prefer large padded batches), and only when it removes at least 40%

@@ -123,7 +123,8 @@ def score_pairs(
     pad = engine.pad_id_of(loaded.tokenizer)
     step = _scaled(progress, len(unique), progress_total)
     by_request: dict[Request, Scored] = {}
-    if packed.supports_packing(loaded.model, loaded.family):
+    alone = engine.per_sequence(loaded.model)
+    if not alone and packed.supports_packing(loaded.model, loaded.family):
         span = packed.window(loaded.model, limit)
         groups = _by_context([r for r in unique if r.length <= span])
         scored = packed.score_packed(
@@ -148,7 +149,9 @@ def _score_unpacked(
     shared_tokens = sum(
         len(ctx) + sum(len(r.targets) - 1 for r in rs) for ctx, rs in groups.items()
     )
-    if engine.share_contexts(device, plain, shared_tokens):
+    if not engine.per_sequence(loaded.model) and engine.share_contexts(
+        device, plain, shared_tokens
+    ):
         shared = engine.score_shared_context(
             loaded.model, [(ctx, [r.targets for r in rs]) for ctx, rs in groups.items()],
             pad_id=pad, max_tokens=max_tokens, progress=step,

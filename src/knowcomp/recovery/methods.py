@@ -1,0 +1,229 @@
+"""Training each recovery method on a (compressed) decoder; each returns an `Adapter`.
+
+A registry like the compression methods': `@register("name")` on a function
+`(loaded, settings, train, progress) -> Adapter`. LoRA, prompt tuning and prefix tuning train
+through peft; IDP trains `prompts` prompt-tuning runs, each on its own share of the budget.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from knowcomp.models.family import Family
+from knowcomp.models.loading import LoadedModel
+from knowcomp.recovery.adapters import (
+    Adapter,
+    AdapterInfo,
+    IdpAdapter,
+    PeftAdapter,
+    quiet_peft_warnings,
+    unwrap,
+)
+from knowcomp.recovery.settings import (
+    IdpSettings,
+    LoraSettings,
+    MethodSettings,
+    PrefixSettings,
+    PromptSettings,
+    RecoveryError,
+    describe_settings,
+)
+from knowcomp.recovery.training import TrainLog, TrainSettings, train, training_blocks
+
+Progress = Callable[[int, float], None] | None
+Trainer = Callable[[LoadedModel, MethodSettings, TrainSettings, Progress], Adapter]
+TRAINERS: dict[str, Trainer] = {}
+
+
+def register(name: str) -> Callable[[Trainer], Trainer]:
+    def add(fn: Trainer) -> Trainer:
+        TRAINERS[name] = fn
+        return fn
+
+    return add
+
+
+def check_trainable(loaded: LoadedModel) -> None:
+    """Recovery trains through the model: decoders whose layers pass gradients."""
+    if loaded.family is not Family.DECODER:
+        raise RecoveryError(
+            f"recovery trains with next-token loss and needs a decoder; "
+            f"{loaded.spec} is an {loaded.family.value} model"
+        )
+    for name, module in loaded.model.named_modules():
+        if type(module).__module__.startswith("torch.ao.nn.quantized"):
+            raise RecoveryError(
+                f"layer '{name}' is torch.ao dynamic int8, which passes no gradient, so nothing "
+                "before it could train; quantize with backend=torchao "
+                "(quant:dynamic_int8:GROUP:backend=torchao), gptq or weight_only instead"
+            )
+
+
+def recover(
+    loaded: LoadedModel,
+    settings: MethodSettings,
+    train_settings: TrainSettings,
+    progress: Progress = None,
+    *,
+    recipe: str = "",
+) -> Adapter:
+    """Train `settings.method` on `loaded` (compressed in place) and return its adapter."""
+    check_trainable(loaded)
+    adapter = TRAINERS[settings.method](loaded, settings, train_settings, progress)
+    adapter.info.model, adapter.info.recipe = loaded.spec, recipe
+    adapter.info.train = train_settings.to_dict()
+    return adapter
+
+
+def _info(settings: MethodSettings, params: int, log: TrainLog) -> AdapterInfo:
+    return AdapterInfo(settings.method, describe_settings(settings), params, log=log.to_dict())
+
+
+def _trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _train_peft(
+    loaded: LoadedModel,
+    settings: MethodSettings,
+    config,
+    blocks: torch.Tensor,
+    train_settings: TrainSettings,
+    seed: int,
+    progress: Progress,
+) -> tuple[object, dict, int, TrainLog]:
+    """Train one peft config on `blocks`; the model is unwrapped again after."""
+    from peft import get_peft_model, get_peft_model_state_dict
+
+    model = loaded.model
+    grads = {name: p.requires_grad for name, p in model.named_parameters()}
+    was_training = model.training
+    torch.manual_seed(seed)  # the adapter's initial values
+    with warnings.catch_warnings():
+        quiet_peft_warnings()
+        wrapped = get_peft_model(model, config)
+    try:
+        params = _trainable(wrapped)
+        device = next(model.parameters()).device
+
+        def loss(batch: torch.Tensor) -> torch.Tensor:
+            batch = batch.to(device)
+            return wrapped(input_ids=batch, labels=batch).loss
+
+        log = train(
+            loss,
+            wrapped.parameters(),
+            blocks,
+            lr=settings.lr,
+            batch_size=train_settings.batch_size,
+            seed=seed,
+            progress=progress,
+        )
+        state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(wrapped).items()}
+    finally:
+        unwrap(wrapped)
+        for name, p in model.named_parameters():
+            p.requires_grad_(grads.get(name, p.requires_grad))
+        model.train(was_training)
+    return wrapped.peft_config["default"], state, params, log
+
+
+def lora_config(loaded: LoadedModel, settings: LoraSettings):
+    """peft's LoraConfig on the linear layers of `settings.group` (knowcomp's module groups)."""
+    from peft import LoraConfig, TaskType
+
+    from knowcomp.modules.groups import classify_linear_layers, resolve_group
+
+    layers = resolve_group(
+        classify_linear_layers(loaded.model, loaded.family), settings.group, model_name=loaded.spec
+    )
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=[layer.name for layer in layers],
+    )
+
+
+@register("lora")
+def train_lora(
+    loaded: LoadedModel, settings: LoraSettings, train_settings: TrainSettings, progress: Progress
+) -> Adapter:
+    [blocks] = training_blocks(loaded.tokenizer, train_settings)
+    config, state, params, log = _train_peft(
+        loaded, settings, lora_config(loaded, settings), blocks, train_settings,
+        train_settings.seed, progress,
+    )  # fmt: skip
+    return PeftAdapter(settings, _info(settings, params, log), config, state)
+
+
+def _prompt_config(settings: PromptSettings):
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType
+
+    init = PromptTuningInit.SAMPLE_VOCAB if settings.init == "vocab" else PromptTuningInit.RANDOM
+    return PromptTuningConfig(
+        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=settings.tokens, prompt_tuning_init=init
+    )
+
+
+@register("prompt")
+def train_prompt(
+    loaded: LoadedModel, settings: PromptSettings, train_settings: TrainSettings, progress: Progress
+) -> Adapter:
+    [blocks] = training_blocks(loaded.tokenizer, train_settings)
+    config, state, params, log = _train_peft(
+        loaded,
+        settings,
+        _prompt_config(settings),
+        blocks,
+        train_settings,
+        train_settings.seed,
+        progress,
+    )
+    return PeftAdapter(settings, _info(settings, params, log), config, state)
+
+
+@register("prefix")
+def train_prefix(
+    loaded: LoadedModel, settings: PrefixSettings, train_settings: TrainSettings, progress: Progress
+) -> Adapter:
+    from peft import PrefixTuningConfig, TaskType
+
+    config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=settings.tokens)
+    [blocks] = training_blocks(loaded.tokenizer, train_settings)
+    config, state, params, log = _train_peft(
+        loaded, settings, config, blocks, train_settings, train_settings.seed, progress
+    )
+    return PeftAdapter(settings, _info(settings, params, log), config, state)
+
+
+@register("idp")
+def train_idp(
+    loaded: LoadedModel, settings: IdpSettings, train_settings: TrainSettings, progress: Progress
+) -> Adapter:
+    """Each prompt is prompt tuning on its own disjoint share of the budget, with its own seed."""
+    shards = training_blocks(loaded.tokenizer, train_settings, shards=settings.prompts)
+    single = replace(PromptSettings(), tokens=settings.tokens, init=settings.init, lr=settings.lr)
+    prompts, params, log = [], 0, TrainLog()
+    for i, blocks in enumerate(shards):
+        _, state, n, part = _train_peft(
+            loaded,
+            single,
+            _prompt_config(single),
+            blocks,
+            train_settings,
+            train_settings.seed + i,
+            progress,
+        )
+        prompts.append(state["prompt_embeddings"])
+        params += n
+        log.steps, log.tokens = log.steps + part.steps, log.tokens + part.tokens
+        log.losses += part.losses
+        log.seconds += part.seconds
+    return IdpAdapter(settings, _info(settings, params, log), torch.stack(prompts))

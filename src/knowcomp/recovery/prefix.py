@@ -1,0 +1,137 @@
+"""A key/value prefix that every forward of a decoder sees, without changing the model or the
+probes.
+
+Prompt tuning and prefix tuning both end as the same thing at inference: for each layer, keys
+and values of `length` virtual tokens at positions 0..length-1, which every input token may
+attend to. A soft prompt's keys and values do not depend on the input (it comes first and
+attention is causal), so they are computed once, when the prefix is attached, not per batch.
+
+`prefixed(model, provider)` installs a forward pre-hook on the model: on the first call for a
+sequence (no cache yet) it puts the provider's cache in `past_key_values`; on every call it
+prepends `length` ones to a 2-D attention mask (or `length` open columns to a 4-D one) and
+shifts explicit position ids by `length`. The probes' batching, packing, shared contexts and
+KV-cache generation then run unchanged on the prompted model, and their logits cover the input
+tokens only.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+# kwargs of one forward call -> the cache of virtual tokens for that batch
+CacheProvider = Callable[[dict], DynamicCache]
+
+
+@dataclass
+class KVPrefix:
+    """Per layer, keys and values of shape [batch, kv_heads, length, head_dim]."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[-2]
+
+    @classmethod
+    def from_cache(cls, cache: DynamicCache) -> KVPrefix:
+        layers = cache.layers
+        return cls([layer.keys for layer in layers], [layer.values for layer in layers])
+
+    def rows(self, batch: int) -> KVPrefix:
+        """This (batch-1) prefix repeated for `batch` rows."""
+        return KVPrefix([k.expand(batch, -1, -1, -1) for k in self.keys],
+                        [v.expand(batch, -1, -1, -1) for v in self.values])  # fmt: skip
+
+    def fill(self, cache: DynamicCache) -> DynamicCache:
+        """Write the prefix into an empty cache (fresh tensors: the cache grows them later)."""
+        for layer, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
+            cache.update(k.contiguous().clone(), v.contiguous().clone(), layer)
+        return cache
+
+
+def extend_mask(mask: torch.Tensor, length: int) -> torch.Tensor:
+    """Open `length` leading key positions in a 2-D (0/1) or 4-D (bool or additive) mask."""
+    if mask.dim() == 2:
+        ones = torch.ones((mask.shape[0], length), dtype=mask.dtype, device=mask.device)
+        return torch.cat([ones, mask], dim=1)
+    shape = (*mask.shape[:-1], length)
+    if mask.dtype == torch.bool:
+        return torch.cat([torch.ones(shape, dtype=torch.bool, device=mask.device), mask], dim=-1)
+    return torch.cat([torch.zeros(shape, dtype=mask.dtype, device=mask.device), mask], dim=-1)
+
+
+def batch_size_of(kwargs: dict) -> int:
+    inputs = kwargs.get("input_ids")
+    if inputs is None:
+        inputs = kwargs["inputs_embeds"]
+    return inputs.shape[0]
+
+
+class _PrefixHook:
+    def __init__(self, model: nn.Module, provider: CacheProvider, length: int) -> None:
+        self.model, self.provider, self.length = model, provider, length
+        self.busy = False  # the provider may run the model itself (IDP's selection pass)
+
+    def __call__(self, _module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        if self.busy:
+            return None
+        kwargs = dict(kwargs)
+        if args:  # model(input_ids) called positionally
+            kwargs["input_ids"], args = args[0], args[1:]
+        cache = kwargs.get("past_key_values")
+        if cache is None or cache.get_seq_length() == 0:
+            self.busy = True
+            try:
+                prefix = self.provider(kwargs)
+            finally:
+                self.busy = False
+            kwargs["past_key_values"] = prefix.fill(
+                cache if cache is not None else DynamicCache(config=self.model.config)
+            )
+            kwargs["use_cache"] = True  # a model given a cache with use_cache=False may drop it
+        mask = kwargs.get("attention_mask")
+        if mask is not None:
+            kwargs["attention_mask"] = extend_mask(mask, self.length)
+        for name in ("position_ids", "cache_position"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = kwargs[name] + self.length
+        return args, kwargs
+
+
+@contextmanager
+def prefixed(
+    model: nn.Module, provider: Callable[[dict], KVPrefix], length: int
+) -> Iterator[nn.Module]:
+    """While active, every forward of `model` runs after the provider's virtual tokens."""
+    handle = model.register_forward_pre_hook(_PrefixHook(model, provider, length),
+                                             with_kwargs=True)  # fmt: skip
+    try:
+        yield model
+    finally:
+        handle.remove()
+
+
+def prompt_prefix(model: nn.Module, embeddings: torch.Tensor) -> KVPrefix:
+    """Keys and values of soft prompt `embeddings` [length, hidden], as the model computes
+    them at positions 0..length-1 (the same as prepending them to every input)."""
+    with torch.no_grad():
+        embeds = embeddings.to(model.dtype)[None].to(next(model.parameters()).device)
+        out = model(inputs_embeds=embeds, use_cache=True, **last_logit_only(model))
+    return KVPrefix.from_cache(out.past_key_values)
+
+
+def last_logit_only(model: nn.Module) -> dict:
+    """`logits_to_keep=1` where the model takes it: the LM head on one position, not all."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
