@@ -151,6 +151,34 @@ def test_bad_specs_fail_before_any_work(tmp_path, tiny_model_dir, change, messag
     assert not out.exists()  # nothing was started
 
 
+@pytest.mark.parametrize(
+    ("probes", "lama_mode", "message"),
+    [
+        (["lama-trex", "piqa"], "next-token", "probe 'piqa' cannot score"),
+        (["lama-trex"], "candidates", "LAMA probes in candidates mode score continuations"),
+        (["triviaqa"], "next-token", "open-answer probes (generation) score continuations"),
+        (["lambada"], "next-token", "language-modelling probes score continuations"),
+    ],
+)
+def test_probes_a_model_family_cannot_run_fail_before_any_work(tmp_path, probes, lama_mode,
+                                                               message):  # fmt: skip
+    from tests.conftest import build_tiny
+
+    bert = tmp_path / "bert"
+    build_tiny("bert").model.save_pretrained(bert)
+    out = tmp_path / "r.sqlite"
+    path = tmp_path / "study.yaml"
+    spec = _spec(bert, out, probes=probes, lama_mode=lama_mode)
+    path.write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(cli, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "an encoder model" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+    from knowcomp.study.trials import validate
+
+    assert validate(spec_from_dict({**spec, "probes": ["lama-trex"], "lama_mode": "next-token"}))
+
+
 def test_unwritable_and_foreign_results_files(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

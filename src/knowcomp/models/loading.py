@@ -92,12 +92,49 @@ def load_model(
     return LoadedModel(model, tokenizer, family, spec, source.location, notes)
 
 
-def check_model(spec: str) -> None:
-    """Fail now, with `load_model`'s one-line error, if `spec` cannot be found: a cheap check
-    (no weights read) for validating a study before any work starts."""
+def check_model(spec: str) -> Family | None:
+    """Fail now, with `load_model`'s one-line error, if `spec` cannot be found, and return its
+    family where the config tells it: a cheap check (no weights read) for validating a study
+    before any work starts. None where the family cannot be read cheaply."""
     source = resolve(spec)
-    if source.kind == "hub":
-        _load_config(spec, source)
+    try:
+        if source.kind == "hub":
+            return detect_family(_load_config(spec, source)[0])
+        if source.kind == "gguf":
+            cached = gguf_cache_folder(source)
+            if not (cached / "config.json").is_file():
+                return None  # reading the GGUF's config means parsing the file: leave it
+            return detect_family(AutoConfig.from_pretrained(cached))
+        return detect_family(AutoConfig.from_pretrained(source.location))
+    except KnowcompError:
+        if source.kind == "hub":
+            raise
+        return None
+    except (OSError, ValueError):
+        return None  # the loader gives the real error when the model loads
+
+
+def peek_family(spec: str) -> Family | None:
+    """`spec`'s family from its config alone (no weights read), or None where that would cost
+    more than a config file: a GGUF file not decoded yet, or a config that does not load."""
+    source = resolve(spec)
+    if source.kind == "compressed":
+        import json
+
+        try:
+            return Family(json.loads((Path(source.location) / "knowcomp.json").read_text())["family"])
+        except (OSError, ValueError, KeyError):
+            return None
+    if source.kind == "gguf":
+        folder = gguf_cache_folder(source)
+        if not (folder / "config.json").is_file():
+            return None
+        source = Source(str(folder), "folder")
+    try:
+        config, _ = _load_config(spec, source)
+    except (KnowcompError, OSError, ValueError):
+        return None
+    return detect_family(config)
 
 
 def _load_config(spec: str, source: Source) -> tuple[PretrainedConfig, dict[str, Any]]:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 
 
@@ -61,3 +62,15 @@ class Probe(ABC):
 
     @abstractmethod
     def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult: ...
+
+    def family_problem(self, family: Family, options: RunOptions) -> str | None:
+        """Why this probe cannot score a model of `family` with these options, or None if it
+        can: checked when a study is validated, before any model loads."""
+        return None
+
+
+def decoder_problem(family: Family, what: str) -> str | None:
+    """The problem of running `what` (which needs a causal LM) on a model of `family`."""
+    if family is Family.DECODER:
+        return None
+    return f"{what} score continuations with a decoder (causal LM)"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 from knowcomp.errors import KnowcompError
 from knowcomp.study.spec import SpecError, StudySpec
@@ -28,27 +29,60 @@ class Trial:
     limit: int | None
     lama_mode: str
     dtype: str
+    recover: str | None = None  # the recovery method in full (`describe_settings`), or None
+    train: str | None = None  # its training settings (`RecoverySettings.key()` as JSON)
 
     @property
     def key(self) -> str:
-        fields = {
+        values: dict[str, Any] = {
             "model": self.model, "recipe": self.recipe, "seed": self.seed, "limit": self.limit,
             "lama_mode": self.lama_mode, "dtype": self.dtype,
         }  # fmt: skip
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+        if self.recover is not None:  # trials without recovery keep the keys they always had
+            values["recover"] = self.recover
+            values["train"] = json.loads(self.train or "{}")
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:20]
 
     @property
     def is_baseline(self) -> bool:
         return self.recipe is None
 
+    @property
+    def method(self) -> str | None:
+        """The recovery method in short: its name and the options that differ from the
+        defaults (`lora`, `idp:prompts=4`), or None without recovery."""
+        return None if self.recover is None else short_method(self.recover)
+
+    @property
+    def label(self) -> str:
+        """The sweep, its level, and the recovery method: for progress lines."""
+        label = self.sweep if self.level is None else f"{self.sweep} {self.level:g}"
+        return label if self.recover is None else f"{label} + {self.method}"
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def short_method(text: str) -> str:
+    """`lora:r=8:alpha=16:...` written with only the options that differ from the defaults."""
+    from knowcomp.recovery.settings import parse_method
+
+    settings = parse_method(text)
+    default = type(settings)()
+    changed = [f"{f.name}={getattr(settings, f.name)}" for f in fields(settings)
+               if getattr(settings, f.name) != getattr(default, f.name)]  # fmt: skip
+    return ":".join([settings.method, *changed])
+
+
 def expand(spec: StudySpec) -> list[Trial]:
-    """Every trial of the spec, baselines first, grouped by model (each model loads once)."""
+    """Every trial of the spec, baselines first, grouped by model (each model loads once).
+
+    A recipe with recover steps gives its compressed trial (the reference recovery is measured
+    against) and one trial per recovery method, run one after another so the model is
+    compressed once for all of them."""
     trials: list[Trial] = []
     common = {"limit": spec.limit, "lama_mode": spec.lama_mode, "dtype": spec.dtype}
+    train = json.dumps(spec.recovery.key(), sort_keys=True) if spec.recovers else None
     for model in spec.models:
         seeds_used: list[int] = []
         compressed: list[Trial] = []
@@ -57,10 +91,20 @@ def expand(spec: StudySpec) -> list[Trial]:
                 if seed not in seeds_used:
                     seeds_used.append(seed)
                 for level, recipe in sweep.recipes():
-                    compressed.append(Trial(model, sweep.name, recipe, level, seed, **common))
+                    plain = Trial(model, sweep.name, recipe, level, seed, **common)
+                    compressed.append(plain)
+                    compressed += [replace(plain, recover=m, train=train) for m in sweep.recover]
         trials += [Trial(model, BASELINE, None, None, s, **common) for s in seeds_used]
-        trials += _unique(compressed)
+        trials += _by_compression(_unique(compressed))
     return trials
+
+
+def _by_compression(trials: list[Trial]) -> list[Trial]:
+    """Trials of the same recipe and seed side by side, in order of first appearance."""
+    groups: dict[tuple[str | None, int], list[Trial]] = {}
+    for trial in trials:
+        groups.setdefault((trial.recipe, trial.seed), []).append(trial)
+    return [trial for group in groups.values() for trial in group]
 
 
 def _unique(trials: list[Trial]) -> list[Trial]:
@@ -77,6 +121,7 @@ def validate(spec: StudySpec) -> list[Trial]:
     """Check models, probes, recipes and options before any work; return the trials."""
     from knowcomp.compress import parse_recipe
     from knowcomp.models.loading import DTYPES, check_model
+    from knowcomp.probes.base import RunOptions
     from knowcomp.probes.registry import get_probe
 
     if spec.lama_mode not in ("next-token", "candidates", "generate"):
@@ -87,10 +132,17 @@ def validate(spec: StudySpec) -> list[Trial]:
         raise SpecError(f"unknown dtype '{spec.dtype}'; choose one of: {', '.join(DTYPES)}")
     if not spec.probes:
         raise SpecError("the study has no probes; set probes: [lama-trex, piqa] or --probes")
-    for probe in spec.probes:
-        get_probe(probe)
+    probes = [get_probe(probe) for probe in spec.probes]
+    options = RunOptions(lama_mode=spec.lama_mode)
     for model in spec.models:
-        check_model(model)
+        family = check_model(model)
+        for probe in probes if family is not None else ():
+            problem = probe.family_problem(family, options)
+            if problem is not None:
+                raise SpecError(
+                    f"probe '{probe.name}' cannot score '{model}', an {family.value} model: "
+                    f"{problem}; drop one of them from the study"
+                )
     if spec.similarity:
         from knowcomp.analysis import default_texts
 
@@ -98,7 +150,50 @@ def validate(spec: StudySpec) -> list[Trial]:
     for sweep in spec.sweeps:
         for _, recipe in sweep.recipes():
             try:
-                parse_recipe(recipe)
+                parsed = parse_recipe(recipe)
             except KnowcompError as err:  # a RecipeError names the step; add the sweep
                 raise SpecError(f"recipe sweep '{sweep.name}': {err}") from None
+            if sweep.recover:
+                _check_recoverable(spec, sweep.name, parsed)
+    if spec.recovers:
+        _check_recovery(spec)
     return expand(spec)
+
+
+def _check_recoverable(spec: StudySpec, sweep: str, recipe: Any) -> None:
+    """Recovery trains through the compressed model: torch.ao's dynamic int8 layers pass no
+    gradient (on CPU, `backend=auto` is torch.ao)."""
+    from knowcomp.compress.quantization import DynamicInt8
+
+    on_cpu = spec.device_map is None and spec.device.startswith("cpu")
+    for step in recipe.steps:
+        method = step.method
+        if isinstance(method, DynamicInt8) and (
+            method.backend == "torch_ao" or (method.backend == "auto" and on_cpu)
+        ):
+            raise SpecError(
+                f"recipe sweep '{sweep}': recover cannot train through torch.ao dynamic int8 "
+                "layers (they pass no gradient); write quant:dynamic_int8:GROUP:backend=torchao, "
+                "or use gptq or weight_only"
+            )
+
+
+def _check_recovery(spec: StudySpec) -> None:
+    """The training text exists, and every model whose family can be read without loading it
+    is a decoder (recovery trains with next-token loss)."""
+    from knowcomp.compress.calibration import CalibrationSpec
+    from knowcomp.models.family import Family
+    from knowcomp.models.loading import peek_family
+
+    source = spec.recovery.calibration
+    try:
+        CalibrationSpec(source, data_dir=str(spec.data_dir) if spec.data_dir else None)
+    except KnowcompError as err:
+        raise SpecError(f"recovery: {err}") from None
+    for model in spec.models:
+        family = peek_family(model)
+        if family is not None and family is not Family.DECODER:
+            raise SpecError(
+                f"model '{model}' is an {family.value} model; recover steps train with next-token "
+                "loss and need a decoder (drop 'recover' or the model)"
+            )

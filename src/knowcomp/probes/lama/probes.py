@@ -10,9 +10,10 @@ from typing import ClassVar
 
 from knowcomp.data import dataset_files
 from knowcomp.errors import DataError, KnowcompError
+from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine
-from knowcomp.probes.base import Probe, ProbeResult, RunOptions
+from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
 from knowcomp.probes.generate import rule_for
 from knowcomp.probes.lama import items as lama_items
 from knowcomp.probes.lama.candidates import score_candidates
@@ -37,6 +38,11 @@ class LamaProbe(Probe):
         if not any(relations.values()):
             raise DataError(f"probe {self.name}: every relation of {self.dataset} is empty")
         return relations
+
+    def family_problem(self, family: Family, options: RunOptions) -> str | None:
+        if options.lama_mode == "next-token":
+            return None  # every family: the mask token, a T5 sentinel or the next token
+        return decoder_problem(family, f"LAMA probes in {options.lama_mode} mode")
 
     def count(self, options: RunOptions) -> int:
         """Facts to score: `limit` per relation."""

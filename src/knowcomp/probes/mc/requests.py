@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from knowcomp.errors import KnowcompError
-from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine, packed
+from knowcomp.probes.base import decoder_problem
 from knowcomp.probes.engine import Request, Scored
 
 DEFAULT_MAX_LENGTH = 2048  # lm-evaluation-harness's fallback when the model states none
@@ -92,11 +92,9 @@ def model_max_length(loaded: LoadedModel) -> int:
 
 def require_decoder(loaded: LoadedModel, what: str = "multiple-choice probes") -> None:
     """Raise a one-line error unless the model is a decoder (causal LM)."""
-    if loaded.family is not Family.DECODER:
-        raise KnowcompError(
-            f"{what} score continuations with a decoder (causal LM); {loaded.spec} is an "
-            f"{loaded.family.value}"
-        )
+    problem = decoder_problem(loaded.family, what)
+    if problem is not None:
+        raise KnowcompError(f"{problem}; {loaded.spec} is an {loaded.family.value}")
 
 
 def score_pairs(

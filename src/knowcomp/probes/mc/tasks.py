@@ -40,8 +40,9 @@ from typing import Any, ClassVar
 
 from knowcomp.data import loaders
 from knowcomp.errors import DataError
+from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes.base import Probe, ProbeResult, RunOptions
+from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
 from knowcomp.probes.mc.choice import ChoiceItem, ChoiceProbe, skipped_note
 from knowcomp.probes.mc.requests import require_decoder, score_pairs
 from knowcomp.probes.registry import register
@@ -207,6 +208,9 @@ class Lambada(Probe):
 
     def count(self, options: RunOptions) -> int:
         return len(take(self._items(options)[0], options.limit, options.seed))
+
+    def family_problem(self, family: Family, options: RunOptions) -> str | None:
+        return decoder_problem(family, "language-modelling probes")
 
     def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
         start = time.perf_counter()
