@@ -29,6 +29,8 @@ from knowcomp.errors import KnowcompError
 @click.option("--probes", "-p", help="Comma-separated probes; replaces the spec's probes.")
 @click.option("--limit", type=click.IntRange(min=1), help="Items per relation (LAMA) or task.")
 @click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2; replaces the spec's seeds.")
+@click.option("--recovery-tokens", type=click.IntRange(min=2),
+              help="Training token budget of each recover step; replaces the spec's.")  # fmt: skip
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Results file (SQLite); rerunning on it skips finished trials.")  # fmt: skip
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory to read.")
@@ -48,6 +50,7 @@ def run(
     probes: str | None,
     limit: int | None,
     seeds: str | None,
+    recovery_tokens: int | None,
     out: Path | None,
     data_dir: Path | None,
     executor: str,
@@ -64,6 +67,7 @@ def run(
     Examples:
       knowcomp run --preset quickstart
       knowcomp run --preset global-pruning --model smollm2-135m --probes lama-trex,piqa --limit 50
+      knowcomp run --preset forget-recover --model smollm2-135m --limit 50
       knowcomp run my-study.yaml --executor ray
     """
     from knowcomp.study import run_study
@@ -72,14 +76,17 @@ def run(
     if list_presets:
         _print_presets()
         return
-    spec = _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir)
+    spec = _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
+                       recovery_tokens)  # fmt: skip
     if dry_run:
         trials = validate(spec)
         console.print(f"{spec.name}: {len(trials)} trials x {len(spec.probes)} probes "
                       f"-> {spec.output}")  # fmt: skip
         for t in trials:
+            recover = f" + {t.method}" if t.recover else ""
             console.print(
                 f"  {t.model}  {t.sweep:<28} seed {t.seed:<3} {t.recipe or '(uncompressed)'}"
+                f"{recover}"
             )
         return
     with _ProgressListener() as listener:
@@ -98,7 +105,8 @@ def run(
         _write_report(spec.output)
 
 
-def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir):
+def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
+                recovery_tokens=None):  # fmt: skip
     from knowcomp.study import load_spec, preset_spec
 
     if spec_file is not None and preset is not None:
@@ -117,6 +125,10 @@ def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir):
             overrides["seeds"] = tuple(int(s) for s in seeds.split(",") if s.strip())
         except ValueError:
             raise KnowcompError(f"--seeds '{seeds}' must be integers, e.g. --seeds 0,1,2") from None
+    if recovery_tokens is not None:
+        from dataclasses import replace
+
+        overrides["recovery"] = replace(spec.recovery, tokens=recovery_tokens)
     return spec.with_overrides(**overrides)
 
 
@@ -176,8 +188,7 @@ class _ProgressListener:
         self.bar.update(self.trials, description=f"loading {model}")
 
     def trial_started(self, trial) -> None:
-        label = trial.sweep if trial.level is None else f"{trial.sweep} {trial.level:g}"
-        self.bar.update(self.trials, description=f"{label} (seed {trial.seed})")
+        self.bar.update(self.trials, description=f"{trial.label} (seed {trial.seed})")
 
     def probe_started(self, probe: str, total: int):
         if self.probe is not None:
@@ -194,8 +205,15 @@ class _ProgressListener:
             self.probe = None
         self.bar.advance(self.trials, 1)
         scores = ", ".join(f"{r['probe']} {_headline(r['metrics']):.3f}" for r in outcome.results)
-        label = trial.sweep if trial.level is None else f"{trial.sweep} {trial.level:g}"
-        console.print(f"[green]done[/] {label} seed {trial.seed}: {scores}")
+        console.print(f"[green]done[/] {trial.label} seed {trial.seed}: {scores}")
+        recovery = outcome.trial.get("recovery")
+        if recovery:
+            log = recovery["log"]
+            how = f"{log['tokens']:,} tokens, {log['steps']} steps, {log['seconds']:.0f} s"
+            if recovery["reused"]:
+                how = f"adapter reused from {recovery['adapter']} ({how})"
+            console.print(f"     {recovery['trainable_params']:,} trainable parameters; {how}; "
+                          f"loss {log['first_loss']:.3f} -> {log['last_loss']:.3f}")  # fmt: skip
 
 
 def _headline(metrics: dict) -> float:

@@ -114,29 +114,6 @@ def check_model(spec: str) -> Family | None:
         return None  # the loader gives the real error when the model loads
 
 
-def peek_family(spec: str) -> Family | None:
-    """`spec`'s family from its config alone (no weights read), or None where that would cost
-    more than a config file: a GGUF file not decoded yet, or a config that does not load."""
-    source = resolve(spec)
-    if source.kind == "compressed":
-        import json
-
-        try:
-            return Family(json.loads((Path(source.location) / "knowcomp.json").read_text())["family"])
-        except (OSError, ValueError, KeyError):
-            return None
-    if source.kind == "gguf":
-        folder = gguf_cache_folder(source)
-        if not (folder / "config.json").is_file():
-            return None
-        source = Source(str(folder), "folder")
-    try:
-        config, _ = _load_config(spec, source)
-    except (KnowcompError, OSError, ValueError):
-        return None
-    return detect_family(config)
-
-
 def _load_config(spec: str, source: Source) -> tuple[PretrainedConfig, dict[str, Any]]:
     """The config, trying the local hub cache before the network for hub ids."""
     if source.kind != "hub":

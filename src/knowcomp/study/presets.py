@@ -1,13 +1,18 @@
-"""Built-in studies: the grid of *The Cost of Compression*, on any model, plus a quickstart."""
+"""Built-in studies: the grid of *The Cost of Compression*, on any model, a quickstart, and the
+shape of *Do Compressed LLMs Forget Knowledge?* (compression, then recovery) on any decoder."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from knowcomp.study.spec import DEFAULT_PROBES, SpecError, StudySpec, Sweep
+from knowcomp.probes.categories import STUDY_TASKS
+from knowcomp.recovery.settings import describe_settings, parse_method
+from knowcomp.study.spec import DEFAULT_PROBES, RecoverySettings, SpecError, StudySpec, Sweep
 
 GROUPS = ("attention", "feed_forward", "overall")
+FORGET_RECOVER_LIMIT = 20  # items per task
+FORGET_RECOVER_TOKENS = 8192  # training tokens per recover step
 TENTHS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
@@ -52,6 +57,19 @@ def _quickstart() -> list[Sweep]:
     )
 
 
+RECOVERY_METHODS = ("lora", "prompt", "prefix", "idp")
+
+
+def _forget_recover() -> list[Sweep]:
+    """Hoang et al. (2024): GPTQ 4-bit and SparseGPT 50% of every linear layer of the blocks,
+    each alone and followed by each recovery method (at its default settings)."""
+    methods = tuple(describe_settings(parse_method(m)) for m in RECOVERY_METHODS)
+    return [
+        Sweep("gptq4/overall", "quant:gptq:overall:bits=4", recover=methods),
+        Sweep("sparsegpt50/overall", "prune:sparsegpt:overall:0.5", recover=methods),
+    ]
+
+
 @dataclass(frozen=True)
 class Preset:
     summary: str
@@ -59,6 +77,7 @@ class Preset:
     probes: tuple[str, ...] = DEFAULT_PROBES
     limit: int | None = None
     model: str | None = None  # a default model, for presets meant to run with no arguments
+    recovery: RecoverySettings | None = None  # training of recover steps; None: the defaults
 
 
 PRESETS: dict[str, Preset] = {
@@ -90,6 +109,16 @@ PRESETS: dict[str, Preset] = {
         limit=10,
         model="smollm2-135m",
     ),
+    "forget-recover": Preset(
+        "Hoang et al. on any decoder: GPTQ 4-bit and SparseGPT 50% (overall), each alone and "
+        "then recovered by LoRA, prompt tuning, prefix tuning and IDP; the study's 9 tasks",
+        tuple(_forget_recover()),
+        probes=STUDY_TASKS,
+        limit=FORGET_RECOVER_LIMIT,
+        recovery=RecoverySettings(
+            tokens=FORGET_RECOVER_TOKENS, seqlen=256, batch_size=4, calibration="data:boolq,sciq"
+        ),
+    ),
 }
 
 
@@ -115,4 +144,5 @@ def preset_spec(name: str, models: tuple[str, ...] = ()) -> StudySpec:
         probes=preset.probes,
         limit=preset.limit,
         output=Path(f"runs/{name}.sqlite"),
+        **({"recovery": preset.recovery} if preset.recovery is not None else {}),
     )

@@ -1,6 +1,7 @@
 """Trials as Ray tasks: one actor per model (or several), each loading its model once.
 
-Trials of a model go round-robin to that model's actors; results come back to the driver as
+Trials of a model go round-robin to that model's actors (all trials of one recipe and seed, its
+recovered trials included, to the same actor); results come back to the driver as
 each finishes, and the driver alone writes the store. An actor is released as soon as its last
 trial is done, so models that do not fit at the same time take turns. Each actor asks for one
 GPU when the cluster has GPUs, and runs the model there.
@@ -61,7 +62,7 @@ def run_on_ray(
     actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus)(_TrialActor)
     options = {"dtype": spec.dtype, "device": "cuda" if gpus else spec.device,
                "device_map": spec.device_map, "data_dir": spec.data_dir,
-               "similarity": spec.similarity}  # fmt: skip
+               "similarity": spec.similarity, "adapters": spec.adapters_folder()}  # fmt: skip
     spec_hash = spec.spec_hash()
     by_model: dict[str, list[PendingTrial]] = defaultdict(list)
     for item in pending:
@@ -71,8 +72,10 @@ def run_on_ray(
     try:
         for model, items in by_model.items():
             actors = [actor_class.remote(model, options) for _ in range(min(workers, len(items)))]
-            for i, item in enumerate(items):
-                actor = actors[i % len(actors)]
+            groups: dict[tuple[str | None, int], int] = {}  # one recipe and seed: one actor,
+            for item in items:  # so a recipe's recovered trials reuse its compression
+                group = groups.setdefault((item.trial.recipe, item.trial.seed), len(groups))
+                actor = actors[group % len(actors)]
                 ref = actor.run.remote(item.trial, item.probes, spec.name, spec_hash)
                 refs[ref] = (item.trial, actor)
                 remaining[actor] = remaining.get(actor, 0) + 1

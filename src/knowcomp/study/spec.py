@@ -15,8 +15,18 @@ YAML form (every key but `models` and `recipes` is optional):
         recipe: prune:ln_structured:feed_forward:{level}
         levels: [0.1, 0.3, 0.5]
       - quant:dynamic_int8:attention                # or one fixed recipe
+      - name: gptq4                                 # a recipe followed by recovery
+        recipe: quant:gptq:overall:bits=4
+        recover: [lora, "idp:prompts=3"]
+    recovery:                  # training settings of every recover step (all optional)
+      tokens: 32768
+      seqlen: 256
+      batch_size: 4
+      calibration: data:boolq,sciq
 
 `{level}` in a recipe is replaced by each level of its sweep; a sweep may set its own `seeds`.
+A sweep with `recover` runs each of its recipes as it is and once per recovery method (trained
+after compression, attached while the probes run).
 """
 
 from __future__ import annotations
@@ -33,9 +43,10 @@ from knowcomp.errors import KnowcompError
 
 SPEC_KEYS = {
     "name", "models", "probes", "limit", "seeds", "output", "recipes", "lama_mode", "dtype",
-    "device", "device_map", "data_dir", "similarity",
+    "device", "device_map", "data_dir", "similarity", "recovery",
 }  # fmt: skip
-SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset"}
+SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover"}
+RECOVERY_KEYS = {"tokens", "seqlen", "batch_size", "calibration", "save_adapters"}
 DEFAULT_PROBES = (
     "lama-trex",
     "lama-google-re",
@@ -59,12 +70,46 @@ class Sweep:
     recipe: str
     levels: tuple[float, ...] = ()
     seeds: tuple[int, ...] | None = None  # None: the study's seeds
+    recover: tuple[str, ...] = ()  # recovery methods (`describe_settings` text), each a trial
 
     def recipes(self) -> list[tuple[float | None, str]]:
         """(level, compact recipe) for every level, or [(None, recipe)] for a fixed recipe."""
         if not self.levels:
             return [(None, self.recipe)]
         return [(level, self.recipe.replace("{level}", f"{level:g}")) for level in self.levels]
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    """How every recover step of a study trains (`knowcomp.recovery.TrainSettings`, without the
+    seed: each trial trains with its own), and whether adapters are kept beside the results."""
+
+    tokens: int = 32_768
+    seqlen: int = 256
+    batch_size: int = 4
+    calibration: str = "data"  # `data`, `data:NAME[,NAME]` or a UTF-8 text file
+    save_adapters: bool = True  # under `<results stem>-adapters/<trial key>/`
+
+    def __post_init__(self) -> None:
+        from knowcomp.recovery.settings import RecoveryError
+
+        try:
+            self.train_settings(0)
+        except RecoveryError as err:
+            raise SpecError(f"recovery: {err}") from None
+
+    def train_settings(self, seed: int, data_dir: Path | str | None = None):
+        """The `TrainSettings` of one trial."""
+        from knowcomp.recovery.training import TrainSettings
+
+        return TrainSettings(self.tokens, self.seqlen, self.batch_size, seed, self.calibration,
+                             str(data_dir) if data_dir else None)  # fmt: skip
+
+    def key(self) -> dict[str, Any]:
+        """What changes the training (and so the scores): part of every recovered trial's key."""
+        train = self.train_settings(0)
+        return {"tokens": train.blocks * train.seqlen, "seqlen": self.seqlen,
+                "batch_size": self.batch_size, "calibration": self.calibration}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -82,6 +127,18 @@ class StudySpec:
     device_map: str | None = None
     data_dir: Path | None = None
     similarity: int = 0  # texts for layer-wise similarity of each compressed trial; 0: off
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
+
+    @property
+    def recovers(self) -> bool:
+        """Whether any sweep has a recover step."""
+        return any(sweep.recover for sweep in self.sweeps)
+
+    def adapters_folder(self) -> Path | None:
+        """Where trained adapters are kept (`<results stem>-adapters/`), or None: not kept."""
+        if not (self.recovers and self.recovery.save_adapters):
+            return None
+        return self.output.with_name(self.output.stem + "-adapters")
 
     def with_overrides(self, **values: Any) -> StudySpec:
         """A copy with the given fields replaced (None values are ignored)."""
@@ -94,6 +151,13 @@ class StudySpec:
         data["data_dir"] = str(data["data_dir"]) if data["data_dir"] else None
         if not data["similarity"]:
             data.pop("similarity")  # specs without it keep the hash they had before it existed
+        for sweep in data["sweeps"]:
+            if not sweep["recover"]:
+                sweep.pop("recover")  # likewise for sweeps without recovery
+        if self.recovers:
+            data["recovery"].pop("save_adapters")  # where adapters go is not content
+        else:
+            data.pop("recovery")
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -142,6 +206,8 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
         values["data_dir"] = Path(data["data_dir"])
     if data.get("similarity") is not None:
         values["similarity"] = _similarity(data["similarity"])
+    if data.get("recovery") is not None:
+        values["recovery"] = _recovery(data["recovery"])
     return StudySpec(**values)
 
 
@@ -158,7 +224,13 @@ def _sweeps(raw: Any) -> list[Sweep]:
             f"unknown recipes key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SWEEP_KEYS))}"
         )
     if "preset" in raw:
-        return preset_sweeps(str(raw["preset"]))
+        sweeps = preset_sweeps(str(raw["preset"]))
+        if raw.get("recover") is None:
+            return sweeps
+        return [  # `{preset: NAME, recover: lora}`: every sweep of the preset, recovered too
+            replace(s, recover=tuple(dict.fromkeys(s.recover + _recover(raw["recover"], s.name))))
+            for s in sweeps
+        ]
     if "recipe" not in raw:
         raise SpecError(f"recipes entry {raw!r} needs 'recipe' (or 'preset')")
     recipe = str(raw["recipe"])
@@ -168,7 +240,64 @@ def _sweeps(raw: Any) -> list[Sweep]:
     if not levels and "{level}" in recipe:
         raise SpecError(f"recipe '{recipe}' has a {{level}} placeholder but no levels")
     seeds = _seeds(raw["seeds"], "seeds") if "seeds" in raw else None
-    return [Sweep(name=str(raw.get("name") or recipe), recipe=recipe, levels=levels, seeds=seeds)]
+    name = str(raw.get("name") or recipe)
+    recover = _recover(raw.get("recover"), name) if raw.get("recover") is not None else ()
+    return [Sweep(name=name, recipe=recipe, levels=levels, seeds=seeds, recover=recover)]
+
+
+def _recover(value: Any, sweep: str) -> tuple[str, ...]:
+    """Each recovery method of a sweep, checked and written in full (`describe_settings`)."""
+    from knowcomp.recovery.settings import RecoveryError, describe_settings, parse_method
+
+    methods = []
+    for item in _as_list(value, "recover"):
+        if not isinstance(item, str) or not item.strip():
+            raise SpecError(
+                f"recipe sweep '{sweep}': recover takes a method or a list of methods, e.g. "
+                f"recover: [lora, 'idp:prompts=3'], got {item!r}"
+            )
+        try:
+            text = describe_settings(parse_method(item))
+        except RecoveryError as err:
+            raise SpecError(f"recipe sweep '{sweep}': recover: {err}") from None
+        if text not in methods:
+            methods.append(text)
+    return tuple(methods)
+
+
+def _recovery(value: Any) -> RecoverySettings:
+    if not isinstance(value, dict):
+        raise SpecError(
+            "'recovery' must be a mapping, e.g. recovery: {tokens: 32768, seqlen: 256}, "
+            f"got {value!r}"
+        )
+    unknown = sorted(set(value) - RECOVERY_KEYS)
+    if unknown:
+        raise SpecError(
+            f"unknown recovery key(s) {', '.join(unknown)}; allowed: "
+            + ", ".join(sorted(RECOVERY_KEYS))
+        )
+    values: dict[str, Any] = {}
+    for key in ("tokens", "seqlen", "batch_size"):
+        if value.get(key) is not None:
+            number = value[key]
+            if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+                raise SpecError(f"recovery: '{key}' must be a positive integer, got {number!r}")
+            values[key] = number
+    if value.get("calibration") is not None:
+        if not isinstance(value["calibration"], str) or not value["calibration"].strip():
+            raise SpecError(
+                "recovery: 'calibration' is 'data', 'data:NAME[,NAME]' or a text file path, "
+                f"got {value['calibration']!r}"
+            )
+        values["calibration"] = value["calibration"].strip()
+    if value.get("save_adapters") is not None:
+        if not isinstance(value["save_adapters"], bool):
+            raise SpecError(
+                f"recovery: 'save_adapters' is true or false, got {value['save_adapters']!r}"
+            )
+        values["save_adapters"] = value["save_adapters"]
+    return RecoverySettings(**values)
 
 
 def _as_list(value: Any, key: str) -> list[Any]:

@@ -4,7 +4,9 @@ Tables: `trials` (one row per model x recipe x seed x evaluation options, with w
 compression achieved), `results` (one row per trial x probe: metrics, counts, time) and
 `records` (the per-item records of each result, compressed, for per-fact analysis) and
 `similarity` (per compressed trial and layer, the cosine similarity of attention maps and hidden
-states to the uncompressed model, when the study asks for it).
+states to the uncompressed model, when the study asks for it). A trial with a recover step has
+the recovery method, its trainable parameters and its training log in `trials.recovery` (JSON;
+NULL otherwise), a column added in place to files written before it existed.
 
 A trial's rows are written together in one `BEGIN IMMEDIATE` transaction, so `kill -9` loses
 at most the trial in flight. Keys are primary keys and every insert is `OR IGNORE`, so two runs
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS trials (
     compression TEXT,
     versions TEXT,
     seconds REAL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    recovery TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     trial_key TEXT NOT NULL REFERENCES trials(trial_key),
@@ -97,7 +100,9 @@ TRIAL_COLUMNS = (
     "trial_key", "study", "spec_hash", "model", "family", "sweep", "recipe", "level", "seed",
     "limit_items", "lama_mode", "dtype", "sparsity", "params_compressed", "params_linear",
     "params_model", "bytes_before", "bytes_after", "compression", "versions", "seconds",
+    "recovery",
 )  # fmt: skip
+JSON_COLUMNS = ("compression", "versions", "recovery")
 
 
 class StoreError(KnowcompError):
@@ -108,7 +113,7 @@ class StoreError(KnowcompError):
 class TrialOutcome:
     """Everything one trial produced: the trial row's values and one result per probe."""
 
-    trial: dict[str, Any]  # TRIAL_COLUMNS values (compression and versions as dicts)
+    trial: dict[str, Any]  # TRIAL_COLUMNS values (the JSON_COLUMNS as dicts)
     results: list[dict[str, Any]] = field(default_factory=list)  # ProbeResult.to_dict()s
     similarity: list[dict[str, Any]] = field(default_factory=list)  # SimilarityResult.rows()
 
@@ -170,6 +175,9 @@ class ResultsStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(trials)")}
+            if "recovery" not in columns:  # a file from before recover steps: same schema, + 1
+                self._db.execute("ALTER TABLE trials ADD COLUMN recovery TEXT")
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self._db.execute(
@@ -204,7 +212,7 @@ class ResultsStore:
     def write(self, outcome: TrialOutcome) -> int:
         """Write a trial and its results in one transaction; returns the result rows added."""
         trial = dict(outcome.trial)
-        for key in ("compression", "versions"):
+        for key in JSON_COLUMNS:
             if trial.get(key) is not None and not isinstance(trial[key], str):
                 trial[key] = json.dumps(trial[key])
         now = time.time()
@@ -324,7 +332,7 @@ class ResultsStore:
 
 
 def _decode_trial(row: dict[str, Any]) -> dict[str, Any]:
-    for key in ("compression", "versions"):
+    for key in JSON_COLUMNS:
         if isinstance(row.get(key), str):
             row[key] = json.loads(row[key])
     return row

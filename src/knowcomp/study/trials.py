@@ -134,8 +134,9 @@ def validate(spec: StudySpec) -> list[Trial]:
         raise SpecError("the study has no probes; set probes: [lama-trex, piqa] or --probes")
     probes = [get_probe(probe) for probe in spec.probes]
     options = RunOptions(lama_mode=spec.lama_mode)
+    families = {}
     for model in spec.models:
-        family = check_model(model)
+        family = families[model] = check_model(model)
         for probe in probes if family is not None else ():
             problem = probe.family_problem(family, options)
             if problem is not None:
@@ -156,7 +157,7 @@ def validate(spec: StudySpec) -> list[Trial]:
             if sweep.recover:
                 _check_recoverable(spec, sweep.name, parsed)
     if spec.recovers:
-        _check_recovery(spec)
+        _check_recovery(spec, families)
     return expand(spec)
 
 
@@ -178,20 +179,19 @@ def _check_recoverable(spec: StudySpec, sweep: str, recipe: Any) -> None:
             )
 
 
-def _check_recovery(spec: StudySpec) -> None:
-    """The training text exists, and every model whose family can be read without loading it
-    is a decoder (recovery trains with next-token loss)."""
+def _check_recovery(spec: StudySpec, families: dict[str, Any]) -> None:
+    """The training text exists, and every model whose family the config tells (`families`,
+    None where it cannot be read cheaply: checked when the model loads) is a decoder: recovery
+    trains with next-token loss."""
     from knowcomp.compress.calibration import CalibrationSpec
     from knowcomp.models.family import Family
-    from knowcomp.models.loading import peek_family
 
     source = spec.recovery.calibration
     try:
         CalibrationSpec(source, data_dir=str(spec.data_dir) if spec.data_dir else None)
     except KnowcompError as err:
         raise SpecError(f"recovery: {err}") from None
-    for model in spec.models:
-        family = peek_family(model)
+    for model, family in families.items():
         if family is not None and family is not Family.DECODER:
             raise SpecError(
                 f"model '{model}' is an {family.value} model; recover steps train with next-token "
