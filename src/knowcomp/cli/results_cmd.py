@@ -15,7 +15,7 @@ from knowcomp.cli.format import console
 from knowcomp.errors import KnowcompError
 
 FLAT_COLUMNS = (
-    "model", "sweep", "recipe", "level", "seed", "limit_items", "probe", "category",
+    "model", "sweep", "recipe", "recover", "level", "seed", "limit_items", "probe", "category",
     "sparsity", "params_compressed", "params_model", "bytes_before", "bytes_after",
     "eval_seconds", "trial_key",
 )  # fmt: skip
@@ -70,7 +70,10 @@ def _write_csv(rows: list[dict[str, Any]], handle) -> None:
     writer = csv.writer(handle)
     writer.writerow([*FLAT_COLUMNS, *metrics])
     for r in rows:
-        writer.writerow([r.get(c) for c in FLAT_COLUMNS] + [r["metrics"].get(m) for m in metrics])
+        flat = {**r, "recover": _recover(r)}
+        writer.writerow(
+            [flat.get(c) for c in FLAT_COLUMNS] + [r["metrics"].get(m) for m in metrics]
+        )
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
@@ -85,8 +88,15 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         level = "" if r["level"] is None else f"{r['level']:g}"
         cells = [_fmt(r["metrics"].get(m)) for m in shown]
         sparsity = "" if r["sparsity"] is None else f"{r['sparsity']:.1%}"
-        table.add_row(r["model"], r["sweep"], level, str(r["seed"]), r["probe"], sparsity, *cells)
+        sweep = r["sweep"] + (f" + {_recover(r)}" if r.get("recovery") else "")
+        table.add_row(r["model"], sweep, level, str(r["seed"]), r["probe"], sparsity, *cells)
     console.print(table)
+
+
+def _recover(row: dict[str, Any]) -> str | None:
+    """The trial's recovery method in short (`lora`, `idp:prompts=4`), None without one."""
+    recovery = row.get("recovery")
+    return str(recovery.get("label") or recovery.get("method")) if recovery else None
 
 
 def _fmt(value: float | None) -> str:

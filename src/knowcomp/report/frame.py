@@ -4,7 +4,9 @@ A `Frame` holds one `Point` per compressed trial x probe, each joined to its bas
 uncompressed run of the same model, seed, item limit, LAMA mode and dtype), and one
 `BaselinePoint` per baseline x probe. What a trial did (prune, quantize, which group, which
 method, which level) is read from the stored compression report's steps, never from the sweep
-label, which is free text.
+label, which is free text. Trials with a recover step are kept apart, in `Frame.recovered`: the
+tables and plots of the first study show compression alone, and the recovery table puts each
+recovered trial beside its compressed trial (same model, recipe and seed).
 """
 
 from __future__ import annotations
@@ -136,6 +138,14 @@ class Point:
     fraction: float | None  # share of the model's parameters the compression changed
     category: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    recovery: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def method(self) -> str | None:
+        """The recovery method in short (`lora`, `idp:prompts=4`), None without recovery."""
+        if self.recovery is None:
+            return None
+        return str(self.recovery.get("label") or self.recovery.get("method"))
 
     @property
     def drop(self) -> float | None:
@@ -147,6 +157,7 @@ class Point:
 class Frame:
     baselines: list[BaselinePoint] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
+    recovered: list[Point] = field(default_factory=list)  # trials with a recover step
     models: list[str] = field(default_factory=list)  # display labels, in store order
     probes: list[str] = field(default_factory=list)  # in the order they first appear
     studies: list[str] = field(default_factory=list)
@@ -214,7 +225,10 @@ def load_frame(store: ResultsStore) -> Frame:
         metrics = row["metrics"]
         found = base.get((label, row["seed"], row["probe"]))
         comp = describe(row["compression"], row["recipe"])
-        frame.points.append(
+        recovery = row.get("recovery")
+        if recovery:  # what the training table needs of the trial row
+            recovery = {**recovery, "params_model": row.get("params_model")}
+        (frame.recovered if recovery else frame.points).append(
             Point(
                 model=label,
                 trial_key=row["trial_key"],
@@ -232,9 +246,11 @@ def load_frame(store: ResultsStore) -> Frame:
                 fraction=_fraction(row, comp),
                 category=row["category"],
                 metrics=metrics,
+                recovery=recovery or None,
             )
         )
-        frame.trial_keys[(label, row["recipe"], row["seed"], row["probe"])] = row["trial_key"]
+        if not recovery:
+            frame.trial_keys[(label, row["recipe"], row["seed"], row["probe"])] = row["trial_key"]
     return frame
 
 

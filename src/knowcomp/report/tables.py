@@ -3,7 +3,8 @@
 Each cell is the probe's headline score in percent (P@1 micro for LAMA, accuracy for multiple
 choice, exact match for QA), the mean over seeds with its standard deviation when there are
 several. A probe with no result is shown as missing ("–", an empty CSV cell), never as zero,
-and a table with no data at all is not written.
+and a table with no data at all is not written. A cell may also be text a table formatted
+itself (trainable parameters, losses), written as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knowcomp.report.frame import GROUP_ORDER, Frame
+from knowcomp.report.recovery import recovery_tables
 from knowcomp.report.stats import Arm, Cell, arms, baseline_score, cell
 
 MISSING = "–"
@@ -27,17 +29,19 @@ class Table:
     title: str
     labels: list[str]  # header of the row-label columns
     probes: list[str]  # header of the value columns
-    rows: list[tuple[list[str], list[Cell | None]]] = field(default_factory=list)
+    rows: list[tuple[list[str], list[Cell | str | None]]] = field(default_factory=list)
     note: str = ""
 
     @property
     def has_spread(self) -> bool:
-        return any(c is not None and c.n > 1 for _, cells in self.rows for c in cells)
+        return any(isinstance(c, Cell) and c.n > 1 for _, cells in self.rows for c in cells)
 
 
-def fmt(value: Cell | None, *, latex: bool = False) -> str:
+def fmt(value: Cell | str | None, *, latex: bool = False) -> str:
     if value is None:
         return "--" if latex else MISSING
+    if isinstance(value, str):
+        return tex_escape(value) if latex else value
     if value.n > 1:
         pm = r" $\pm$ " if latex else " ± "
         return f"{value.mean:.1f}{pm}{value.std:.1f}"
@@ -51,6 +55,7 @@ def build_tables(frame: Frame) -> list[Table]:
     tables += _prune_quant_tables(frame, all_arms)
     tables.append(_seed_table(frame, all_arms))
     tables.append(category_table(frame, all_arms))
+    tables += recovery_tables(frame)
     return [t for t in tables if t is not None and t.rows]
 
 
@@ -218,7 +223,9 @@ def to_csv(table: Table) -> str:
     for labels, cells in table.rows:
         row: list[object] = list(labels)
         for c in cells:
-            if spread:
+            if isinstance(c, str):
+                row += [c, "", 1] if spread else [c]
+            elif spread:
                 std = "" if c is None or c.n < 2 else f"{c.std:.6g}"
                 row += ["", "", 0] if c is None else [f"{c.mean:.6g}", std, c.n]
             else:
