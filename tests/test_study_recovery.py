@@ -61,7 +61,10 @@ def test_a_recover_sweep_expands_to_its_compressed_trial_and_one_per_method(fold
     trials = expand(spec)
     assert [(t.recipe, t.method) for t in trials] == [
         (None, None), (PRUNE, None), (PRUNE, PROMPT), (PRUNE, "lora:lr=0.01")]  # fmt: skip
-    assert trials[2].recover == "prompt:tokens=2:init=vocab:lr=0.05"  # written in full
+    assert trials[2].recover == PROMPT  # the options that differ from the defaults
+    assert spec_from_dict(_spec(folder, tmp_path / "r.sqlite", recipes=[
+        {"recipe": PRUNE, "recover": "prompt:lr=0.05:tokens=2:init=vocab"}]),
+    ).sweeps[0].recover == (PROMPT,)  # fmt: skip
     assert json.loads(trials[2].train) == {"tokens": 256, "seqlen": 32, "batch_size": 4,
                                            "calibration": str(folder / "corpus.txt")}  # fmt: skip
     assert trials[2].label == "prune + prompt:tokens=2:lr=0.05"
@@ -77,14 +80,13 @@ def test_trial_keys_with_and_without_recovery():
     plain = Trial("m", "s", PRUNE, 0.5, 0, 2, "next-token", "float32")
     assert plain.key == "613f70851df524363cbb"  # the key every earlier knowcomp gave it
     train = json.dumps({"tokens": 256, "seqlen": 32, "batch_size": 4, "calibration": "data"})
-    lora = Trial("m", "s", PRUNE, 0.5, 0, 2, "next-token", "float32",
-                 recover="lora:r=8:alpha=16:dropout=0.0:group=attention:lr=0.001",
+    lora = Trial("m", "s", PRUNE, 0.5, 0, 2, "next-token", "float32", recover="lora",
                  train=train)  # fmt: skip
     assert lora.key != plain.key
     more = json.dumps({"tokens": 512, "seqlen": 32, "batch_size": 4, "calibration": "data"})
     assert Trial(**{**lora.to_dict(), "train": more}).key != lora.key
-    other = lora.to_dict() | {"recover": "prompt:tokens=20:init=vocab:lr=0.01"}
-    assert Trial(**other).key != lora.key
+    assert Trial(**lora.to_dict() | {"recover": "prompt"}).key != lora.key
+    assert lora.key == "2a98f4fab5c48536da8b"  # pinned: a changed key would orphan stored rows
 
 
 def test_a_recovery_block_alone_changes_no_key_or_hash(folder, tmp_path):
@@ -162,8 +164,7 @@ def test_the_worker_refuses_recovery_on_an_encoder_in_one_line(folder):
     from knowcomp.study.worker import ModelWorker
 
     trial = Trial(str(folder / "bert"), "prune", PRUNE, None, 0, 1, "next-token", "float32",
-                  recover="lora:r=8:alpha=16:dropout=0.0:group=attention:lr=0.001",
-                  train=json.dumps({"tokens": 64, "seqlen": 32, "batch_size": 4,
+                  recover="lora", train=json.dumps({"tokens": 64, "seqlen": 32, "batch_size": 4,
                                     "calibration": str(folder / "corpus.txt")}))  # fmt: skip
     worker = ModelWorker(str(folder / "bert"))
     with pytest.raises(RecoveryError, match=r"^trial prune \+ lora on .*bert: .*needs a decoder"):

@@ -7,8 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knowcomp.probes.categories import STUDY_TASKS
-from knowcomp.recovery.settings import describe_settings, parse_method
-from knowcomp.study.spec import DEFAULT_PROBES, RecoverySettings, SpecError, StudySpec, Sweep
+from knowcomp.study.spec import (
+    DEFAULT_PROBES,
+    RecoverySettings,
+    SpecError,
+    StudySpec,
+    Sweep,
+    short_method,
+)
 
 GROUPS = ("attention", "feed_forward", "overall")
 FORGET_RECOVER_LIMIT = 20  # items per task
@@ -63,7 +69,7 @@ RECOVERY_METHODS = ("lora", "prompt", "prefix", "idp")
 def _forget_recover() -> list[Sweep]:
     """Hoang et al. (2024): GPTQ 4-bit and SparseGPT 50% of every linear layer of the blocks,
     each alone and followed by each recovery method (at its default settings)."""
-    methods = tuple(describe_settings(parse_method(m)) for m in RECOVERY_METHODS)
+    methods = tuple(short_method(m) for m in RECOVERY_METHODS)
     return [
         Sweep("gptq4/overall", "quant:gptq:overall:bits=4", recover=methods),
         Sweep("sparsegpt50/overall", "prune:sparsegpt:overall:0.5", recover=methods),

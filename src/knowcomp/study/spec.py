@@ -70,7 +70,7 @@ class Sweep:
     recipe: str
     levels: tuple[float, ...] = ()
     seeds: tuple[int, ...] | None = None  # None: the study's seeds
-    recover: tuple[str, ...] = ()  # recovery methods (`describe_settings` text), each a trial
+    recover: tuple[str, ...] = ()  # recovery methods (`short_method` text), each a trial
 
     def recipes(self) -> list[tuple[float | None, str]]:
         """(level, compact recipe) for every level, or [(None, recipe)] for a fixed recipe."""
@@ -246,8 +246,8 @@ def _sweeps(raw: Any) -> list[Sweep]:
 
 
 def _recover(value: Any, sweep: str) -> tuple[str, ...]:
-    """Each recovery method of a sweep, checked and written in full (`describe_settings`)."""
-    from knowcomp.recovery.settings import RecoveryError, describe_settings, parse_method
+    """Each recovery method of a sweep, checked and written in one way (`short_method`)."""
+    from knowcomp.recovery.settings import RecoveryError
 
     methods = []
     for item in _as_list(value, "recover"):
@@ -257,12 +257,28 @@ def _recover(value: Any, sweep: str) -> tuple[str, ...]:
                 f"recover: [lora, 'idp:prompts=3'], got {item!r}"
             )
         try:
-            text = describe_settings(parse_method(item))
+            text = short_method(item)
         except RecoveryError as err:
             raise SpecError(f"recipe sweep '{sweep}': recover: {err}") from None
         if text not in methods:
             methods.append(text)
     return tuple(methods)
+
+
+def short_method(text: str) -> str:
+    """A recovery method with only the options that differ from their defaults, in the
+    settings' field order: `lora`, `idp:prompts=4`. One method has one text however it was
+    written (`lora:r=8` is `lora`), and a trial's key stays the same when a method gains an
+    option with a default."""
+    from dataclasses import fields
+
+    from knowcomp.recovery.settings import parse_method
+
+    settings = parse_method(text)
+    default = type(settings)()
+    changed = [f"{f.name}={getattr(settings, f.name)}" for f in fields(settings)
+               if getattr(settings, f.name) != getattr(default, f.name)]  # fmt: skip
+    return ":".join([settings.method, *changed])
 
 
 def _recovery(value: Any) -> RecoverySettings:

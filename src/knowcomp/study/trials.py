@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from knowcomp.errors import KnowcompError
-from knowcomp.study.spec import SpecError, StudySpec
+from knowcomp.study.spec import SpecError, StudySpec, short_method
 
 BASELINE = "baseline"
 
@@ -29,7 +29,7 @@ class Trial:
     limit: int | None
     lama_mode: str
     dtype: str
-    recover: str | None = None  # the recovery method in full (`describe_settings`), or None
+    recover: str | None = None  # the recovery method (`short_method` text), or None
     train: str | None = None  # its training settings (`RecoverySettings.key()` as JSON)
 
     @property
@@ -49,8 +49,8 @@ class Trial:
 
     @property
     def method(self) -> str | None:
-        """The recovery method in short: its name and the options that differ from the
-        defaults (`lora`, `idp:prompts=4`), or None without recovery."""
+        """The recovery method: its name and the options that differ from the defaults
+        (`lora`, `idp:prompts=4`), or None without recovery."""
         return None if self.recover is None else short_method(self.recover)
 
     @property
@@ -61,17 +61,6 @@ class Trial:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def short_method(text: str) -> str:
-    """`lora:r=8:alpha=16:...` written with only the options that differ from the defaults."""
-    from knowcomp.recovery.settings import parse_method
-
-    settings = parse_method(text)
-    default = type(settings)()
-    changed = [f"{f.name}={getattr(settings, f.name)}" for f in fields(settings)
-               if getattr(settings, f.name) != getattr(default, f.name)]  # fmt: skip
-    return ":".join([settings.method, *changed])
 
 
 def expand(spec: StudySpec) -> list[Trial]:

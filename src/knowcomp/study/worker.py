@@ -185,7 +185,7 @@ class ModelWorker:
         if folder is not None and (folder / RECORD).is_file():
             try:
                 adapter = load_adapter(folder, self.loaded.model)
-                reused = adapter.info.settings == trial.recover
+                reused = parse_method(adapter.info.settings) == settings
             except (RecoveryError, OSError, ValueError, KeyError):
                 adapter = None  # unreadable: train again and write over it
             if not reused:
