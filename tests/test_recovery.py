@@ -203,7 +203,7 @@ def test_prompt_generation_equals_a_greedy_loop_without_cache(loaded, folder):
 # -- IDP ----------------------------------------------------------------------------------------
 
 
-def brute_force_choice(model, prompts: torch.Tensor, ids: list[int]) -> int:
+def brute_force_choice(model, prompts: torch.Tensor, ids: list[int], layers: int = 0) -> int:
     """IDP's definition in one sequence: all prompts (each attending only to itself, positions
     from 0), then the input (attending to every prompt); the prompt whose tokens get the
     highest mean attention from the input tokens, over layers and heads, wins."""
@@ -224,7 +224,7 @@ def brute_force_choice(model, prompts: torch.Tensor, ids: list[int]) -> int:
         out = model(inputs_embeds=embeds, attention_mask=bias[None, None],
                     position_ids=positions[None], output_attentions=True)  # fmt: skip
     scores = torch.zeros(m)
-    for layer in out.attentions:
+    for layer in out.attentions[: layers or None]:
         to_prompts = layer[0, :, m * length :, : m * length].reshape(-1, n, m, length).sum(-1)
         scores += to_prompts.mean(dim=(0, 1))
     return int(scores.argmax())
@@ -256,6 +256,15 @@ def test_idp_chooses_the_prompt_its_definition_chooses(loaded, idp):
     assert got == expected
     assert len(set(expected)) > 1, "the test inputs should not all pick one prompt"
     assert loaded.model.config._attn_implementation == "sdpa"  # eager only while choosing
+
+
+def test_idp_can_choose_from_the_first_layers_only(loaded, idp):
+    inputs = [ids_batch(1, n, seed=s)[0].tolist() for s, n in enumerate([3, 5, 8, 9, 12, 6])]
+    depth = len(loaded.model.model.layers)
+    chooser = DynamicPrompts(loaded.model, idp.prompts, layers=1)
+    got = [int(chooser.choose({"input_ids": torch.tensor([x])})) for x in inputs]
+    assert got == [brute_force_choice(loaded.model, idp.prompts, x, layers=1) for x in inputs]
+    assert len(loaded.model.model.layers) == depth  # the stack is whole again
 
 
 def test_idp_output_equals_the_chosen_prompt_alone(loaded, idp):

@@ -126,7 +126,7 @@ class IdpAdapter(Adapter):
 
     @contextmanager
     def attached(self, model: nn.Module) -> Iterator[nn.Module]:
-        chooser = DynamicPrompts(model, self.prompts)
+        chooser = DynamicPrompts(model, self.prompts, self.settings.layers)
         self.last = chooser
         setattr(model, PER_SEQUENCE, True)  # IDP picks a prompt per input: no packing
         try:

@@ -8,10 +8,12 @@ input.
 
 Per input, a selection pass runs the input after all `m` prompts at once, reads the attention
 of every input token (all layers and heads, padding left out) and sums it over each prompt's
-keys; the prompt whose keys get the highest mean attention is chosen (`choose_prompts`). The
+keys; the prompt whose keys get the highest mean attention is chosen (`DynamicPrompts`). The
 input then runs after the chosen prompt's keys and values alone, so its output equals running
-that prompt by itself. The selection pass is a full forward with eager attention, so IDP costs
-about two forwards per input; `knowcomp recover` reports the latency it measures.
+that prompt by itself. The selection pass is a forward with eager attention, so IDP costs
+about two forwards per input; `layers=N` reads only the first N layers' attention and stops
+the selection pass there, which makes it about N / depth of a forward. `knowcomp recover`
+reports the latency it measures.
 """
 
 from __future__ import annotations
@@ -83,11 +85,32 @@ def prompt_scores(
     return total / (weights.sum(dim=1, keepdim=True).double() * len(attentions))
 
 
+@contextmanager
+def first_blocks(model: nn.Module, layers: int) -> Iterator[None]:
+    """While active, the model's stack of transformer blocks holds only its first `layers`
+    (0: all), so a forward stops there; the blocks themselves are untouched."""
+    from knowcomp.compress.layerwise import find_stacks
+
+    stacks = find_stacks(model.base_model)
+    if not layers or not stacks or layers >= len(stacks[-1].blocks):
+        yield
+        return
+    path = stacks[-1].path  # a decoder's only stack (an encoder-decoder's decoder stack)
+    parent_path, _, attribute = path.rpartition(".")
+    parent = model.base_model.get_submodule(parent_path)
+    full = getattr(parent, attribute)
+    setattr(parent, attribute, nn.ModuleList(list(full)[:layers]))
+    try:
+        yield
+    finally:
+        setattr(parent, attribute, full)
+
+
 class DynamicPrompts:
     """Chooses a prompt per input and returns the chosen prompts' keys and values."""
 
-    def __init__(self, model: nn.Module, prompts: torch.Tensor) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, prompts: torch.Tensor, layers: int = 0) -> None:
+        self.model, self.layers = model, layers
         self.count, self.length = prompts.shape[0], prompts.shape[1]
         self.prefix = all_prompts_prefix(model, prompts)
         self.choices = torch.zeros(self.count, dtype=torch.long)  # how often each was chosen
@@ -114,7 +137,7 @@ class DynamicPrompts:
         ones = torch.ones((batch, width), dtype=mask.dtype, device=mask.device)
         # the transformer without its LM head: the choice needs attention weights only, and a
         # probe's hook on the head (scored positions only) must not see this pass
-        with torch.no_grad(), eager_attention(self.model):
+        with torch.no_grad(), eager_attention(self.model), first_blocks(self.model, self.layers):
             out = self.model.base_model(
                 input_ids=ids, attention_mask=torch.cat([ones, mask], dim=1),
                 position_ids=positions + self.length, past_key_values=cache,

@@ -75,10 +75,13 @@ class IdpSettings(PromptSettings):
 
     method: ClassVar[str] = "idp"
     prompts: int = _help("number of soft prompts to choose from", 3)
+    layers: int = _help("choose from the attention of the first N layers (0: all layers); "
+                        "fewer layers make the choice cheaper", 0)  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check(self.prompts >= 2, "idp: prompts must be at least 2 (one prompt is 'prompt')")
+        _check(self.layers >= 0, "idp: layers must be 0 (all) or a positive number")
 
 
 SETTINGS: dict[str, type] = {s.method: s for s in (LoraSettings, PromptSettings, PrefixSettings,
