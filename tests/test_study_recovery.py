@@ -369,8 +369,9 @@ def test_the_forget_recover_preset_expands_and_validates(folder):
     assert spec.probes == STUDY_TASKS and spec.limit == PRESETS["forget-recover"].limit
     assert spec.recovery.calibration == "data:boolq,sciq"
     trials = validate(spec)
-    assert len(trials) == 1 + 2 * (1 + 4)
-    assert [t.method for t in trials[1:6]] == [None, "lora", "prompt", "prefix", "idp"]
+    assert len(trials) == 1 + 2 * (1 + 2)
+    assert [t.method for t in trials[1:4]] == [None, "lora", "idp"]
+    assert json.loads(trials[2].train)["tokens"] == spec.recovery.tokens
     assert {t.recipe for t in trials[1:]} == {"quant:gptq:overall:bits=4",
                                               "prune:sparsegpt:overall:0.5"}  # fmt: skip
     assert len({t.key for t in trials}) == len(trials)
@@ -378,3 +379,16 @@ def test_the_forget_recover_preset_expands_and_validates(folder):
         validate(preset_spec("forget-recover", (str(folder / "bert"),)))
     listed = CliRunner().invoke(cli, ["run", "--list-presets"])
     assert "forget-recover" in listed.output
+
+
+def test_the_spec_in_the_docs_is_valid(folder):
+    import re
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "studies.md").read_text()
+    section = docs.split("## Recovery steps", 1)[1]
+    data = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    data["models"] = [str(folder / "model")]
+    trials = validate(spec_from_dict(data))
+    assert len(trials) == 1 + (1 + 4) + (1 + 1) + 2 * 9 * (1 + 1)
+    assert {t.method for t in trials} == {None, "lora", "prompt", "prefix", "idp",
+                                          "lora:group=overall"}  # fmt: skip
