@@ -263,6 +263,7 @@ def test_a_study_with_recovery_runs_stores_resumes_and_reports(folder, tmp_path,
     assert (tables / "recovery.tex").is_file()
     page = report.html.read_text()
     assert "Compression and recovery" in page and "Trainable params" in page
+    assert "<a href='#recovery'>" in page and "<h3 id='recovery'>" in page
     # the first study's tables and drops count the compressed trial only
     drops = list(csv.DictReader((tmp_path / "report" / "drops.csv").open()))
     assert len(drops) == 4 and {d["recipe"] for d in drops} == {PRUNE}

@@ -85,6 +85,8 @@ def render_html(content: ReportContent) -> str:
 def _contents(content: ReportContent) -> str:
     links = [("findings", "Findings check"), ("tables", "Tables"), ("plots", "Plots"),
              ("forgetting", "Per-fact forgetting"), ("versions", "Package versions")]  # fmt: skip
+    if any(t.name == "recovery" for t in content.tables):
+        links.insert(2, ("recovery", "Compression and recovery"))
     items = "".join(f"<li><a href='#{a}'>{html.escape(t)}</a></li>" for a, t in links)
     return f"<ul>{items}</ul>"
 
