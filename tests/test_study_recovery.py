@@ -393,3 +393,15 @@ def test_the_spec_in_the_docs_is_valid(folder):
     assert len(trials) == 1 + (1 + 4) + (1 + 1) + 2 * 9 * (1 + 1)
     assert {t.method for t in trials} == {None, "lora", "prompt", "prefix", "idp",
                                           "lora:group=overall"}  # fmt: skip
+
+
+def test_recovery_tokens_on_the_command_line(folder):
+    from knowcomp.cli.run_cmd import _build_spec
+
+    model = (str(folder / "model"),)
+    spec = _build_spec(None, "forget-recover", model, None, 3, None, None, None, 1024)
+    assert spec.recovery.tokens == 1024 and spec.limit == 3
+    assert json.loads(expand(spec)[2].train)["tokens"] == 1024
+    result = CliRunner().invoke(cli, ["run", "--preset", "forget-recover", "--model", model[0],
+                                      "--recovery-tokens", "100", "--dry-run"])  # fmt: skip
+    assert result.exit_code == 2 and "less than one block of seqlen 256" in result.output
