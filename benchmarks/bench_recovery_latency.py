@@ -1,0 +1,171 @@
+"""Latency per forward batch with each recovery method attached, against the plain model and LoRA.
+
+SmolLM2-135M, one token batch (default 4 x 128), every configuration timed in interleaved
+rounds (each round times each configuration once, in a shuffled order), so that load from
+other jobs falls on all of them alike; the median over rounds is reported. The adapters are
+untrained (LoRA's B starts at zero, prompts are random): the time a forward takes does not
+depend on the values. Compressed weights are not used either: the methods' extra work is the
+same on any weights, and `knowcomp recover` prints the compressed model's own figures.
+
+    python benchmarks/bench_recovery_latency.py --write BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def adapters(loaded, tokens: int, prompts: int) -> dict:
+    """Name -> adapter (None for the plain model), untrained, with default settings."""
+    from peft import PrefixTuningConfig, TaskType, get_peft_model, get_peft_model_state_dict
+
+    from knowcomp.recovery.adapters import AdapterInfo, IdpAdapter, PeftAdapter, unwrap
+    from knowcomp.recovery.methods import _prompt_config, lora_config
+    from knowcomp.recovery.settings import (
+        IdpSettings,
+        LoraSettings,
+        PrefixSettings,
+        PromptSettings,
+        describe_settings,
+    )
+
+    hidden = loaded.model.config.hidden_size
+    scale = loaded.model.get_input_embeddings().weight.std().item()
+    generator = torch.Generator().manual_seed(0)
+
+    def info(settings, params: int) -> AdapterInfo:
+        return AdapterInfo(settings.method, describe_settings(settings), params)
+
+    lora = LoraSettings()
+    prompt = PromptSettings(tokens=tokens)
+    prefix = PrefixSettings(tokens=tokens)
+    prefix_config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=tokens)
+    wrapped = get_peft_model(loaded.model, prefix_config)
+    prefix_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(wrapped).items()}
+    prefix_params = sum(v.numel() for v in prefix_state.values())
+    unwrap(wrapped)
+    lora_cfg = lora_config(loaded, lora)
+    lora_params = sum(
+        lora.r * (m.in_features + m.out_features)
+        for name, m in loaded.model.named_modules() if name in set(lora_cfg.target_modules)
+    )  # fmt: skip
+    out: dict = {"plain model": None}
+    out["lora"] = PeftAdapter(lora, info(lora, lora_params), lora_cfg, {})
+    embeddings = torch.randn((tokens, hidden), generator=generator) * scale
+    out["prompt"] = PeftAdapter(prompt, info(prompt, tokens * hidden), _prompt_config(prompt),
+                                {"prompt_embeddings": embeddings})  # fmt: skip
+    out["prefix"] = PeftAdapter(prefix, info(prefix, prefix_params), prefix_config, prefix_state)
+    for layers in (0, 1):
+        settings = IdpSettings(tokens=tokens, prompts=prompts, layers=layers)
+        stack = torch.randn((prompts, tokens, hidden), generator=generator) * scale
+        name = "idp" if layers == 0 else f"idp layers={layers}"
+        out[name] = IdpAdapter(settings, info(settings, prompts * tokens * hidden), stack)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=128, help="tokens per sequence")
+    parser.add_argument("--virtual", type=int, default=20, help="prompt / prefix length")
+    parser.add_argument("--prompts", type=int, default=3, help="IDP's prompts")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--write", type=Path, help="Update this Markdown file's section.")
+    args = parser.parse_args()
+
+    from knowcomp.models import load_model
+    from knowcomp.recovery.latency import latency_batch
+
+    load_start = os.getloadavg()[0]
+    loaded = load_model("smollm2-135m")
+    model = loaded.model
+    ids = latency_batch(model.config.vocab_size, args.batch, args.tokens)
+    mask = torch.ones_like(ids)
+    configs = adapters(loaded, args.virtual, args.prompts)
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    order = list(configs)
+    rng = random.Random(0)
+    with torch.inference_mode():
+        for round_ in range(args.rounds + 1):  # round 0 warms every configuration up
+            rng.shuffle(order)
+            for name in order:
+                adapter = configs[name]
+                context = adapter.attached(model) if adapter else _nothing()
+                with context:
+                    start = time.perf_counter()
+                    model(input_ids=ids, attention_mask=mask)
+                    seconds = time.perf_counter() - start
+                if round_:
+                    times[name].append(seconds)
+            done = [f"{n} {1000 * times[n][-1]:.0f} ms" for n in configs if times[n]]
+            print(f"round {round_}: " + ", ".join(done), flush=True)
+    rows = []
+    plain = statistics.median(times["plain model"])
+    lora = statistics.median(times["lora"])
+    for name, adapter in configs.items():
+        median = statistics.median(times[name])
+        rows.append({"config": name, "ms": 1000 * median, "vs_plain": median / plain,
+                     "vs_lora": median / lora,
+                     "params": adapter.info.trainable_params if adapter else 0})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    context = {"machine": platform.machine(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "load": [load_start, os.getloadavg()[0]],
+               "args": vars(args) | {"write": str(args.write) if args.write else None}}  # fmt: skip
+    section = render(rows, context)
+    if args.write:
+        from bench_global_prune import write_section
+
+        write_section(args.write, section)
+    print(section)
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def render(rows: list[dict], context: dict) -> str:
+    a = context["args"]
+    lines = [
+        "<!-- bench_recovery_latency -->",
+        "## Recovery: latency per forward batch, against the plain model and LoRA",
+        "",
+        f"SmolLM2-135M, float32, {context['machine']}, {context['threads']} torch threads, torch "
+        f"{context['torch']}; one batch of {a['batch']} x {a['tokens']} tokens; prompts and "
+        f"prefixes of {a['virtual']} virtual tokens, IDP with {a['prompts']} prompts. Median of "
+        f"{a['rounds']} interleaved rounds (each round times every configuration once, in a "
+        f"shuffled order, after a warm-up round); 1-minute load average "
+        f"{context['load'][0]:.1f} at the start, {context['load'][1]:.1f} at the end.",
+        "Command: `python benchmarks/bench_recovery_latency.py --write BENCHMARKS.md`",
+        "",
+        "| configuration | trainable parameters | ms per batch | vs plain model | vs LoRA |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['params']:,} | {r['ms']:.0f} | {r['vs_plain']:.2f}x | "
+                     f"{r['vs_lora']:.2f}x |")  # fmt: skip
+    lines += [
+        "",
+        "LoRA runs its low-rank updates beside every adapted layer (unmerged, as peft serves",
+        "it). Prompt and prefix tuning add their virtual tokens' keys and values, computed once,",
+        "to the attention of every layer. IDP adds a selection pass: the input after all its",
+        "prompts, with eager attention, over every layer, or the first layer only (`layers=1`).",
+        "<!-- bench_recovery_latency -->",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
