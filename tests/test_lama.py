@@ -227,7 +227,7 @@ def test_candidate_ranking_scores_multi_token_objects(bpe_tokenizer):
 
 def test_candidate_ranking_needs_a_decoder(wordpiece_tokenizer):
     loaded = tiny_with("bert", wordpiece_tokenizer)
-    with pytest.raises(KnowcompError, match="candidate-ranking probes score continuations"):
+    with pytest.raises(KnowcompError, match="LAMA probes in candidates mode score continuations"):
         get_probe("lama-squad").run(loaded, RunOptions(limit=1, data_dir=SHARED_DATA,
                                                        lama_mode="candidates"))  # fmt: skip
 

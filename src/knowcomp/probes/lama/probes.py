@@ -52,6 +52,9 @@ class LamaProbe(Probe):
 
     def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
         start = time.perf_counter()
+        problem = self.family_problem(loaded.family, options)
+        if problem is not None:  # before reading any data: the model is the problem
+            raise KnowcompError(f"{problem}; {loaded.spec} is an {loaded.family.value}")
         relations = self._relations(options)
         notes = [
             f"relation {r} has no facts; it is left out" for r, v in relations.items() if not v
