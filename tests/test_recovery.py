@@ -401,6 +401,7 @@ def test_recover_command_trains_saves_and_eval_reads_the_adapter(folder, tmp_pat
 
 @pytest.mark.parametrize("extra, message", [
     (["-m", "nope"], "unknown recovery method 'nope'"),
+    (["-m", "lora", "-r", "quant:dynamic_int8:attention"], "cannot train through torch.ao"),
     (["-m", "lora", "--tokens", "8"], "less than one block"),
     (["-m", "lora", "-r", "prune:bogus:overall:0.3"], "bogus"),
     (["-m", "lora", "--calibration", "data:wikipedia"], "unknown dataset wikipedia"),

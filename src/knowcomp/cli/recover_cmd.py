@@ -139,7 +139,7 @@ def recover(
     from knowcomp.probes.registry import parse_probe_list
     from knowcomp.recovery import TrainSettings, parse_method
     from knowcomp.recovery import recover as train_recovery
-    from knowcomp.recovery.methods import check_trainable
+    from knowcomp.recovery.methods import check_recipe_trainable, check_trainable
 
     settings = parse_method(method)
     if lr is not None:
@@ -149,6 +149,7 @@ def recover(
         tokens, seqlen, batch_size, seed, source, str(data_dir) if data_dir else None
     )
     parsed = parse_recipe(recipe)
+    check_recipe_trainable(parsed, on_cpu=True)  # knowcomp recover runs on CPU
     chosen = parse_probe_list(probes) if probes else []
     options = RunOptions(limit=limit, seed=seed, data_dir=data_dir)
     totals = [p.count(options) for p in chosen]  # a missing dataset fails here, before loading

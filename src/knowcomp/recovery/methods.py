@@ -64,6 +64,23 @@ def check_trainable(loaded: LoadedModel) -> None:
             )
 
 
+def check_recipe_trainable(recipe, *, on_cpu: bool) -> None:
+    """Before any work: recovery cannot train after a recipe step whose layers pass no
+    gradient (torch.ao dynamic int8; on CPU, `backend=auto` is torch.ao)."""
+    from knowcomp.compress.quantization import DynamicInt8
+
+    for step in recipe.steps:
+        method = step.method
+        if isinstance(method, DynamicInt8) and (
+            method.backend == "torch_ao" or (method.backend == "auto" and on_cpu)
+        ):
+            raise RecoveryError(
+                "recovery cannot train through torch.ao dynamic int8 layers (they pass no "
+                "gradient); write quant:dynamic_int8:GROUP:backend=torchao, or use gptq or "
+                "weight_only"
+            )
+
+
 def recover(
     loaded: LoadedModel,
     settings: MethodSettings,

@@ -153,19 +153,14 @@ def validate(spec: StudySpec) -> list[Trial]:
 def _check_recoverable(spec: StudySpec, sweep: str, recipe: Any) -> None:
     """Recovery trains through the compressed model: torch.ao's dynamic int8 layers pass no
     gradient (on CPU, `backend=auto` is torch.ao)."""
-    from knowcomp.compress.quantization import DynamicInt8
+    from knowcomp.recovery.methods import check_recipe_trainable
 
-    on_cpu = spec.device_map is None and spec.device.startswith("cpu")
-    for step in recipe.steps:
-        method = step.method
-        if isinstance(method, DynamicInt8) and (
-            method.backend == "torch_ao" or (method.backend == "auto" and on_cpu)
-        ):
-            raise SpecError(
-                f"recipe sweep '{sweep}': recover cannot train through torch.ao dynamic int8 "
-                "layers (they pass no gradient); write quant:dynamic_int8:GROUP:backend=torchao, "
-                "or use gptq or weight_only"
-            )
+    try:
+        check_recipe_trainable(
+            recipe, on_cpu=spec.device_map is None and spec.device.startswith("cpu")
+        )
+    except KnowcompError as err:
+        raise SpecError(f"recipe sweep '{sweep}': {err}") from None
 
 
 def _check_recovery(spec: StudySpec, families: dict[str, Any]) -> None:
