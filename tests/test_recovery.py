@@ -80,7 +80,7 @@ def test_training_lowers_the_loss_and_leaves_the_model_as_it_was(loaded, folder,
     adapter = trained(loaded, folder, method, tokens=1024)
     log = adapter.info.log
     if method.startswith("idp"):  # 32 blocks as 11, 11 and 10: 3 steps per prompt
-        assert log["tokens"] == 1024 and log["steps"] == 9
+        assert log["tokens"] == 1024 and log["steps"] == 9 and log["parts"] == [3, 3, 3]
         runs = [log["losses"][i : i + 3] for i in (0, 3, 6)]
     else:
         assert log["tokens"] == 1024 and log["steps"] == 8
@@ -392,6 +392,7 @@ def test_recover_command_trains_saves_and_eval_reads_the_adapter(folder, tmp_pat
     assert result.exit_code == 0, result.output
     assert "trainable parameters" in result.output and "compressed + prompt" in result.output
     assert "compressed + lora" in result.output  # LoRA's latency beside the method's
+    assert "loss (first -> last step)" in result.output
     record = json.loads((out / "knowcomp-recovery.json").read_text())
     assert record["recipe"].startswith("prune:l1_unstructured:overall:0.3")
     assert set(record["results"]["latency_ms"]) == {

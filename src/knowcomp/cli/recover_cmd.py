@@ -241,10 +241,16 @@ def _lora_latency(loaded, batch, train_settings) -> float:
 
 def _print_training(adapter) -> None:
     info, log = adapter.info, adapter.info.log
+    runs, at = [], 0
+    for steps in log.get("parts") or [log["steps"]]:  # IDP: one run per prompt
+        losses = log["losses"][at : at + steps]
+        runs.append(f"{losses[0]:.3f} -> {losses[-1]:.3f}")
+        at += steps
+    what = "loss (first -> last step)" + (" per prompt" if len(runs) > 1 else "")
     console.print(
         f"[bold]{info.method}[/] ({info.settings}): {info.trainable_params:,} trainable "
         f"parameters; {log['tokens']:,} tokens in {log['steps']} steps, {log['seconds']:.0f} s; "
-        f"loss {log['first_loss']:.3f} -> {log['last_loss']:.3f}"
+        f"{what} {', '.join(runs)}"
     )
 
 

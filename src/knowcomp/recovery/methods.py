@@ -243,4 +243,5 @@ def train_idp(
         log.steps, log.tokens = log.steps + part.steps, log.tokens + part.tokens
         log.losses += part.losses
         log.seconds += part.seconds
+        log.parts.append(part.steps)
     return IdpAdapter(settings, _info(settings, params, log), torch.stack(prompts))

@@ -63,11 +63,13 @@ class TrainLog:
     tokens: int = 0
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    parts: list[int] = field(default_factory=list)  # steps of each separate run (IDP's prompts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "tokens": self.tokens, "seconds": round(self.seconds, 2),
                 "first_loss": self.losses[0] if self.losses else None,
                 "last_loss": self.losses[-1] if self.losses else None,
+                "parts": self.parts or [self.steps],
                 "losses": [round(x, 4) for x in self.losses]}  # fmt: skip
 
 
