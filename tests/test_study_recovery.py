@@ -405,3 +405,12 @@ def test_recovery_tokens_on_the_command_line(folder):
     result = CliRunner().invoke(cli, ["run", "--preset", "forget-recover", "--model", model[0],
                                       "--recovery-tokens", "100", "--dry-run"])  # fmt: skip
     assert result.exit_code == 2 and "less than one block of seqlen 256" in result.output
+
+
+def test_the_example_recovery_study_is_valid():
+    from knowcomp.study import load_spec
+    from knowcomp.study.trials import validate
+
+    spec = load_spec(Path(__file__).parent.parent / "examples" / "sparsegpt-recover.yaml")
+    trials = validate(spec)
+    assert [t.recover for t in trials] == [None, None, "lora", "idp"]
