@@ -268,6 +268,22 @@ def test_run_stores_every_trial_and_resumes(tmp_path, tiny_model_dir):
         assert len(store.rows()) == 12
 
 
+def test_a_study_without_recipes_scores_the_baselines_only(tmp_path, tiny_model_dir):
+    out = tmp_path / "baselines.sqlite"
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(_spec(tiny_model_dir, out, recipes=[], seeds=[0, 1])))
+    result = CliRunner().invoke(cli, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    with ResultsStore(out) as store:
+        trials = store.trials()
+    assert sorted((t["sweep"], t["seed"]) for t in trials) == [("baseline", 0), ("baseline", 1)]
+    assert (tmp_path / "baselines-report" / "report.html").is_file()
+    del_recipes = {k: v for k, v in _spec(tiny_model_dir, out).items() if k != "recipes"}
+    path.write_text(yaml.safe_dump(del_recipes))
+    missing = CliRunner().invoke(cli, ["run", str(path)])
+    assert missing.exit_code == 2 and "needs 'recipes'" in missing.output
+
+
 def test_worker_restores_the_model_between_trials(tiny_model_dir):
     """A baseline scored after a compressed trial equals one scored on a fresh model."""
     from knowcomp.study.trials import Trial

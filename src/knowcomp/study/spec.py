@@ -183,9 +183,10 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
         raise SpecError(
             f"unknown study key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SPEC_KEYS))}"
         )
-    for key in ("models", "recipes"):
-        if not data.get(key):
-            raise SpecError(f"study spec needs '{key}' (a non-empty list)")
+    if not data.get("models"):
+        raise SpecError("study spec needs 'models' (a non-empty list)")
+    if data.get("recipes") is None:
+        raise SpecError("study spec needs 'recipes' (a list; [] scores the models uncompressed)")
     name = str(data.get("name") or default_name)
     values: dict[str, Any] = {
         "name": name,

@@ -83,6 +83,8 @@ def expand(spec: StudySpec) -> list[Trial]:
                     plain = Trial(model, sweep.name, recipe, level, seed, **common)
                     compressed.append(plain)
                     compressed += [replace(plain, recover=m, train=train) for m in sweep.recover]
+        if not spec.sweeps:  # a study of baselines only
+            seeds_used = list(spec.seeds)
         trials += [Trial(model, BASELINE, None, None, s, **common) for s in seeds_used]
         trials += _by_compression(_unique(compressed))
     return trials
