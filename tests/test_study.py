@@ -116,6 +116,13 @@ def test_example_spec_is_valid():
     assert "quant:weight_only:overall:bits=4:group_size=32" in {t.recipe for t in trials}
 
 
+def test_example_baseline_study_is_valid():
+    from knowcomp.study.trials import validate
+
+    spec = load_spec(Path(__file__).parent.parent / "examples" / "smollm2-baselines.yaml")
+    assert [t.sweep for t in validate(spec)] == ["baseline"] and len(spec.probes) == 14
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
