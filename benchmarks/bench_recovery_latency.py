@@ -26,9 +26,15 @@ import torch
 
 def adapters(loaded, tokens: int, prompts: int) -> dict:
     """Name -> adapter (None for the plain model), untrained, with default settings."""
-    from peft import PrefixTuningConfig, TaskType, get_peft_model, get_peft_model_state_dict
+    from peft import PrefixTuningConfig, TaskType
 
-    from knowcomp.recovery.adapters import AdapterInfo, IdpAdapter, PeftAdapter, unwrap
+    from knowcomp.recovery.adapters import (
+        AdapterInfo,
+        IdpAdapter,
+        PeftAdapter,
+        peft_state,
+        peft_wrapped,
+    )
     from knowcomp.recovery.methods import _prompt_config, lora_config
     from knowcomp.recovery.settings import (
         IdpSettings,
@@ -49,10 +55,9 @@ def adapters(loaded, tokens: int, prompts: int) -> dict:
     prompt = PromptSettings(tokens=tokens)
     prefix = PrefixSettings(tokens=tokens)
     prefix_config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=tokens)
-    wrapped = get_peft_model(loaded.model, prefix_config)
-    prefix_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(wrapped).items()}
+    with peft_wrapped(loaded.model, prefix_config) as wrapped:
+        prefix_state = peft_state(wrapped)
     prefix_params = sum(v.numel() for v in prefix_state.values())
-    unwrap(wrapped)
     lora_cfg = lora_config(loaded, lora)
     lora_params = sum(
         lora.r * (m.in_features + m.out_features)

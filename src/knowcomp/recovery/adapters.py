@@ -24,7 +24,7 @@ from torch import nn
 
 from knowcomp.probes.engine import PER_SEQUENCE
 from knowcomp.recovery.idp import DynamicPrompts
-from knowcomp.recovery.prefix import KVPrefix, batch_size_of, prefixed, prompt_prefix
+from knowcomp.recovery.prefix import KVPrefix, batch_size_of, prefixed, prompts_prefix
 from knowcomp.recovery.settings import MethodSettings, RecoveryError, parse_method
 
 RECORD = "knowcomp-recovery.json"
@@ -78,21 +78,13 @@ class PeftAdapter(Adapter):
 
     @contextmanager
     def _peft(self, model: nn.Module) -> Iterator[Any]:
-        """`model` wrapped by peft with this state; unwrapped again after (LoRA layers out)."""
-        from peft import get_peft_model, set_peft_model_state_dict
+        """`model` wrapped by peft with this state, in eval mode."""
+        from peft import set_peft_model_state_dict
 
-        grads = {name: p.requires_grad for name, p in model.named_parameters()}
-        with warnings.catch_warnings():
-            quiet_peft_warnings()
-            wrapped = get_peft_model(model, self.config)
-        set_peft_model_state_dict(wrapped, self.state)
-        wrapped.eval()
-        try:
+        with peft_wrapped(model, self.config) as wrapped:
+            set_peft_model_state_dict(wrapped, self.state)
+            wrapped.eval()
             yield wrapped
-        finally:
-            unwrap(wrapped)
-            for name, p in model.named_parameters():
-                p.requires_grad_(grads.get(name, p.requires_grad))
 
     @contextmanager
     def attached(self, model: nn.Module) -> Iterator[nn.Module]:
@@ -107,7 +99,7 @@ class PeftAdapter(Adapter):
     def prefix(self, model: nn.Module) -> KVPrefix:
         """The virtual tokens' keys and values, computed once for this model's weights."""
         if self.method == "prompt":
-            return prompt_prefix(model, self.state["prompt_embeddings"])
+            return prompts_prefix(model, self.state["prompt_embeddings"][None])
         with self._peft(model) as wrapped, torch.no_grad():
             return KVPrefix.from_cache(wrapped.get_prompt(batch_size=1))
 
@@ -139,6 +131,41 @@ class IdpAdapter(Adapter):
         from safetensors.torch import save_file
 
         save_file({"prompts": self.prompts.contiguous()}, str(folder / IDP_FILE))
+
+
+@contextmanager
+def model_flags_kept(model: nn.Module) -> Iterator[None]:
+    """Give back the `requires_grad` flags and the train/eval mode that peft changes."""
+    grads = {name: p.requires_grad for name, p in model.named_parameters()}
+    training = model.training
+    try:
+        yield
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(grads.get(name, p.requires_grad))
+        model.train(training)
+
+
+@contextmanager
+def peft_wrapped(model: nn.Module, config: Any) -> Iterator[Any]:
+    """`model` wrapped by peft with `config`; unwrapped after (LoRA layers out), flags kept."""
+    from peft import get_peft_model
+
+    with model_flags_kept(model):
+        with warnings.catch_warnings():
+            quiet_peft_warnings()
+            wrapped = get_peft_model(model, config)
+        try:
+            yield wrapped
+        finally:
+            unwrap(wrapped)
+
+
+def peft_state(wrapped: Any) -> dict[str, torch.Tensor]:
+    """A detached copy of the adapter's trained tensors (what peft saves)."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(wrapped).items()}
 
 
 def quiet_peft_warnings() -> None:
@@ -177,13 +204,14 @@ def load_adapter(folder: Path, model: nn.Module) -> Adapter:
         from safetensors.torch import load_file
 
         return IdpAdapter(settings, info, load_file(str(folder / IDP_FILE))["prompts"])
-    from peft import PeftModel, get_peft_model_state_dict
+    from peft import PeftModel
 
-    with warnings.catch_warnings():
-        quiet_peft_warnings()
-        wrapped = PeftModel.from_pretrained(model, str(folder))
-    config = wrapped.peft_config["default"]
-    state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(wrapped).items()}
-    unwrap(wrapped)
+    with model_flags_kept(model):
+        with warnings.catch_warnings():
+            quiet_peft_warnings()
+            wrapped = PeftModel.from_pretrained(model, str(folder))
+        config = wrapped.peft_config["default"]
+        state = peft_state(wrapped)
+        unwrap(wrapped)
     config.inference_mode = False
     return PeftAdapter(settings, info, config, state)

@@ -3,8 +3,8 @@
 `m` soft prompts, each trained alone, are kept side by side as one key/value cache: the model
 runs once over all of them with a block-diagonal causal mask (no prompt attends to another)
 and each prompt at positions 0..length-1, which gives exactly each prompt's own keys and values
-(`all_prompts_prefix`). That cache is computed once, when IDP is attached, and reused for every
-input.
+(`knowcomp.recovery.prefix.prompts_prefix`). That cache is computed once, when IDP is
+attached, and reused for every input.
 
 Per input, a selection pass runs the input after all `m` prompts at once, reads the attention
 of every input token (all layers and heads, padding left out) and sums it over each prompt's
@@ -25,25 +25,8 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from knowcomp.recovery.prefix import KVPrefix, batch_size_of, last_logit_only
+from knowcomp.recovery.prefix import KVPrefix, batch_size_of, prompts_prefix
 from knowcomp.recovery.settings import RecoveryError
-
-
-def all_prompts_prefix(model: nn.Module, prompts: torch.Tensor) -> KVPrefix:
-    """Keys and values of `prompts` [m, length, hidden], side by side ([1, heads, m*length, d]),
-    each prompt computed as if alone: block-diagonal causal attention, positions from 0."""
-    m, length, _ = prompts.shape
-    causal = torch.ones((length, length), dtype=torch.bool).tril()
-    allowed = torch.block_diag(*[causal] * m)
-    device = next(model.parameters()).device
-    bias = torch.zeros(allowed.shape, dtype=model.dtype)
-    bias = bias.masked_fill_(~allowed, torch.finfo(model.dtype).min)[None, None].to(device)
-    positions = torch.arange(length).repeat(m)[None].to(device)
-    embeds = prompts.reshape(1, m * length, -1).to(device=device, dtype=model.dtype)
-    with torch.no_grad():
-        out = model(inputs_embeds=embeds, attention_mask=bias, position_ids=positions,
-                    use_cache=True, **last_logit_only(model))  # fmt: skip
-    return KVPrefix.from_cache(out.past_key_values)
 
 
 def prompt_slice(prefix: KVPrefix, prompts: int, chosen: torch.Tensor) -> KVPrefix:
@@ -112,7 +95,7 @@ class DynamicPrompts:
     def __init__(self, model: nn.Module, prompts: torch.Tensor, layers: int = 0) -> None:
         self.model, self.layers = model, layers
         self.count, self.length = prompts.shape[0], prompts.shape[1]
-        self.prefix = all_prompts_prefix(model, prompts)
+        self.prefix = prompts_prefix(model, prompts)
         self.choices = torch.zeros(self.count, dtype=torch.long)  # how often each was chosen
 
     def choose(self, kwargs: dict) -> torch.Tensor:

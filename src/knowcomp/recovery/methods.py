@@ -7,7 +7,6 @@ through peft; IDP trains `prompts` prompt-tuning runs, each on its own share of 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -21,8 +20,8 @@ from knowcomp.recovery.adapters import (
     AdapterInfo,
     IdpAdapter,
     PeftAdapter,
-    quiet_peft_warnings,
-    unwrap,
+    peft_state,
+    peft_wrapped,
 )
 from knowcomp.recovery.settings import (
     IdpSettings,
@@ -115,18 +114,10 @@ def _train_peft(
     progress: Progress,
 ) -> tuple[object, dict, int, TrainLog]:
     """Train one peft config on `blocks`; the model is unwrapped again after."""
-    from peft import get_peft_model, get_peft_model_state_dict
-
-    model = loaded.model
-    grads = {name: p.requires_grad for name, p in model.named_parameters()}
-    was_training = model.training
+    device = next(loaded.model.parameters()).device
     torch.manual_seed(seed)  # the adapter's initial values
-    with warnings.catch_warnings():
-        quiet_peft_warnings()
-        wrapped = get_peft_model(model, config)
-    try:
+    with peft_wrapped(loaded.model, config) as wrapped:
         params = _trainable(wrapped)
-        device = next(model.parameters()).device
 
         def loss(batch: torch.Tensor) -> torch.Tensor:
             batch = batch.to(device)
@@ -141,12 +132,7 @@ def _train_peft(
             seed=seed,
             progress=progress,
         )
-        state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(wrapped).items()}
-    finally:
-        unwrap(wrapped)
-        for name, p in model.named_parameters():
-            p.requires_grad_(grads.get(name, p.requires_grad))
-        model.train(was_training)
+        state = peft_state(wrapped)
     return wrapped.peft_config["default"], state, params, log
 
 

@@ -16,7 +16,6 @@ tokens only.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,19 +118,22 @@ def prefixed(
         handle.remove()
 
 
-def prompt_prefix(model: nn.Module, embeddings: torch.Tensor) -> KVPrefix:
-    """Keys and values of soft prompt `embeddings` [length, hidden], as the model computes
-    them at positions 0..length-1 (the same as prepending them to every input)."""
-    with torch.no_grad():
-        embeds = embeddings.to(model.dtype)[None].to(next(model.parameters()).device)
-        out = model(inputs_embeds=embeds, use_cache=True, **last_logit_only(model))
+def prompts_prefix(model: nn.Module, prompts: torch.Tensor) -> KVPrefix:
+    """Keys and values of soft prompts [m, length, hidden], side by side ([1, heads, m*length,
+    d]), each as the model computes it alone at positions 0..length-1 (the same as prepending
+    it to every input). One prompt is prompt tuning's prefix; several are IDP's, computed in
+    one pass with a block-diagonal causal mask so that no prompt sees another."""
+    m, length, _ = prompts.shape
+    device = next(model.parameters()).device
+    embeds = prompts.reshape(1, m * length, -1).to(device=device, dtype=model.dtype)
+    several = {}
+    if m > 1:
+        causal = torch.ones((length, length), dtype=torch.bool).tril()
+        allowed = torch.block_diag(*[causal] * m)
+        bias = torch.zeros(allowed.shape, dtype=model.dtype)
+        bias = bias.masked_fill_(~allowed, torch.finfo(model.dtype).min)[None, None]
+        positions = torch.arange(length).repeat(m)[None]
+        several = {"attention_mask": bias.to(device), "position_ids": positions.to(device)}
+    with torch.no_grad():  # the transformer only: no LM head is needed for keys and values
+        out = model.base_model(inputs_embeds=embeds, use_cache=True, **several)
     return KVPrefix.from_cache(out.past_key_values)
-
-
-def last_logit_only(model: nn.Module) -> dict:
-    """`logits_to_keep=1` where the model takes it: the LM head on one position, not all."""
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
