@@ -102,14 +102,9 @@ def read_texts(path: Path | str, limit: int | None = None) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"texts file '{path}' does not exist or is not a file; give a text file")
-    try:
-        content = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"texts file '{path}' is not UTF-8 text") from None
-    except OSError as err:
-        raise DataError(f"cannot read texts file '{path}' ({err.strerror})") from None
-    texts = [" ".join(part.split()) for part in content.split("\n\n")]
-    texts = [t for t in texts if t]
+    from knowcomp.compress.calibration import file_paragraphs
+
+    texts = [t for t in file_paragraphs(path, "texts file") if t]
     if not texts:
         raise DataError(f"texts file '{path}' holds no text; give paragraphs of text")
     return texts[:limit] if limit else texts

@@ -151,7 +151,7 @@ def corpus_documents(spec: CalibrationSpec) -> list[str]:
     docs = (
         _data_documents(spec.data_dir, data_datasets(spec.source))
         if is_data_source(spec.source)
-        else _file_documents(Path(spec.source))
+        else file_paragraphs(Path(spec.source))
     )
     unique = list(dict.fromkeys(d for d in docs if d))
     if not unique:
@@ -162,13 +162,15 @@ def corpus_documents(spec: CalibrationSpec) -> list[str]:
     return unique
 
 
-def _file_documents(path: Path) -> list[str]:
+def file_paragraphs(path: Path, what: str = "calibration file") -> list[str]:
+    """The paragraphs of a UTF-8 text file (split at blank lines, whitespace collapsed);
+    `what` names the file in errors."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise DataError(f"calibration file '{path}' is not UTF-8 text") from None
+        raise DataError(f"{what} '{path}' is not UTF-8 text") from None
     except OSError as err:
-        raise DataError(f"cannot read calibration file '{path}' ({err.strerror})") from None
+        raise DataError(f"cannot read {what} '{path}' ({err.strerror})") from None
     return [" ".join(part.split()) for part in text.split("\n\n")]
 
 
