@@ -26,8 +26,6 @@ import torch
 
 def adapters(loaded, tokens: int, prompts: int) -> dict:
     """Name -> adapter (None for the plain model), untrained, with default settings."""
-    from peft import PrefixTuningConfig, TaskType
-
     from knowcomp.recovery.adapters import (
         AdapterInfo,
         IdpAdapter,
@@ -35,7 +33,7 @@ def adapters(loaded, tokens: int, prompts: int) -> dict:
         peft_state,
         peft_wrapped,
     )
-    from knowcomp.recovery.methods import _prompt_config, lora_config
+    from knowcomp.recovery.methods import lora_config, prefix_config, prompt_config
     from knowcomp.recovery.settings import (
         IdpSettings,
         LoraSettings,
@@ -51,24 +49,22 @@ def adapters(loaded, tokens: int, prompts: int) -> dict:
     def info(settings, params: int) -> AdapterInfo:
         return AdapterInfo(settings.method, describe_settings(settings), params)
 
+    def untrained(settings, config) -> PeftAdapter:
+        """The adapter as peft initialises it (LoRA's B at zero), its size from its tensors."""
+        with peft_wrapped(loaded.model, config) as wrapped:
+            state = peft_state(wrapped)
+        params = sum(v.numel() for v in state.values())
+        return PeftAdapter(settings, info(settings, params), config, state)
+
     lora = LoraSettings()
     prompt = PromptSettings(tokens=tokens)
     prefix = PrefixSettings(tokens=tokens)
-    prefix_config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=tokens)
-    with peft_wrapped(loaded.model, prefix_config) as wrapped:
-        prefix_state = peft_state(wrapped)
-    prefix_params = sum(v.numel() for v in prefix_state.values())
-    lora_cfg = lora_config(loaded, lora)
-    lora_params = sum(
-        lora.r * (m.in_features + m.out_features)
-        for name, m in loaded.model.named_modules() if name in set(lora_cfg.target_modules)
-    )  # fmt: skip
     out: dict = {"plain model": None}
-    out["lora"] = PeftAdapter(lora, info(lora, lora_params), lora_cfg, {})
+    out["lora"] = untrained(lora, lora_config(loaded, lora))
     embeddings = torch.randn((tokens, hidden), generator=generator) * scale
-    out["prompt"] = PeftAdapter(prompt, info(prompt, tokens * hidden), _prompt_config(prompt),
+    out["prompt"] = PeftAdapter(prompt, info(prompt, tokens * hidden), prompt_config(prompt),
                                 {"prompt_embeddings": embeddings})  # fmt: skip
-    out["prefix"] = PeftAdapter(prefix, info(prefix, prefix_params), prefix_config, prefix_state)
+    out["prefix"] = untrained(prefix, prefix_config(prefix))
     for layers in (0, 1):
         settings = IdpSettings(tokens=tokens, prompts=prompts, layers=layers)
         stack = torch.randn((prompts, tokens, hidden), generator=generator) * scale

@@ -166,7 +166,8 @@ def train_lora(
     return PeftAdapter(settings, _info(settings, params, log), config, state)
 
 
-def _prompt_config(settings: PromptSettings):
+def prompt_config(settings: PromptSettings):
+    """peft's prompt-tuning config for `settings`."""
     from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
     init = PromptTuningInit.SAMPLE_VOCAB if settings.init == "vocab" else PromptTuningInit.RANDOM
@@ -183,7 +184,7 @@ def train_prompt(
     config, state, params, log = _train_peft(
         loaded,
         settings,
-        _prompt_config(settings),
+        prompt_config(settings),
         blocks,
         train_settings,
         train_settings.seed,
@@ -196,14 +197,24 @@ def train_prompt(
 def train_prefix(
     loaded: LoadedModel, settings: PrefixSettings, train_settings: TrainSettings, progress: Progress
 ) -> Adapter:
-    from peft import PrefixTuningConfig, TaskType
-
-    config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=settings.tokens)
     [blocks] = training_blocks(loaded.tokenizer, train_settings)
     config, state, params, log = _train_peft(
-        loaded, settings, config, blocks, train_settings, train_settings.seed, progress
+        loaded,
+        settings,
+        prefix_config(settings),
+        blocks,
+        train_settings,
+        train_settings.seed,
+        progress,
     )
     return PeftAdapter(settings, _info(settings, params, log), config, state)
+
+
+def prefix_config(settings: PrefixSettings):
+    """peft's prefix-tuning config for `settings`."""
+    from peft import PrefixTuningConfig, TaskType
+
+    return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=settings.tokens)
 
 
 @register("idp")
@@ -218,7 +229,7 @@ def train_idp(
         _, state, n, part = _train_peft(
             loaded,
             single,
-            _prompt_config(single),
+            prompt_config(single),
             blocks,
             train_settings,
             train_settings.seed + i,
