@@ -121,9 +121,9 @@ def test_decoder_request_is_context_then_object(bpe_tokenizer):
     assert request.input_ids == tuple(context)
     assert request.positions == (len(context) - 1,)
     assert request.targets == tuple(paris)
-    # the slot first: condition on end-of-text
+    # the slot first: condition on the prefix token (BOS where there is one, as lm-eval does)
     first = builder.build(ITEMS[4])
-    assert first.input_ids == (bpe_tokenizer.eos_token_id,)
+    assert first.input_ids == (bpe_tokenizer.bos_token_id,)
 
 
 def test_multi_token_objects_are_counted_not_scored(bpe_tokenizer):

@@ -52,8 +52,9 @@ def test_pair_split_moves_trailing_whitespace_and_splits_in_context(smollm2):
     answer, colon, yes = 21350, 42, 9805  # "Answer", ":", " yes" in SmolLM2's vocabulary
     assert split_pair(tok, "Answer: ", "yes") == ([answer, colon], [yes])
     assert split_pair(tok, "Answer:", " yes") == ([answer, colon], [yes])
-    # An empty context is the end-of-text token; the continuation is tokenized alone.
-    assert split_pair(tok, "", " yes") == ([tok.eos_token_id], [yes])
+    # An empty context is the prefix token (BOS where the tokenizer has one, as lm-eval's
+    # prefix_token_id); the continuation is tokenized alone.
+    assert split_pair(tok, "", " yes") == ([tok.bos_token_id], [yes])
     # The trailing newline moves too: the continuation is "\n yes", tokenized after "Answer:".
     context, cont = split_pair(tok, "Answer:\n", " yes")
     assert context == [answer, colon]

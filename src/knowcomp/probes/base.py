@@ -46,6 +46,9 @@ class RunOptions:
     # "generate" (greedy generation, exact match of the object, decoders)
     lama_mode: str = "next-token"
     max_new_tokens: int | None = None  # generation cap (QA, LAMA generate); None: 32 tokens
+    # A BOS token first in a decoder's inputs: "auto" (where its tokenizer adds one by
+    # default, as lm-evaluation-harness does), "true" or "false" (`knowcomp.probes.inputs`)
+    add_bos: str = "auto"
 
 
 class Probe(ABC):

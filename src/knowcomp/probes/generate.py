@@ -34,6 +34,7 @@ from torch import nn
 from knowcomp.errors import KnowcompError
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import RunOptions
+from knowcomp.probes.inputs import InputRule, input_rule
 
 DEFAULT_STOPS = ("\n", ".", ",")  # lm-eval's TriviaQA `until`: newline, period, comma
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -269,15 +270,17 @@ def generate_texts(
     max_batch: int | None = None,
     max_tokens: int | None = None,
     progress: Callable[[int], Any] | None = None,
+    inputs: InputRule | None = None,
 ) -> list[Generation]:
     """Greedy answers to text prompts with `loaded`'s tokenizer, as lm-eval's `generate_until`
-    encodes them: the tokenizer's own special tokens (none for SmolLM2; a BOS where a tokenizer
+    encodes them: a BOS token first where `inputs` says so (by default, where the tokenizer
     adds one), the prompt cut from the left to leave room for the cap in the model's window,
-    and an empty prompt replaced by the end-of-text token."""
-    from knowcomp.probes.mc.requests import model_max_length, require_decoder, token_ids
+    and an empty prompt replaced by the prefix token (BOS, else end-of-text)."""
+    from knowcomp.probes.mc.requests import model_max_length, require_decoder
 
     require_decoder(loaded, "generation probes")
     tokenizer = loaded.tokenizer
+    inputs = inputs or input_rule(tokenizer)
     room = model_max_length(loaded) - rule.max_new_tokens
     if room < 1:
         raise KnowcompError(
@@ -286,11 +289,11 @@ def generate_texts(
         )
     encoded = []
     for prompt in prompts:
-        ids = token_ids(tokenizer, prompt, special=True)[-room:]
+        ids = inputs.encode(prompt)[-room:]
         if not ids:
-            if tokenizer.eos_token_id is None:
-                raise KnowcompError("an empty prompt needs an end-of-text token to start from")
-            ids = [tokenizer.eos_token_id]
+            if inputs.prefix_id is None:
+                raise KnowcompError("an empty prompt needs a start or end-of-text token")
+            ids = [inputs.prefix_id]
         encoded.append(ids)
     pad = tokenizer.pad_token_id
     return generate(

@@ -14,6 +14,7 @@ from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import RunOptions
 from knowcomp.probes.lama.items import SLOT, ClozeItem, Relations
 from knowcomp.probes.lama.metrics import fact_scores
+from knowcomp.probes.inputs import InputRule
 from knowcomp.probes.mc.requests import require_decoder, score_pairs
 
 
@@ -22,8 +23,10 @@ def score_candidates(
     chosen: list[tuple[ClozeItem, dict[str, Any]]],
     relations: Relations,
     options: RunOptions,
+    rule: InputRule | None = None,
 ) -> None:
-    """Fill each record with the gold object's rank among its relation's objects."""
+    """Fill each record with the gold object's rank among its relation's objects (`rule`: how
+    text becomes tokens; the tokenizer's `auto` rule by default)."""
     require_decoder(loaded, what="LAMA candidate-ranking probes")
     candidates = {rel: sorted({item.obj for item in items}) for rel, items in relations.items()}
     pairs: list[tuple[str, str]] = []
@@ -37,7 +40,7 @@ def score_candidates(
         slices.append((record, objects, len(pairs)))
         pairs.extend((context, f" {obj}") for obj in objects)
     scored = score_pairs(loaded, pairs, max_tokens=options.max_tokens, progress=options.progress,
-                         progress_total=len(slices))  # fmt: skip
+                         progress_total=len(slices), rule=rule)  # fmt: skip
     for record, objects, start in slices:
         totals = [s.total for s in scored[start : start + len(objects)]]
         gold = totals[objects.index(record["object"])]

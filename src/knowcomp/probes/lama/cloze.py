@@ -3,7 +3,9 @@
 - encoder (masked LM): the slot becomes the tokenizer's own mask token; score that position.
 - encoder-decoder: the slot becomes the first T5-style sentinel (`<extra_id_0>`); the decoder
   is fed `[start, sentinel]` and the token after the sentinel is scored.
-- decoder: the text up to the slot is the context; the next token is scored.
+- decoder: the text up to the slot is the context, encoded as `knowcomp.probes.inputs` says
+  (a BOS token first where the tokenizer adds one); the next token is scored. A slot that
+  opens the sentence is read after the prefix token alone (BOS, else end-of-text).
 
 The object must be one token for the model, read as lm-evaluation-harness splits a pair: the
 tokens of `context + " " + object` after the tokens of `context`. Items whose object is several
@@ -19,28 +21,36 @@ from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.probes.engine import Request
 from knowcomp.probes.lama.items import SLOT, ClozeItem
-from knowcomp.probes.mc.requests import split_pair, token_ids
+from knowcomp.probes.inputs import InputRule, as_rule
+from knowcomp.probes.mc.requests import token_ids
 
 SENTINEL = "<extra_id_0>"
 
 
-def object_tokens(tokenizer: Any, context: str, obj: str) -> list[int]:
+def object_tokens(tokenizer_or_rule: Any, context: str, obj: str) -> list[int]:
     """Tokens of `obj` as they follow `context` (lm-evaluation-harness's pair split); an object
     that opens the sentence is tokenized on its own, without a leading space."""
+    rule = as_rule(tokenizer_or_rule)
     if not context.strip():
-        return token_ids(tokenizer, obj)
-    return split_pair(tokenizer, context.rstrip(), f" {obj}")[1]
+        return rule.plain(obj)
+    return rule.split_pair(context.rstrip(), f" {obj}")[1]
 
 
 @dataclass(frozen=True)
 class ClozeBuilder:
-    """Builds requests for one model; raises at construction if the family cannot be probed."""
+    """Builds requests for one model; raises at construction if the family cannot be probed.
+
+    `rule` (decoders) says how text becomes input ids; by default the tokenizer's `auto` rule.
+    """
 
     tokenizer: Any
     family: Family
     model_name: str = "model"
+    rule: InputRule | None = None
 
     def __post_init__(self) -> None:
+        if self.family is Family.DECODER and self.rule is None:
+            object.__setattr__(self, "rule", as_rule(self.tokenizer))
         if self.family is Family.ENCODER and self.tokenizer.mask_token_id is None:
             raise KnowcompError(
                 f"{self.model_name} is an encoder whose tokenizer has no mask token; "
@@ -61,7 +71,7 @@ class ClozeBuilder:
         if item.problem:
             return item.problem
         left, right = item.text.split(SLOT)
-        obj = object_tokens(self.tokenizer, left, item.obj)
+        obj = object_tokens(self.rule or self.tokenizer, left, item.obj)
         if len(obj) != 1:
             return "multi_token"
         if self.family is Family.ENCODER:
@@ -89,10 +99,11 @@ class ClozeBuilder:
         return 0
 
     def _next_token(self, left: str, target: int) -> Request | str:
-        context = token_ids(self.tokenizer, left.rstrip())
-        if not context:  # slot first: condition on end-of-text, as lm-evaluation-harness does
-            eos = self.tokenizer.eos_token_id
-            if eos is None:
+        rule = self.rule
+        assert rule is not None  # set for decoders in __post_init__
+        context = rule.encode(left.rstrip())
+        if not context:  # slot first: condition on the prefix token, as lm-eval does
+            if rule.prefix_id is None:
                 return "no_context"
-            context = [eos]
+            context = [rule.prefix_id]
         return Request(tuple(context), (len(context) - 1,), (target,))

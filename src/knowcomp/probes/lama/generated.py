@@ -19,6 +19,7 @@ from typing import Any
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import RunOptions
 from knowcomp.probes.generate import DEFAULT_STOPS, StopRule, generate_texts, rule_for
+from knowcomp.probes.inputs import InputRule
 from knowcomp.probes.lama.items import SLOT, ClozeItem
 from knowcomp.probes.mc.requests import require_decoder
 from knowcomp.probes.qa.normalize import exact_match
@@ -33,9 +34,13 @@ def slot_stop(right: str, rule: StopRule) -> tuple[str, ...]:
 
 
 def score_generated(
-    loaded: LoadedModel, chosen: list[tuple[ClozeItem, dict[str, Any]]], options: RunOptions
+    loaded: LoadedModel,
+    chosen: list[tuple[ClozeItem, dict[str, Any]]],
+    options: RunOptions,
+    inputs: InputRule | None = None,
 ) -> None:
-    """Fill each record with the generated answer, whether it matched, and whether it was capped."""
+    """Fill each record with the generated answer, whether it matched, and whether it was capped
+    (`inputs`: how prompts become tokens; the tokenizer's `auto` rule by default)."""
     require_decoder(loaded, "LAMA probes in generate mode")
     rule = rule_for(options, DEFAULT_STOPS)
     prompts, extras, targets = [], [], []
@@ -48,7 +53,7 @@ def score_generated(
         extras.append(slot_stop(right, rule))
         targets.append((item, record))
     generations = generate_texts(loaded, prompts, rule, extra_stops=extras,
-                                 progress=options.progress)  # fmt: skip
+                                 progress=options.progress, inputs=inputs)  # fmt: skip
     for (item, record), generation in zip(targets, generations, strict=True):
         prediction = generation.text.strip()
         record.update(prediction=prediction, matched=exact_match(prediction, [item.obj]),

@@ -15,6 +15,7 @@ from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine
 from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
 from knowcomp.probes.generate import rule_for
+from knowcomp.probes.inputs import InputRule, input_rule
 from knowcomp.probes.lama import items as lama_items
 from knowcomp.probes.lama.candidates import score_candidates
 from knowcomp.probes.lama.cloze import ClozeBuilder
@@ -65,12 +66,14 @@ class LamaProbe(Probe):
             for relation in sorted(relations)
             for item in take(relations[relation], options.limit, options.seed)
         ]  # fmt: skip
+        decoder = loaded.family is Family.DECODER
+        rule = input_rule(loaded.tokenizer, options.add_bos) if decoder else None
         if options.lama_mode == "candidates":
-            score_candidates(loaded, chosen, relations, options)
+            score_candidates(loaded, chosen, relations, options, rule)
         elif options.lama_mode == "next-token":
-            self._score_next_token(loaded, chosen, options)
+            self._score_next_token(loaded, chosen, options, rule)
         elif options.lama_mode == "generate":
-            score_generated(loaded, chosen, options)
+            score_generated(loaded, chosen, options, rule)
         else:
             raise KnowcompError(
                 f"unknown LAMA mode '{options.lama_mode}'; choose next-token, candidates or "
@@ -100,14 +103,17 @@ class LamaProbe(Probe):
                 "seed": options.seed,
                 "mode": options.lama_mode,
                 **({"max_new_tokens": rule_for(options).max_new_tokens} if generated else {}),
+                **(rule.record() if rule is not None else {}),
             },
             seconds=time.perf_counter() - start,
             notes=notes,
         )
 
-    def _score_next_token(self, loaded: LoadedModel, chosen: list, options: RunOptions) -> None:
+    def _score_next_token(
+        self, loaded: LoadedModel, chosen: list, options: RunOptions, rule: InputRule | None
+    ) -> None:
         """Rank the object's token among the whole vocabulary at the slot."""
-        builder = ClozeBuilder(loaded.tokenizer, loaded.family, loaded.name)
+        builder = ClozeBuilder(loaded.tokenizer, loaded.family, loaded.name, rule)
         requests, targets = [], []
         for item, record in chosen:
             built = builder.build(item)

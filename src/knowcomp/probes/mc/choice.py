@@ -26,6 +26,7 @@ from knowcomp.errors import DataError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
+from knowcomp.probes.inputs import input_rule
 from knowcomp.probes.mc.requests import require_decoder, score_pairs
 from knowcomp.probes.sampling import take
 
@@ -120,10 +121,11 @@ class ChoiceProbe(Probe):
         require_decoder(loaded)
         items, notes = self._items(options)
         chosen = take(items, options.limit, options.seed)
+        rule = input_rule(loaded.tokenizer, options.add_bos)
         scored = score_pairs(
             loaded, [pair for item in chosen for pair in item.pairs],
             max_tokens=options.max_tokens, progress=options.progress,
-            progress_total=len(chosen),
+            progress_total=len(chosen), rule=rule,
         )  # fmt: skip
         records, at = [], 0
         for item in chosen:
@@ -136,7 +138,7 @@ class ChoiceProbe(Probe):
             metrics=choice_metrics(records, normalized=self.normalized),
             counts={"items": len(chosen), "scored": len(records), "choices": len(scored)},
             records=records,
-            options={"limit": options.limit, "seed": options.seed},
+            options={"limit": options.limit, "seed": options.seed, **rule.record()},
             seconds=time.perf_counter() - start,
             notes=notes,
         )

@@ -7,11 +7,12 @@ what the same score means there:
 1. trailing whitespace of the context (`str.rstrip()`: spaces and newlines alike) moves onto the
    front of the continuation, so that the context/continuation boundary falls where a BPE
    tokenizer would put a token boundary anyway;
-2. `whole = tok(context + continuation)` and `ctx = tok(context)`, both without special tokens;
-   the continuation's tokens are `whole[len(ctx):]`, i.e. the continuation as it is tokenized
-   in its context, not on its own;
-3. an empty (or all-whitespace) context becomes the end-of-text token alone, and the
-   continuation is tokenized on its own;
+2. `whole = encode(context + continuation)` and `ctx = encode(context)`, each with a BOS token
+   first exactly where the model's tokenizer adds one (`knowcomp.probes.inputs`); the
+   continuation's tokens are `whole[len(ctx):]`, i.e. the continuation as it is tokenized in
+   its context, not on its own;
+3. an empty (or all-whitespace) context becomes the prefix token alone (BOS, else end-of-text),
+   and the continuation is tokenized on its own;
 4. the model reads `(ctx + cont)[-(max_length + 1):][:-1]`, truncated from the left, and the
    last `len(cont)` positions, those that predict the continuation's tokens, are scored.
 
@@ -29,6 +30,7 @@ from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine, packed
 from knowcomp.probes.base import decoder_problem
 from knowcomp.probes.engine import Request, Scored
+from knowcomp.probes.inputs import InputRule, as_rule, input_rule
 
 DEFAULT_MAX_LENGTH = 2048  # lm-evaluation-harness's fallback when the model states none
 _HUGE = 10**12  # tokenizers without a limit report ~1e30 as model_max_length
@@ -39,28 +41,19 @@ def token_ids(tokenizer: Any, text: str, special: bool = False) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
-def split_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Context tokens and continuation tokens, split as lm-evaluation-harness splits a pair."""
-    stripped = context.rstrip()
-    continuation = context[len(stripped) :] + continuation
-    if not stripped:
-        prefix = tokenizer.eos_token_id
-        if prefix is None:
-            prefix = tokenizer.bos_token_id
-        if prefix is None:
-            raise KnowcompError(
-                "an empty context needs an end-of-text or start token, and this tokenizer has "
-                "neither; give every item a non-empty context"
-            )
-        return [prefix], token_ids(tokenizer, continuation)
-    context_ids = token_ids(tokenizer, stripped)
-    whole = token_ids(tokenizer, stripped + continuation)
-    return context_ids, whole[len(context_ids) :]
+def split_pair(
+    tokenizer_or_rule: Any, context: str, continuation: str
+) -> tuple[list[int], list[int]]:
+    """Context tokens and continuation tokens, split as lm-evaluation-harness splits a pair
+    (`inputs.InputRule.split_pair`; a bare tokenizer gets its `auto` rule)."""
+    return as_rule(tokenizer_or_rule).split_pair(context, continuation)
 
 
-def pair_request(tokenizer: Any, context: str, continuation: str, max_length: int) -> Request:
+def pair_request(
+    tokenizer_or_rule: Any, context: str, continuation: str, max_length: int
+) -> Request:
     """The engine request that scores every token of `continuation` after `context`."""
-    context_ids, cont = split_pair(tokenizer, context, continuation)
+    context_ids, cont = split_pair(tokenizer_or_rule, context, continuation)
     if not cont:
         raise KnowcompError(
             f"the continuation {continuation!r} after {context[-40:]!r} has no tokens; "
@@ -104,6 +97,7 @@ def score_pairs(
     max_tokens: int | None = None,
     progress: Callable[[int], Any] | None = None,
     progress_total: int | None = None,
+    rule: InputRule | None = None,
 ) -> list[Scored]:
     """Score each (context, continuation) pair; results in the order of `pairs`.
 
@@ -112,11 +106,12 @@ def score_pairs(
     packed into one sequence; the others run each context once for its continuations where
     the engine says that pays (`engine.share_contexts`), and one sequence per pair otherwise.
     `progress`, if given, is advanced in units whose total is `progress_total` (e.g. items,
-    not requests).
+    not requests). `rule` says how text becomes tokens (default: the tokenizer's `auto` rule).
     """
     require_decoder(loaded)
     limit = model_max_length(loaded)
-    requests = [pair_request(loaded.tokenizer, c, x, limit) for c, x in pairs]
+    rule = rule or input_rule(loaded.tokenizer)
+    requests = [pair_request(rule, c, x, limit) for c, x in pairs]
     unique = list(dict.fromkeys(requests))
     pad = engine.pad_id_of(loaded.tokenizer)
     step = _scaled(progress, len(unique), progress_total)

@@ -44,6 +44,7 @@ from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
 from knowcomp.probes.mc.choice import ChoiceItem, ChoiceProbe, skipped_note
+from knowcomp.probes.inputs import input_rule
 from knowcomp.probes.mc.requests import require_decoder, score_pairs
 from knowcomp.probes.registry import register
 from knowcomp.probes.sampling import take
@@ -217,9 +218,11 @@ class Lambada(Probe):
         require_decoder(loaded, "language-modelling probes")
         items, notes = self._items(options)
         chosen = take(items, options.limit, options.seed)
+        rule = input_rule(loaded.tokenizer, options.add_bos)
         scored = score_pairs(
             loaded, [(r.context, DELIMITER + r.continuation) for _, r in chosen],
             max_tokens=options.max_tokens, progress=options.progress, progress_total=len(chosen),
+            rule=rule,
         )  # fmt: skip
         records = [
             {
@@ -242,7 +245,7 @@ class Lambada(Probe):
             metrics=metrics,
             counts={"items": n, "scored": n},
             records=records,
-            options={"limit": options.limit, "seed": options.seed},
+            options={"limit": options.limit, "seed": options.seed, **rule.record()},
             seconds=time.perf_counter() - start,
             notes=notes,
         )

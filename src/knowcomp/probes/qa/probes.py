@@ -29,6 +29,7 @@ from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
 from knowcomp.probes.generate import generate_texts, rule_for
+from knowcomp.probes.inputs import input_rule
 from knowcomp.probes.mc.choice import skipped_note
 from knowcomp.probes.qa.normalize import exact_match, squad_match
 from knowcomp.probes.registry import register
@@ -96,8 +97,9 @@ class QAProbe(Probe):
         rule = rule_for(options, self.stops)
         items, notes = self.items(options)
         chosen = take(items, options.limit, options.seed)
+        inputs = input_rule(loaded.tokenizer, options.add_bos)
         generations = generate_texts(loaded, [item.prompt for item in chosen], rule,
-                                     progress=options.progress)  # fmt: skip
+                                     progress=options.progress, inputs=inputs)  # fmt: skip
         records = []
         for item, generation in zip(chosen, generations, strict=True):
             prediction = generation.text.strip()  # lm-eval's remove_whitespace filter
@@ -128,7 +130,8 @@ class QAProbe(Probe):
             counts={"items": n, "scored": n, "capped": capped},
             records=records,
             options={"limit": options.limit, "seed": options.seed,
-                     "max_new_tokens": rule.max_new_tokens, "stops": list(rule.stops)},
+                     "max_new_tokens": rule.max_new_tokens, "stops": list(rule.stops),
+                     **inputs.record()},
             seconds=time.perf_counter() - start,
             notes=notes,
         )  # fmt: skip
