@@ -12,9 +12,9 @@ from typing import Any
 
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import RunOptions
+from knowcomp.probes.inputs import InputRule
 from knowcomp.probes.lama.items import SLOT, ClozeItem, Relations
 from knowcomp.probes.lama.metrics import fact_scores
-from knowcomp.probes.inputs import InputRule
 from knowcomp.probes.mc.requests import require_decoder, score_pairs
 
 

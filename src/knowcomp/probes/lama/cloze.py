@@ -20,8 +20,8 @@ from typing import Any
 from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.probes.engine import Request
-from knowcomp.probes.lama.items import SLOT, ClozeItem
 from knowcomp.probes.inputs import InputRule, as_rule
+from knowcomp.probes.lama.items import SLOT, ClozeItem
 from knowcomp.probes.mc.requests import token_ids
 
 SENTINEL = "<extra_id_0>"

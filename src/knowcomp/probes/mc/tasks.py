@@ -43,8 +43,8 @@ from knowcomp.errors import DataError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
-from knowcomp.probes.mc.choice import ChoiceItem, ChoiceProbe, skipped_note
 from knowcomp.probes.inputs import input_rule
+from knowcomp.probes.mc.choice import ChoiceItem, ChoiceProbe, skipped_note
 from knowcomp.probes.mc.requests import require_decoder, score_pairs
 from knowcomp.probes.registry import register
 from knowcomp.probes.sampling import take
