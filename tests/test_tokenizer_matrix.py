@@ -73,15 +73,11 @@ def tiny_decoder(convention: str, seed: int = 0) -> LoadedModel:
     return LoadedModel(model, tokenizer, Family.DECODER, f"tiny-{convention}", "config")
 
 
-def lm_eval_of(loaded: LoadedModel, add_bos: bool | None = None):
-    from lm_eval.models.huggingface import HFLM
-
+def lm_eval_of(loaded: LoadedModel, add_bos: str = "auto"):
+    """lm-eval's HFLM on the model object (`auto`: lm-eval's default; else its add_bos_token)."""
     from knowcomp.probes.lmeval_bridge import hflm
 
-    lm = hflm(loaded, batch_size=4)
-    assert isinstance(lm, HFLM)
-    lm.add_bos_token = add_bos  # what HFLM(add_bos_token=...) sets
-    return lm
+    return hflm(loaded, batch_size=4, add_bos=add_bos)
 
 
 def lm_eval_loglikelihoods(lm, pairs) -> list[tuple[float, bool]]:
@@ -242,7 +238,8 @@ def test_lama_probe_ranks_are_lm_evals(pair):
 @pytest.mark.parametrize("convention", ["llama2", "llama3"])
 def test_add_bos_false_scores_as_lm_eval_without_bos(convention):
     loaded = tiny_decoder(convention)
-    lm = lm_eval_of(loaded, add_bos=False)
+    lm = lm_eval_of(loaded, add_bos="false")
+    assert lm.add_bos_token is False
     ours = score_pairs(loaded, EDGE_PAIRS[2:], rule=input_rule(loaded.tokenizer, "false"))
     theirs = lm_eval_loglikelihoods(lm, EDGE_PAIRS[2:])
     assert [s.total for s in ours] == pytest.approx([ll for ll, _ in theirs], abs=TOLERANCE)

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console
+from knowcomp.cli.options import add_bos_option
 
 COLUMNS = (
     ("p@1_macro", "P@1 macro"),
@@ -49,6 +50,7 @@ COLUMNS = (
     "of the relation by log-likelihood (multi-token objects too; slower), or generate an "
     "answer greedily and count exact matches of the object.",
 )
+@add_bos_option
 @click.option(
     "--max-new-tokens",
     type=int,
@@ -71,6 +73,7 @@ def eval_(
     data_dir: Path | None,
     skip_malformed: bool,
     lama_mode: str,
+    add_bos: str | None,
     max_new_tokens: int | None,
     adapter: Path | None,
     out: Path | None,
@@ -98,7 +101,7 @@ def eval_(
     resolve(model)
     base = RunOptions(
         limit=limit, seed=seed, data_dir=data_dir, skip_malformed=skip_malformed,
-        lama_mode=lama_mode, max_new_tokens=max_new_tokens,
+        lama_mode=lama_mode, max_new_tokens=max_new_tokens, add_bos=add_bos or "auto",
     )  # fmt: skip
     totals = [p.count(base) for p in chosen]  # reads the data: a missing dataset fails here
     with err_console.status(f"loading {model}"):

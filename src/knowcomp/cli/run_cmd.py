@@ -17,6 +17,7 @@ from rich.progress import (
 )
 
 from knowcomp.cli.format import console, err_console
+from knowcomp.cli.options import add_bos_option
 from knowcomp.errors import KnowcompError
 
 
@@ -34,6 +35,7 @@ from knowcomp.errors import KnowcompError
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Results file (SQLite); rerunning on it skips finished trials.")  # fmt: skip
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory to read.")
+@add_bos_option
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="Run trials here, or as Ray tasks.")  # fmt: skip
 @click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
@@ -53,6 +55,7 @@ def run(
     recovery_tokens: int | None,
     out: Path | None,
     data_dir: Path | None,
+    add_bos: str | None,
     executor: str,
     ray_address: str | None,
     workers: int,
@@ -77,7 +80,7 @@ def run(
         _print_presets()
         return
     spec = _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
-                       recovery_tokens)  # fmt: skip
+                       recovery_tokens, add_bos)  # fmt: skip
     if dry_run:
         trials = validate(spec)
         console.print(f"{spec.name}: {len(trials)} trials x {len(spec.probes)} probes "
@@ -106,7 +109,7 @@ def run(
 
 
 def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
-                recovery_tokens=None):  # fmt: skip
+                recovery_tokens=None, add_bos=None):  # fmt: skip
     from knowcomp.study import load_spec, preset_spec
 
     if spec_file is not None and preset is not None:
@@ -117,7 +120,7 @@ def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
         )
     spec = load_spec(spec_file) if spec_file is not None else preset_spec(preset, models)
     overrides: dict = {"models": models or None, "limit": limit, "output": out,
-                       "data_dir": data_dir}  # fmt: skip
+                       "data_dir": data_dir, "add_bos": add_bos}  # fmt: skip
     if probes is not None:
         overrides["probes"] = tuple(p.strip() for p in probes.split(",") if p.strip())
     if seeds is not None:

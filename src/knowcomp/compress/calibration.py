@@ -194,7 +194,12 @@ def _data_documents(data_dir: str | None, datasets: tuple[str, ...]) -> list[str
 
 
 def build_calibration(tokenizer: Any, spec: CalibrationSpec) -> Calibration:
-    """Tokenize the spec's documents in seeded order into [nsamples, seqlen] blocks."""
+    """Tokenize the spec's documents in seeded order into [nsamples, seqlen] blocks.
+
+    Each document is read as the probes read text (`probes.inputs`): with a BOS token first
+    where the tokenizer adds one by default, and an end-of-text token after it."""
+    from knowcomp.probes.inputs import adds_bos
+
     if tokenizer is None:
         raise RecipeError(
             "this model has no tokenizer, so calibration text cannot be tokenized; "
@@ -204,12 +209,14 @@ def build_calibration(tokenizer: Any, spec: CalibrationSpec) -> Calibration:
     need = spec.nsamples * spec.seqlen
     separator = [tokenizer.eos_token_id or tokenizer.sep_token_id]
     separator = [t for t in separator if t is not None]
+    start = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
     ids: list[int] = []
     used = 0
     while len(ids) < need and used < len(documents):
         chunk = documents[used : used + _TOKENIZE_CHUNK]
         for doc_ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
             used += 1
+            ids.extend(start)
             ids.extend(doc_ids)
             ids.extend(separator)
             if len(ids) >= need:

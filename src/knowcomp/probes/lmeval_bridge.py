@@ -35,6 +35,7 @@ from torch import nn
 from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
+from knowcomp.probes.inputs import check_bos_setting
 from knowcomp.probes.mc.choice import ChoiceItem, argmax
 
 DELIMITER = " "  # lm-eval's default target_delimiter; knowcomp's built-in tasks use it too
@@ -74,8 +75,11 @@ def _ties_left_alone(model: nn.Module) -> Iterator[None]:
         del model.tie_weights
 
 
-def hflm(loaded: LoadedModel, *, batch_size: int | str = 8) -> Any:
+def hflm(loaded: LoadedModel, *, batch_size: int | str = 8, add_bos: str = "auto") -> Any:
     """lm-eval's `HFLM` around `loaded.model` itself (no copy, no reload), as a causal LM.
+
+    `add_bos` is knowcomp's setting (`probes.inputs`): `auto` leaves lm-eval's default (the
+    tokenizer's own special tokens), `true`/`false` set its `add_bos_token`.
 
     `HFLM` gives a tokenizer without a pad token a new one; it gets a copy of such a tokenizer,
     so that knowcomp's own stays as it was (a new pad id would lie outside the model's
@@ -89,9 +93,11 @@ def hflm(loaded: LoadedModel, *, batch_size: int | str = 8) -> Any:
     if getattr(tokenizer, "pad_token_id", None) is None:
         tokenizer = copy.deepcopy(tokenizer)
     with _ties_left_alone(loaded.model):
-        return HFLM(
+        lm = HFLM(
             pretrained=loaded.model, tokenizer=tokenizer, backend="causal", batch_size=batch_size
         )
+    lm.add_bos_token = {"auto": None, "true": True, "false": False}[check_bos_setting(add_bos)]
+    return lm
 
 
 def run_lm_eval(

@@ -160,6 +160,13 @@ def _notes(frame: Frame) -> list[str]:
     if missing:
         listed = "; ".join(f"{m} seed {s}" for m, s in missing)
         notes.append(f"No baseline for: {listed}. Those trials show their scores but no drop.")
+    if frame.old_input_rule:
+        notes.append(
+            f"{len(frame.old_input_rule)} trial(s) were scored under knowcomp's old input rule "
+            "(no BOS token for any tokenizer, an empty context read after end-of-text): their "
+            "scores differ from lm-eval's for a tokenizer that adds a BOS token, and slightly "
+            "for items whose context is empty. Rerun into a new results file to rescore them."
+        )
     try:
         import knowcomp.probes.categories  # noqa: F401
     except ImportError:

@@ -165,6 +165,7 @@ class Frame:
     rows: int = 0
     trial_keys: dict[tuple[str, str, int, str], str] = field(default_factory=dict)
     baseline_keys: dict[tuple[str, int, str], str] = field(default_factory=dict)
+    old_input_rule: set[str] = field(default_factory=set)  # trial keys scored before rule 2
 
 
 def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -207,6 +208,8 @@ def load_frame(store: ResultsStore) -> Frame:
                             (row["study"], frame.studies)):  # fmt: skip
             if value not in seen:
                 seen.append(value)
+        if "knowcomp input rule" not in (row.get("versions") or {}):
+            frame.old_input_rule.add(row["trial_key"])
         for package, version in (row.get("versions") or {}).items():
             known = frame.versions.setdefault(package, [])
             if version not in known:

@@ -43,7 +43,7 @@ from knowcomp.errors import KnowcompError
 
 SPEC_KEYS = {
     "name", "models", "probes", "limit", "seeds", "output", "recipes", "lama_mode", "dtype",
-    "device", "device_map", "data_dir", "similarity", "recovery",
+    "add_bos", "device", "device_map", "data_dir", "similarity", "recovery",
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover"}
 RECOVERY_KEYS = {"tokens", "seqlen", "batch_size", "calibration", "save_adapters"}
@@ -123,6 +123,7 @@ class StudySpec:
     output: Path = field(default=Path("runs/study.sqlite"))
     lama_mode: str = "next-token"
     dtype: str = "float32"
+    add_bos: str = "auto"  # BOS first in decoder inputs: auto | true | false (probes.inputs)
     device: str = "cpu"
     device_map: str | None = None
     data_dir: Path | None = None
@@ -151,6 +152,8 @@ class StudySpec:
         data["data_dir"] = str(data["data_dir"]) if data["data_dir"] else None
         if not data["similarity"]:
             data.pop("similarity")  # specs without it keep the hash they had before it existed
+        if data["add_bos"] == "auto":
+            data.pop("add_bos")  # likewise for the default input rule
         for sweep in data["sweeps"]:
             if not sweep["recover"]:
                 sweep.pop("recover")  # likewise for sweeps without recovery
@@ -203,6 +206,8 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
     for key in ("lama_mode", "dtype", "device", "device_map"):
         if data.get(key) is not None:
             values[key] = str(data[key])
+    if data.get("add_bos") is not None:
+        values["add_bos"] = _add_bos(data["add_bos"])
     if data.get("data_dir"):
         values["data_dir"] = Path(data["data_dir"])
     if data.get("similarity") is not None:
@@ -210,6 +215,15 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
     if data.get("recovery") is not None:
         values["recovery"] = _recovery(data["recovery"])
     return StudySpec(**values)
+
+
+def _add_bos(raw: Any) -> str:
+    from knowcomp.probes.inputs import check_bos_setting
+
+    try:
+        return check_bos_setting(raw)
+    except KnowcompError as err:
+        raise SpecError(str(err)) from None
 
 
 def _sweeps(raw: Any) -> list[Sweep]:

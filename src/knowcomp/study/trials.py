@@ -31,6 +31,7 @@ class Trial:
     dtype: str
     recover: str | None = None  # the recovery method (`short_method` text), or None
     train: str | None = None  # its training settings (`RecoverySettings.key()` as JSON)
+    add_bos: str = "auto"  # BOS first in decoder inputs (`probes.inputs`)
 
     @property
     def key(self) -> str:
@@ -41,6 +42,8 @@ class Trial:
         if self.recover is not None:  # trials without recovery keep the keys they always had
             values["recover"] = self.recover
             values["train"] = json.loads(self.train or "{}")
+        if self.add_bos != "auto":  # likewise trials with the default input rule
+            values["add_bos"] = self.add_bos
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:20]
 
     @property
@@ -70,7 +73,8 @@ def expand(spec: StudySpec) -> list[Trial]:
     against) and one trial per recovery method, run one after another so the model is
     compressed once for all of them."""
     trials: list[Trial] = []
-    common = {"limit": spec.limit, "lama_mode": spec.lama_mode, "dtype": spec.dtype}
+    common = {"limit": spec.limit, "lama_mode": spec.lama_mode, "dtype": spec.dtype,
+              "add_bos": spec.add_bos}  # fmt: skip
     train = json.dumps(spec.recovery.key(), sort_keys=True) if spec.recovers else None
     for model in spec.models:
         seeds_used: list[int] = []

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from knowcomp.models.family import Family
 from knowcomp.study.store import TrialOutcome
 from knowcomp.study.trials import Trial
 
@@ -91,7 +92,7 @@ class ModelWorker:
                 probe = get_probe(name)
                 options = RunOptions(
                     limit=trial.limit, seed=trial.seed, data_dir=self.data_dir,
-                    lama_mode=trial.lama_mode,
+                    lama_mode=trial.lama_mode, add_bos=trial.add_bos,
                 )  # fmt: skip
                 if progress is not None:
                     step = progress(name, probe.count(options))
@@ -104,10 +105,20 @@ class ModelWorker:
             family=self.loaded.family.value, sweep=trial.sweep, recipe=trial.recipe,
             level=trial.level, seed=trial.seed, limit_items=trial.limit,
             lama_mode=trial.lama_mode, dtype=trial.dtype, params_linear=self.params_linear,
-            params_model=self.params_model, versions=self.versions,
+            params_model=self.params_model, versions=self._versions(trial),
             seconds=time.perf_counter() - start,
         )  # fmt: skip
         return TrialOutcome(row, results, similarity)
+
+    def _versions(self, trial: Trial) -> dict[str, str]:
+        """Package versions, and the input rule the trial's probes were scored under."""
+        from knowcomp.probes.inputs import INPUT_RULE, input_rule
+
+        rule = f"{INPUT_RULE}"
+        if self.loaded.family is Family.DECODER:
+            bos = input_rule(self.loaded.tokenizer, trial.add_bos).add_bos
+            rule += f" (BOS {'first' if bos else 'none'}, add_bos {trial.add_bos})"
+        return {**self.versions, "knowcomp input rule": rule}
 
     def _similarity_reference(self) -> Any:
         """The uncompressed model's per-layer outputs on the similarity texts, captured once
