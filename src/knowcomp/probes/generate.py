@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from knowcomp.errors import KnowcompError
+from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import RunOptions
 
@@ -273,10 +274,19 @@ def generate_texts(
     """Greedy answers to text prompts with `loaded`'s tokenizer, as lm-eval's `generate_until`
     encodes them: the tokenizer's own special tokens (none for SmolLM2; a BOS where a tokenizer
     adds one), the prompt cut from the left to leave room for the cap in the model's window,
-    and an empty prompt replaced by the end-of-text token."""
-    from knowcomp.probes.mc.requests import model_max_length, require_decoder, token_ids
+    and an empty prompt replaced by the end-of-text token. Encoder-decoders generate through
+    `generate_seq2seq.generate_texts`, as lm-eval's seq2seq backend encodes their prompts."""
+    from knowcomp.probes.base import require_continuations
+    from knowcomp.probes.mc.requests import model_max_length, token_ids
 
-    require_decoder(loaded, "generation probes")
+    if loaded.family is Family.ENCODER_DECODER:
+        from knowcomp.probes import generate_seq2seq
+
+        return generate_seq2seq.generate_texts(
+            loaded, prompts, rule, extra_stops=extra_stops, max_batch=max_batch,
+            max_tokens=max_tokens, progress=progress,
+        )  # fmt: skip
+    require_continuations(loaded, "generation probes")
     tokenizer = loaded.tokenizer
     room = model_max_length(loaded) - rule.max_new_tokens
     if room < 1:

@@ -25,8 +25,14 @@ from typing import Any, ClassVar
 from knowcomp.errors import DataError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
-from knowcomp.probes.mc.requests import require_decoder, score_pairs
+from knowcomp.probes.base import (
+    Probe,
+    ProbeResult,
+    RunOptions,
+    continuation_problem,
+    require_continuations,
+)
+from knowcomp.probes.mc.requests import score_pairs
 from knowcomp.probes.sampling import take
 
 
@@ -113,11 +119,11 @@ class ChoiceProbe(Probe):
         return len(take(self._items(options)[0], options.limit, options.seed))
 
     def family_problem(self, family: Family, options: RunOptions) -> str | None:
-        return decoder_problem(family, "multiple-choice probes")
+        return continuation_problem(family, "multiple-choice probes")
 
     def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
         start = time.perf_counter()
-        require_decoder(loaded)
+        require_continuations(loaded, "multiple-choice probes")
         items, notes = self._items(options)
         chosen = take(items, options.limit, options.seed)
         scored = score_pairs(

@@ -42,9 +42,15 @@ from knowcomp.data import loaders
 from knowcomp.errors import DataError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
+from knowcomp.probes.base import (
+    Probe,
+    ProbeResult,
+    RunOptions,
+    continuation_problem,
+    require_continuations,
+)
 from knowcomp.probes.mc.choice import ChoiceItem, ChoiceProbe, skipped_note
-from knowcomp.probes.mc.requests import require_decoder, score_pairs
+from knowcomp.probes.mc.requests import score_pairs
 from knowcomp.probes.registry import register
 from knowcomp.probes.sampling import take
 
@@ -210,11 +216,11 @@ class Lambada(Probe):
         return len(take(self._items(options)[0], options.limit, options.seed))
 
     def family_problem(self, family: Family, options: RunOptions) -> str | None:
-        return decoder_problem(family, "language-modelling probes")
+        return continuation_problem(family, "language-modelling probes")
 
     def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
         start = time.perf_counter()
-        require_decoder(loaded, "language-modelling probes")
+        require_continuations(loaded, "language-modelling probes")
         items, notes = self._items(options)
         chosen = take(items, options.limit, options.seed)
         scored = score_pairs(

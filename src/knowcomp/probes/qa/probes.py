@@ -27,7 +27,7 @@ from knowcomp.data import loaders
 from knowcomp.errors import DataError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
+from knowcomp.probes.base import Probe, ProbeResult, RunOptions, continuation_problem
 from knowcomp.probes.generate import generate_texts, rule_for
 from knowcomp.probes.mc.choice import skipped_note
 from knowcomp.probes.qa.normalize import exact_match, squad_match
@@ -89,7 +89,7 @@ class QAProbe(Probe):
         return len(take(self.items(options)[0], options.limit, options.seed))
 
     def family_problem(self, family: Family, options: RunOptions) -> str | None:
-        return decoder_problem(family, "open-answer probes (generation)")
+        return continuation_problem(family, "open-answer probes (generation)")
 
     def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
         start = time.perf_counter()
