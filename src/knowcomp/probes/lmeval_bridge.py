@@ -18,7 +18,8 @@ very prompts and answers knowcomp's QA probes use, as an lm-eval `generate_until
 lm-eval's `triviaqa` is, for the generation equivalence test and benchmark.
 
 lm-eval is optional (`pip install "lm-eval==0.4.*"`, also in knowcomp's `dev` extra); without
-it, or for a model that is not a decoder, `run_lm_eval` raises a one-line `KnowcompError`.
+it, or for an encoder (which lm-eval cannot score), `run_lm_eval` raises a one-line
+`KnowcompError`. Encoder-decoders run on lm-eval's seq2seq backend.
 """
 
 from __future__ import annotations
@@ -51,12 +52,17 @@ def _lm_eval() -> Any:
     return lm_eval
 
 
-def _require_decoder(loaded: LoadedModel) -> None:
-    if loaded.family is not Family.DECODER:
+BACKENDS = {Family.DECODER: "causal", Family.ENCODER_DECODER: "seq2seq"}  # HFLM's backends
+
+
+def _backend(loaded: LoadedModel) -> str:
+    """lm-eval's backend for `loaded`: causal for decoders, seq2seq for encoder-decoders."""
+    if loaded.family not in BACKENDS:
         raise KnowcompError(
-            f"the lm-eval bridge scores decoders (causal LMs) only; {loaded.spec} is an "
+            f"the lm-eval bridge scores decoders and encoder-decoders only; {loaded.spec} is an "
             f"{loaded.family.value}"
         )
+    return BACKENDS[loaded.family]
 
 
 @contextmanager
@@ -75,14 +81,15 @@ def _ties_left_alone(model: nn.Module) -> Iterator[None]:
 
 
 def hflm(loaded: LoadedModel, *, batch_size: int | str = 8) -> Any:
-    """lm-eval's `HFLM` around `loaded.model` itself (no copy, no reload), as a causal LM.
+    """lm-eval's `HFLM` around `loaded.model` itself (no copy, no reload), with the backend of
+    its family (`causal` or `seq2seq`).
 
     `HFLM` gives a tokenizer without a pad token a new one; it gets a copy of such a tokenizer,
     so that knowcomp's own stays as it was (a new pad id would lie outside the model's
     embedding table).
     """
     _lm_eval()
-    _require_decoder(loaded)
+    backend = _backend(loaded)
     from lm_eval.models.huggingface import HFLM
 
     tokenizer = loaded.tokenizer
@@ -90,7 +97,7 @@ def hflm(loaded: LoadedModel, *, batch_size: int | str = 8) -> Any:
         tokenizer = copy.deepcopy(tokenizer)
     with _ties_left_alone(loaded.model):
         return HFLM(
-            pretrained=loaded.model, tokenizer=tokenizer, backend="causal", batch_size=batch_size
+            pretrained=loaded.model, tokenizer=tokenizer, backend=backend, batch_size=batch_size
         )
 
 
@@ -121,7 +128,7 @@ def run_lm_eval(
     choice; `sample_picks` reads the picks from one.
     """
     lm_eval = _lm_eval()
-    _require_decoder(loaded)  # before indexing lm-eval's tasks, which takes seconds
+    _backend(loaded)  # a one-line error before indexing lm-eval's tasks, which takes seconds
     from lm_eval.tasks import TaskManager
 
     if "task_manager" not in kwargs:
