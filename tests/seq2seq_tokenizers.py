@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -58,8 +59,9 @@ def bart_tokenizer(texts: Iterable[str], vocab_size: int = 500) -> BartTokenizer
     return BartTokenizer(vocab=model["vocab"], merges=merges)
 
 
-def tiny_seq2seq(model_type: str, tokenizer, seed: int = 0) -> LoadedModel:
-    """A tiny random T5 or BART whose vocabulary and special ids are `tokenizer`'s."""
+def tiny_seq2seq(model_type: str, tokenizer, seed: int = 0, **overrides: Any) -> LoadedModel:
+    """A tiny random T5 or BART whose vocabulary and special ids are `tokenizer`'s; `overrides`
+    change its config (e.g. `max_position_embeddings`)."""
     sizes = {
         "t5": dict(d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
                    d_kv=16, decoder_start_token_id=tokenizer.pad_token_id),
@@ -70,7 +72,7 @@ def tiny_seq2seq(model_type: str, tokenizer, seed: int = 0) -> LoadedModel:
     }[model_type]  # fmt: skip
     config = AutoConfig.for_model(
         model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, **sizes,
+        eos_token_id=tokenizer.eos_token_id, **(sizes | overrides),
     )  # fmt: skip
     torch.manual_seed(seed)
     model = AutoModelForSeq2SeqLM.from_config(config).eval()
