@@ -102,6 +102,32 @@ def test_scores_equal_one_forward_with_labels_per_pair():
             assert result.greedy == bool((logits.argmax(-1) == torch.tensor(cont)).all())
 
 
+def test_one_encoder_pass_per_context_scores_as_one_per_request():
+    from knowcomp.probes import engine
+    from knowcomp.probes.mc.requests import _scaled
+
+    contexts = ["Question: is it true?\nAnswer:", "The passage says", "Numbers: 0 1 2 3 4 5 6"]
+    choices = [" yes", " no", " Paris, of course", " 7 8 9"]
+    pairs = [(c, x) for c in contexts for x in choices]
+    for model_type in ("t5", "bart"):
+        loaded = build(model_type, [c + x for c, x in pairs])
+        start = seq2seq.decoder_start_id(loaded.model)
+        requests = [seq2seq.pair_request(loaded.tokenizer, c, x, 512, start) for c, x in pairs]
+        done = []
+        for max_tokens in (48, 4096):  # several batches, and one
+            shared = seq2seq.score_shared_encoder(
+                loaded.model, requests, pad_id=loaded.tokenizer.pad_token_id,
+                max_tokens=max_tokens, progress=_scaled(done.append, len(requests), None),
+            )  # fmt: skip
+            alone = engine.score(loaded.model, loaded.family, requests,
+                                 pad_id=loaded.tokenizer.pad_token_id)  # fmt: skip
+            for a, b in zip(shared, alone, strict=True):
+                assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+                assert (a.greedy, a.first_rank, a.first_top) == (b.greedy, b.first_rank,
+                                                                 b.first_top)  # fmt: skip
+        assert sum(done) == 2 * len(requests)
+
+
 def test_a_config_without_a_decoder_start_is_a_one_line_error():
     loaded = build_tiny("t5")  # transformers' T5Config sets no decoder_start_token_id
     with pytest.raises(KnowcompError) as err:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
 
 from knowcomp.errors import KnowcompError
 from knowcomp.models.loading import LoadedModel
@@ -125,16 +126,75 @@ def score_pairs(
     progress_total: int | None = None,
 ) -> list[Scored]:
     """Score each (context, continuation) pair on an encoder-decoder; results in the order of
-    `pairs`. Identical requests are scored once; the engine batches the rest by length."""
+    `pairs`. Identical requests are scored once, and each distinct context is encoded once."""
     from knowcomp.probes.mc.requests import _scaled, model_max_length
 
     limit = model_max_length(loaded)
     start = decoder_start_id(loaded.model)
     requests = [pair_request(loaded.tokenizer, c, x, limit, start) for c, x in pairs]
     unique = list(dict.fromkeys(requests))
-    scored = engine.score(
-        loaded.model, loaded.family, unique, pad_id=engine.pad_id_of(loaded.tokenizer),
-        max_tokens=max_tokens, progress=_scaled(progress, len(unique), progress_total),
+    scored = score_shared_encoder(
+        loaded.model, unique, pad_id=engine.pad_id_of(loaded.tokenizer), max_tokens=max_tokens,
+        progress=_scaled(progress, len(unique), progress_total),
     )  # fmt: skip
     by_request = dict(zip(unique, scored, strict=True))
     return [by_request[r] for r in requests]
+
+
+def score_shared_encoder(
+    model: nn.Module,
+    requests: Sequence[Request],
+    *,
+    pad_id: int,
+    max_tokens: int | None = None,
+    max_batch: int = 128,
+    progress: Callable[[int], Any] | None = None,
+) -> list[Scored]:
+    """Score encoder-decoder requests (`Request.decoder_ids` set), running the encoder once per
+    distinct context: a batch of contexts goes through the encoder, then every continuation
+    of those contexts through the decoder, on its context's encoder states. The same scores
+    as `engine.score`, which runs the encoder once per request; BoolQ's two answers and
+    HellaSwag's four endings share one passage each, so most of the encoder work goes."""
+    device = next(model.parameters()).device
+    max_tokens = max_tokens or engine.default_max_tokens(device)
+    groups: dict[tuple[int, ...], list[int]] = {}  # context -> its requests
+    for i, request in enumerate(requests):
+        groups.setdefault(request.input_ids, []).append(i)
+    contexts = list(groups)
+    sizes = [len(c) + sum(len(requests[i].decoder_ids or ()) for i in groups[c]) for c in contexts]
+    results: list[Scored | None] = [None] * len(requests)
+    with torch.inference_mode():
+        for batch in engine.batches(sizes, max_tokens, max_batch):
+            chosen = [contexts[b] for b in batch]
+            members = [groups[c] for c in chosen]
+            scored = _score_contexts(model, chosen, [[requests[i] for i in m] for m in members],
+                                     pad_id, device)  # fmt: skip
+            flat = [i for m in members for i in m]
+            for i, result in zip(flat, scored, strict=True):
+                results[i] = result
+            if progress is not None:
+                progress(len(flat))
+    return results  # type: ignore[return-value]
+
+
+def _score_contexts(
+    model: nn.Module,
+    contexts: list[tuple[int, ...]],
+    members: list[list[Request]],
+    pad_id: int,
+    device: torch.device,
+) -> list[Scored]:
+    """One encoder pass over `contexts`, one decoder pass over all their requests, in order."""
+    ids, mask = engine._pad(contexts, pad_id, device)
+    states = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    rows = torch.tensor([b for b, m in enumerate(members) for _ in m], device=device)
+    flat = [r for m in members for r in m]
+    dec, dec_mask = engine._pad([r.decoder_ids or () for r in flat], pad_id, device)
+    head_rows = torch.tensor([k for k, r in enumerate(flat) for _ in r.positions], device=device)
+    head_cols = torch.tensor([p for r in flat for p in r.positions], device=device)
+    encoded = BaseModelOutput(last_hidden_state=states[rows])  # each request's context
+    with engine.head_only_at(model, head_rows, head_cols):
+        out = model(encoder_outputs=encoded, attention_mask=mask[rows], decoder_input_ids=dec,
+                    decoder_attention_mask=dec_mask, use_cache=False)  # fmt: skip
+    logits = out.logits[0].float()
+    return engine.collect(logits, [r.targets for r in flat])
