@@ -39,7 +39,8 @@ from knowcomp.probes.engine import Request, Scored
 def encode(tokenizer: Any, text: str, special: bool | None = None) -> list[int]:
     """lm-eval's `tok_encode`: the tokenizer's own special tokens unless `special` says, or
     unless the text already starts with the prefix token's text (then none are added)."""
-    if special is None and text.startswith(tokenizer.decode(prefix_id(tokenizer))):
+    prefix = [t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id) if t is not None][:1]
+    if special is None and prefix and text.startswith(tokenizer.decode(prefix)):
         special = False
     kwargs = {} if special is None else {"add_special_tokens": special}
     return list(tokenizer.encode(text, **kwargs))
