@@ -170,7 +170,7 @@ def test_bridge_errors_are_one_line(tiny, monkeypatch):
         with pytest.raises(KnowcompError) as err:
             lmeval_bridge.run_lm_eval(tiny("bert"), ["piqa"])
         assert str(err.value) == (
-            "the lm-eval bridge scores decoders (causal LMs) only; tiny-bert is an encoder"
+            "the lm-eval bridge scores decoders and encoder-decoders only; tiny-bert is an encoder"
         )
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval now raises ImportError
     with pytest.raises(KnowcompError) as err:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from knowcomp.errors import KnowcompError
+from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import RunOptions
 from knowcomp.probes.inputs import InputRule, input_rule
@@ -275,10 +276,20 @@ def generate_texts(
     """Greedy answers to text prompts with `loaded`'s tokenizer, as lm-eval's `generate_until`
     encodes them: a BOS token first where `inputs` says so (by default, where the tokenizer
     adds one), the prompt cut from the left to leave room for the cap in the model's window,
-    and an empty prompt replaced by the prefix token (BOS, else end-of-text)."""
-    from knowcomp.probes.mc.requests import model_max_length, require_decoder
+    and an empty prompt replaced by the prefix token (BOS, else end-of-text). Encoder-decoders
+    generate through `generate_seq2seq.generate_texts`, as lm-eval's seq2seq backend encodes
+    their prompts."""
+    from knowcomp.probes.base import require_continuations
+    from knowcomp.probes.mc.requests import model_max_length
 
-    require_decoder(loaded, "generation probes")
+    if loaded.family is Family.ENCODER_DECODER:
+        from knowcomp.probes import generate_seq2seq
+
+        return generate_seq2seq.generate_texts(
+            loaded, prompts, rule, extra_stops=extra_stops, max_batch=max_batch,
+            max_tokens=max_tokens, progress=progress,
+        )  # fmt: skip
+    require_continuations(loaded, "generation probes")
     tokenizer = loaded.tokenizer
     inputs = inputs or input_rule(tokenizer)
     room = model_max_length(loaded) - rule.max_new_tokens

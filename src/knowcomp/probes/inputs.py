@@ -128,6 +128,18 @@ def input_rule(tokenizer: Any, setting: str = "auto") -> InputRule:
     return InputRule(tokenizer, setting == "true", setting)
 
 
+def decoder_rule(loaded: Any, setting: str = "auto") -> InputRule | None:
+    """`loaded`'s input rule if it is a decoder; None for other families, whose inputs follow
+    their own conventions (a masked LM's `[CLS] ... [SEP]`, an encoder-decoder's encoder text
+    with the tokenizer's special tokens, as lm-eval's seq2seq backend reads it)."""
+    from knowcomp.models.family import Family
+
+    if loaded.family is not Family.DECODER:
+        check_bos_setting(setting)
+        return None
+    return input_rule(loaded.tokenizer, setting)
+
+
 def as_rule(tokenizer_or_rule: Any) -> InputRule:
     """An `InputRule` as it is, or a tokenizer's `auto` rule."""
     if isinstance(tokenizer_or_rule, InputRule):

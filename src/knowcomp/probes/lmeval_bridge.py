@@ -18,7 +18,8 @@ very prompts and answers knowcomp's QA probes use, as an lm-eval `generate_until
 lm-eval's `triviaqa` is, for the generation equivalence test and benchmark.
 
 lm-eval is optional (`pip install "lm-eval==0.4.*"`, also in knowcomp's `dev` extra); without
-it, or for a model that is not a decoder, `run_lm_eval` raises a one-line `KnowcompError`.
+it, or for an encoder (which lm-eval cannot score), `run_lm_eval` raises a one-line
+`KnowcompError`. Encoder-decoders run on lm-eval's seq2seq backend.
 """
 
 from __future__ import annotations
@@ -52,12 +53,17 @@ def _lm_eval() -> Any:
     return lm_eval
 
 
-def _require_decoder(loaded: LoadedModel) -> None:
-    if loaded.family is not Family.DECODER:
+BACKENDS = {Family.DECODER: "causal", Family.ENCODER_DECODER: "seq2seq"}  # HFLM's backends
+
+
+def _backend(loaded: LoadedModel) -> str:
+    """lm-eval's backend for `loaded`: causal for decoders, seq2seq for encoder-decoders."""
+    if loaded.family not in BACKENDS:
         raise KnowcompError(
-            f"the lm-eval bridge scores decoders (causal LMs) only; {loaded.spec} is an "
+            f"the lm-eval bridge scores decoders and encoder-decoders only; {loaded.spec} is an "
             f"{loaded.family.value}"
         )
+    return BACKENDS[loaded.family]
 
 
 @contextmanager
@@ -76,7 +82,8 @@ def _ties_left_alone(model: nn.Module) -> Iterator[None]:
 
 
 def hflm(loaded: LoadedModel, *, batch_size: int | str = 8, add_bos: str = "auto") -> Any:
-    """lm-eval's `HFLM` around `loaded.model` itself (no copy, no reload), as a causal LM.
+    """lm-eval's `HFLM` around `loaded.model` itself (no copy, no reload), with the backend of
+    its family (`causal` or `seq2seq`).
 
     `add_bos` is knowcomp's setting (`probes.inputs`): `auto` leaves lm-eval's default (the
     tokenizer's own special tokens), `true`/`false` set its `add_bos_token`.
@@ -86,7 +93,7 @@ def hflm(loaded: LoadedModel, *, batch_size: int | str = 8, add_bos: str = "auto
     embedding table).
     """
     _lm_eval()
-    _require_decoder(loaded)
+    backend = _backend(loaded)
     from lm_eval.models.huggingface import HFLM
 
     tokenizer = loaded.tokenizer
@@ -94,7 +101,7 @@ def hflm(loaded: LoadedModel, *, batch_size: int | str = 8, add_bos: str = "auto
         tokenizer = copy.deepcopy(tokenizer)
     with _ties_left_alone(loaded.model):
         lm = HFLM(
-            pretrained=loaded.model, tokenizer=tokenizer, backend="causal", batch_size=batch_size
+            pretrained=loaded.model, tokenizer=tokenizer, backend=backend, batch_size=batch_size
         )
     lm.add_bos_token = {"auto": None, "true": True, "false": False}[check_bos_setting(add_bos)]
     return lm
@@ -127,7 +134,7 @@ def run_lm_eval(
     choice; `sample_picks` reads the picks from one.
     """
     lm_eval = _lm_eval()
-    _require_decoder(loaded)  # before indexing lm-eval's tasks, which takes seconds
+    _backend(loaded)  # a one-line error before indexing lm-eval's tasks, which takes seconds
     from lm_eval.tasks import TaskManager
 
     if "task_manager" not in kwargs:

@@ -25,9 +25,15 @@ from typing import Any, ClassVar
 from knowcomp.errors import DataError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
-from knowcomp.probes.inputs import input_rule
-from knowcomp.probes.mc.requests import require_decoder, score_pairs
+from knowcomp.probes.base import (
+    Probe,
+    ProbeResult,
+    RunOptions,
+    continuation_problem,
+    require_continuations,
+)
+from knowcomp.probes.inputs import decoder_rule
+from knowcomp.probes.mc.requests import score_pairs
 from knowcomp.probes.sampling import take
 
 
@@ -114,14 +120,14 @@ class ChoiceProbe(Probe):
         return len(take(self._items(options)[0], options.limit, options.seed))
 
     def family_problem(self, family: Family, options: RunOptions) -> str | None:
-        return decoder_problem(family, "multiple-choice probes")
+        return continuation_problem(family, "multiple-choice probes")
 
     def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
         start = time.perf_counter()
-        require_decoder(loaded)
+        require_continuations(loaded, "multiple-choice probes")
         items, notes = self._items(options)
         chosen = take(items, options.limit, options.seed)
-        rule = input_rule(loaded.tokenizer, options.add_bos)
+        rule = decoder_rule(loaded, options.add_bos)
         scored = score_pairs(
             loaded, [pair for item in chosen for pair in item.pairs],
             max_tokens=options.max_tokens, progress=options.progress,
@@ -138,7 +144,11 @@ class ChoiceProbe(Probe):
             metrics=choice_metrics(records, normalized=self.normalized),
             counts={"items": len(chosen), "scored": len(records), "choices": len(scored)},
             records=records,
-            options={"limit": options.limit, "seed": options.seed, **rule.record()},
+            options={
+                "limit": options.limit,
+                "seed": options.seed,
+                **(rule.record() if rule else {}),
+            },
             seconds=time.perf_counter() - start,
             notes=notes,
         )

@@ -16,7 +16,8 @@ what the same score means there:
 4. the model reads `(ctx + cont)[-(max_length + 1):][:-1]`, truncated from the left, and the
    last `len(cont)` positions, those that predict the continuation's tokens, are scored.
 
-Only decoders (causal LMs) are supported: encoders and encoder-decoders have no comparable
+These rules are for decoders (causal LMs). Encoder-decoders read the context with the encoder
+and are scored by `seq2seq.py`, as lm-eval's seq2seq backend scores them; encoders have no
 left-to-right likelihood of a continuation, and a one-line error says so.
 """
 
@@ -26,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from knowcomp.errors import KnowcompError
+from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine, packed
 from knowcomp.probes.base import decoder_problem
@@ -107,7 +109,13 @@ def score_pairs(
     the engine says that pays (`engine.share_contexts`), and one sequence per pair otherwise.
     `progress`, if given, is advanced in units whose total is `progress_total` (e.g. items,
     not requests). `rule` says how text becomes tokens (default: the tokenizer's `auto` rule).
+    Encoder-decoders are scored by `seq2seq.score_pairs` instead.
     """
+    if loaded.family is Family.ENCODER_DECODER:
+        from knowcomp.probes.mc import seq2seq
+
+        return seq2seq.score_pairs(loaded, pairs, max_tokens=max_tokens, progress=progress,
+                                   progress_total=progress_total)  # fmt: skip
     require_decoder(loaded)
     limit = model_max_length(loaded)
     rule = rule or input_rule(loaded.tokenizer)

@@ -42,10 +42,16 @@ from knowcomp.data import loaders
 from knowcomp.errors import DataError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
-from knowcomp.probes.inputs import input_rule
+from knowcomp.probes.base import (
+    Probe,
+    ProbeResult,
+    RunOptions,
+    continuation_problem,
+    require_continuations,
+)
+from knowcomp.probes.inputs import decoder_rule
 from knowcomp.probes.mc.choice import ChoiceItem, ChoiceProbe, skipped_note
-from knowcomp.probes.mc.requests import require_decoder, score_pairs
+from knowcomp.probes.mc.requests import score_pairs
 from knowcomp.probes.registry import register
 from knowcomp.probes.sampling import take
 
@@ -211,14 +217,14 @@ class Lambada(Probe):
         return len(take(self._items(options)[0], options.limit, options.seed))
 
     def family_problem(self, family: Family, options: RunOptions) -> str | None:
-        return decoder_problem(family, "language-modelling probes")
+        return continuation_problem(family, "language-modelling probes")
 
     def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
         start = time.perf_counter()
-        require_decoder(loaded, "language-modelling probes")
+        require_continuations(loaded, "language-modelling probes")
         items, notes = self._items(options)
         chosen = take(items, options.limit, options.seed)
-        rule = input_rule(loaded.tokenizer, options.add_bos)
+        rule = decoder_rule(loaded, options.add_bos)
         scored = score_pairs(
             loaded, [(r.context, DELIMITER + r.continuation) for _, r in chosen],
             max_tokens=options.max_tokens, progress=options.progress, progress_total=len(chosen),
@@ -245,7 +251,11 @@ class Lambada(Probe):
             metrics=metrics,
             counts={"items": n, "scored": n},
             records=records,
-            options={"limit": options.limit, "seed": options.seed, **rule.record()},
+            options={
+                "limit": options.limit,
+                "seed": options.seed,
+                **(rule.record() if rule else {}),
+            },
             seconds=time.perf_counter() - start,
             notes=notes,
         )

@@ -27,9 +27,9 @@ from knowcomp.data import loaders
 from knowcomp.errors import DataError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
+from knowcomp.probes.base import Probe, ProbeResult, RunOptions, continuation_problem
 from knowcomp.probes.generate import generate_texts, rule_for
-from knowcomp.probes.inputs import input_rule
+from knowcomp.probes.inputs import decoder_rule
 from knowcomp.probes.mc.choice import skipped_note
 from knowcomp.probes.qa.normalize import exact_match, squad_match
 from knowcomp.probes.registry import register
@@ -90,14 +90,14 @@ class QAProbe(Probe):
         return len(take(self.items(options)[0], options.limit, options.seed))
 
     def family_problem(self, family: Family, options: RunOptions) -> str | None:
-        return decoder_problem(family, "open-answer probes (generation)")
+        return continuation_problem(family, "open-answer probes (generation)")
 
     def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
         start = time.perf_counter()
         rule = rule_for(options, self.stops)
         items, notes = self.items(options)
         chosen = take(items, options.limit, options.seed)
-        inputs = input_rule(loaded.tokenizer, options.add_bos)
+        inputs = decoder_rule(loaded, options.add_bos)
         generations = generate_texts(loaded, [item.prompt for item in chosen], rule,
                                      progress=options.progress, inputs=inputs)  # fmt: skip
         records = []
@@ -131,7 +131,7 @@ class QAProbe(Probe):
             records=records,
             options={"limit": options.limit, "seed": options.seed,
                      "max_new_tokens": rule.max_new_tokens, "stops": list(rule.stops),
-                     **inputs.record()},
+                     **(inputs.record() if inputs else {})},
             seconds=time.perf_counter() - start,
             notes=notes,
         )  # fmt: skip
