@@ -43,7 +43,7 @@ from knowcomp.errors import KnowcompError
 
 SPEC_KEYS = {
     "name", "models", "probes", "limit", "seeds", "output", "recipes", "lama_mode", "dtype",
-    "device", "device_map", "data_dir", "similarity", "recovery",
+    "device", "device_map", "data_dir", "similarity", "recovery", "lama_protocol",
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover"}
 RECOVERY_KEYS = {"tokens", "seqlen", "batch_size", "calibration", "save_adapters"}
@@ -122,6 +122,7 @@ class StudySpec:
     limit: int | None = None
     output: Path = field(default=Path("runs/study.sqlite"))
     lama_mode: str = "next-token"
+    lama_protocol: str = "templates"  # or "cost-of-compression" (`probes.lama.protocols`)
     dtype: str = "float32"
     device: str = "cpu"
     device_map: str | None = None
@@ -151,6 +152,8 @@ class StudySpec:
         data["data_dir"] = str(data["data_dir"]) if data["data_dir"] else None
         if not data["similarity"]:
             data.pop("similarity")  # specs without it keep the hash they had before it existed
+        if data["lama_protocol"] == "templates":
+            data.pop("lama_protocol")  # likewise for the default LAMA protocol
         for sweep in data["sweeps"]:
             if not sweep["recover"]:
                 sweep.pop("recover")  # likewise for sweeps without recovery
@@ -200,7 +203,7 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
         values["seeds"] = _seeds(data["seeds"], "seeds")
     if data.get("limit") is not None:
         values["limit"] = _limit(data["limit"])
-    for key in ("lama_mode", "dtype", "device", "device_map"):
+    for key in ("lama_mode", "lama_protocol", "dtype", "device", "device_map"):
         if data.get(key) is not None:
             values[key] = str(data[key])
     if data.get("data_dir"):

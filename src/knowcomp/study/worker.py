@@ -91,7 +91,7 @@ class ModelWorker:
                 probe = get_probe(name)
                 options = RunOptions(
                     limit=trial.limit, seed=trial.seed, data_dir=self.data_dir,
-                    lama_mode=trial.lama_mode,
+                    lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol,
                 )  # fmt: skip
                 if progress is not None:
                     step = progress(name, probe.count(options))
