@@ -383,7 +383,7 @@ def test_global_pruning_preset_under_the_protocol(tmp_path, model_dirs, family):
     ("args", "message"),
     [
         (["eval", "m", "-p", "lama-trex", "--lama-protocol", COC, "--lama-mode", "candidates"],
-         "cannot run in LAMA mode 'candidates' (use --lama-mode next-token)"),
+         "cannot run in LAMA mode 'candidates' (use --lama-mode next-token"),
         (["eval", "m", "-p", "lama-trex", "--lama-protocol", "nope"], "Invalid value"),
     ],
 )  # fmt: skip
@@ -393,12 +393,21 @@ def test_bad_protocol_options_are_one_line(args, message):
     assert "Traceback" not in result.output
 
 
-def test_bad_protocol_in_a_spec_fails_before_any_work(tmp_path, model_dirs):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lama_protocol": "lama"}, "lama_protocol: unknown LAMA protocol 'lama'"),
+        ({"lama_protocol": COC, "lama_mode": "candidates"},
+         "cannot run in LAMA mode 'candidates' (use --lama-mode next-token; in a study spec, "
+         "lama_mode: next-token)"),
+    ],
+)  # fmt: skip
+def test_bad_protocol_in_a_spec_fails_before_any_work(tmp_path, model_dirs, change, message):
     out = tmp_path / "r.sqlite"
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"models": [str(model_dirs["llama"])], "recipes": [],
-                                    "probes": ["lama-squad"], "output": str(out),
-                                    "lama_protocol": "lama"}))  # fmt: skip
+    spec = {"models": [str(model_dirs["llama"])], "recipes": [], "probes": ["lama-squad"],
+            "output": str(out), **change}  # fmt: skip
+    path.write_text(yaml.safe_dump(spec))
     result = CliRunner().invoke(cli, ["run", str(path)])
-    assert result.exit_code == 2 and "lama_protocol: unknown LAMA protocol 'lama'" in result.output
+    assert result.exit_code == 2 and message in result.output
     assert "Traceback" not in result.output and not out.exists()

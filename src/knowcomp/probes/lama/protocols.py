@@ -33,7 +33,8 @@ def check_protocol(protocol: str, lama_mode: str = "next-token") -> None:
     if protocol == COST_OF_COMPRESSION and lama_mode != "next-token":
         raise KnowcompError(
             f"the {COST_OF_COMPRESSION} LAMA protocol scores the model's top token at the slot; "
-            f"it cannot run in LAMA mode '{lama_mode}' (use --lama-mode next-token)"
+            f"it cannot run in LAMA mode '{lama_mode}' (use --lama-mode next-token; in a study "
+            "spec, lama_mode: next-token)"
         )
 
 
