@@ -352,6 +352,32 @@ def test_a_study_under_the_protocol_runs_every_family_and_resumes(tmp_path, mode
         "lama-conceptnet-subset", "lama-conceptnet-subset@cost-of-compression",
         "lama-squad", "lama-squad@cost-of-compression",
     ]  # fmt: skip
+    with sqlite3.connect(out) as con:
+        stored_protocols = sorted(con.execute("SELECT lama_protocol FROM trials WHERE model = ?",
+                                              (str(model_dirs["bert"]),)).fetchall())  # fmt: skip
+    assert stored_protocols == [(COC,), (COC,), ("templates",), ("templates",)]
+    report = runner.invoke(cli, ["report", str(out), "--quiet"])
+    assert report.exit_code == 0, report.output
+    table = (tmp_path / "r-report" / "tables" / "table3_baseline.md").read_text()
+    for protocol in (COC, "templates"):  # the model's rows say which protocol they ran under
+        assert f"{model_dirs['bert']} [{protocol}]" in table
+
+
+def test_a_results_file_from_before_protocols_gains_the_column(tmp_path):
+    from knowcomp.study.store import ResultsStore
+
+    db = tmp_path / "old.sqlite"
+    ResultsStore(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE trials DROP COLUMN lama_protocol")  # as files written before it
+        conn.execute(
+            "INSERT INTO trials (trial_key, study, spec_hash, model, sweep, seed, lama_mode, "
+            "dtype, created) VALUES ('k', 's', 'h', 'm', 'baseline', 0, 'next-token', "
+            "'float32', 0)"
+        )
+    with ResultsStore(db) as store:
+        [trial] = store.trials()
+        assert trial["lama_protocol"] is None  # read as templates
 
 
 def test_preset_with_the_protocol_validates_for_every_family(model_dirs):

@@ -103,7 +103,8 @@ class ModelWorker:
             trial_key=trial.key, study=study, spec_hash=spec_hash, model=trial.model,
             family=self.loaded.family.value, sweep=trial.sweep, recipe=trial.recipe,
             level=trial.level, seed=trial.seed, limit_items=trial.limit,
-            lama_mode=trial.lama_mode, dtype=trial.dtype, params_linear=self.params_linear,
+            lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol, dtype=trial.dtype,
+            params_linear=self.params_linear,
             params_model=self.params_model, versions=self.versions,
             seconds=time.perf_counter() - start,
         )  # fmt: skip
