@@ -52,6 +52,17 @@ COLUMNS = (
 )
 @add_bos_option
 @click.option(
+    "--lama-protocol",
+    show_default=True,
+    type=click.Choice(["templates", "cost-of-compression"]),
+    default="templates",
+    help="LAMA protocol: templates (LAMA's: relation templates, the object's token rank, "
+    "several-token objects left out; the default) or cost-of-compression (the first study's: "
+    "first masked evidence sentence, deduplicated, string match of the top token, "
+    "several-token objects counted wrong, micro top-1). Results of the latter are named "
+    "PROBE@cost-of-compression.",
+)
+@click.option(
     "--max-new-tokens",
     type=int,
     help="Generation cap for open-answer probes (triviaqa, webqs, --lama-mode generate); "
@@ -73,6 +84,7 @@ def eval_(
     data_dir: Path | None,
     skip_malformed: bool,
     lama_mode: str,
+    lama_protocol: str,
     add_bos: str | None,
     max_new_tokens: int | None,
     adapter: Path | None,
@@ -88,10 +100,12 @@ def eval_(
     from knowcomp.models.sources import resolve
     from knowcomp.probes.base import RunOptions
     from knowcomp.probes.generate import check_cap
+    from knowcomp.probes.lama.protocols import check_protocol
     from knowcomp.probes.registry import parse_probe_list
 
     if max_new_tokens is not None:
         check_cap(max_new_tokens)
+    check_protocol(lama_protocol, lama_mode)
     chosen = parse_probe_list(probes)
     if adapter is not None:
         from knowcomp.recovery.adapters import adapter_record
@@ -101,7 +115,8 @@ def eval_(
     resolve(model)
     base = RunOptions(
         limit=limit, seed=seed, data_dir=data_dir, skip_malformed=skip_malformed,
-        lama_mode=lama_mode, max_new_tokens=max_new_tokens, add_bos=add_bos or "auto",
+        lama_mode=lama_mode, lama_protocol=lama_protocol, max_new_tokens=max_new_tokens,
+        add_bos=add_bos or "auto",
     )  # fmt: skip
     totals = [p.count(base) for p in chosen]  # reads the data: a missing dataset fails here
     with err_console.status(f"loading {model}"):

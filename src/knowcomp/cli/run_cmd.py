@@ -32,6 +32,16 @@ from knowcomp.errors import KnowcompError
 @click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2; replaces the spec's seeds.")
 @click.option("--recovery-tokens", type=click.IntRange(min=2),
               help="Training token budget of each recover step; replaces the spec's.")  # fmt: skip
+@click.option(
+    "--lama-protocol",
+    type=click.Choice(["templates", "cost-of-compression"]),
+    default=None,
+    help="LAMA protocol: templates (LAMA's: relation templates, the object's token rank, "
+    "several-token objects left out; the default) or cost-of-compression (the first study's: "
+    "first masked evidence sentence, deduplicated, string match of the top token, "
+    "several-token objects counted wrong, micro top-1). Results of the latter are named "
+    "PROBE@cost-of-compression. Replaces the spec's.",
+)
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Results file (SQLite); rerunning on it skips finished trials.")  # fmt: skip
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory to read.")
@@ -53,6 +63,7 @@ def run(
     limit: int | None,
     seeds: str | None,
     recovery_tokens: int | None,
+    lama_protocol: str | None,
     out: Path | None,
     data_dir: Path | None,
     add_bos: str | None,
@@ -80,7 +91,7 @@ def run(
         _print_presets()
         return
     spec = _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
-                       recovery_tokens, add_bos)  # fmt: skip
+                       recovery_tokens, lama_protocol, add_bos)  # fmt: skip
     if dry_run:
         trials = validate(spec)
         console.print(f"{spec.name}: {len(trials)} trials x {len(spec.probes)} probes "
@@ -109,7 +120,7 @@ def run(
 
 
 def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
-                recovery_tokens=None, add_bos=None):  # fmt: skip
+                recovery_tokens=None, lama_protocol=None, add_bos=None):  # fmt: skip
     from knowcomp.study import load_spec, preset_spec
 
     if spec_file is not None and preset is not None:
@@ -120,7 +131,8 @@ def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
         )
     spec = load_spec(spec_file) if spec_file is not None else preset_spec(preset, models)
     overrides: dict = {"models": models or None, "limit": limit, "output": out,
-                       "data_dir": data_dir, "add_bos": add_bos}  # fmt: skip
+                       "data_dir": data_dir, "lama_protocol": lama_protocol,
+                       "add_bos": add_bos}  # fmt: skip
     if probes is not None:
         overrides["probes"] = tuple(p.strip() for p in probes.split(",") if p.strip())
     if seeds is not None:

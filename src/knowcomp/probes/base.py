@@ -46,6 +46,9 @@ class RunOptions:
     # family), "candidates" (rank every object of the relation by log-likelihood, decoders) or
     # "generate" (greedy generation, exact match of the object, decoders)
     lama_mode: str = "next-token"
+    # LAMA protocol: "templates" (LAMA's) or "cost-of-compression" (the first study's; see
+    # `probes.lama.protocols`)
+    lama_protocol: str = "templates"
     max_new_tokens: int | None = None  # generation cap (QA, LAMA generate); None: 32 tokens
     # A BOS token first in a decoder's inputs: "auto" (where its tokenizer adds one by
     # default, as lm-evaluation-harness does), "true" or "false" (`knowcomp.probes.inputs`)

@@ -1,8 +1,8 @@
 """The report's data: every result of a store, with its baseline and what the compression was.
 
 A `Frame` holds one `Point` per compressed trial x probe, each joined to its baseline (the
-uncompressed run of the same model, seed, item limit, LAMA mode and dtype), and one
-`BaselinePoint` per baseline x probe. What a trial did (prune, quantize, which group, which
+uncompressed run of the same model, seed, item limit, LAMA mode, LAMA protocol and dtype), and
+one `BaselinePoint` per baseline x probe. What a trial did (prune, quantize, which group, which
 method, which level) is read from the stored compression report's steps, never from the sweep
 label, which is free text. Trials with a recover step are kept apart, in `Frame.recovered`: the
 tables and plots of the first study show compression alone, and the recovery table puts each
@@ -169,7 +169,8 @@ class Frame:
 
 
 def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["limit_items"], row["lama_mode"], row["dtype"])
+    return (row["limit_items"], row["lama_mode"], row["dtype"],
+            row.get("lama_protocol") or "templates")  # fmt: skip
 
 
 def _model_labels(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], str]:
@@ -180,7 +181,7 @@ def _model_labels(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], str]:
             settings[row["model"]].append(_setting(row))
     labels = {}
     for model, seen in settings.items():
-        varying = [i for i in range(3) if len({s[i] for s in seen}) > 1]
+        varying = [i for i in range(4) if len({s[i] for s in seen}) > 1]
         for s in seen:
             parts = []
             for i in varying:

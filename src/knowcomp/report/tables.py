@@ -131,7 +131,9 @@ def _seeds(seeds: list[int]) -> str:
 
 _UNITS = (
     "Headline score in percent: P@1 (micro) for LAMA, accuracy for multiple choice, exact "
-    "match for QA."
+    "match for QA. A LAMA probe named PROBE@cost-of-compression is scored under the first "
+    "study's protocol (string match of the top token, several-token objects counted wrong), "
+    "the others under LAMA's template protocol."
 )
 
 

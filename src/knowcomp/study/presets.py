@@ -87,6 +87,7 @@ class Preset:
     limit: int | None = None
     model: str | None = None  # a default model, for presets meant to run with no arguments
     recovery: RecoverySettings | None = None  # training of recover steps; None: the defaults
+    lama_protocol: str = "templates"  # or "cost-of-compression"
 
 
 PRESETS: dict[str, Preset] = {
@@ -154,5 +155,6 @@ def preset_spec(name: str, models: tuple[str, ...] = ()) -> StudySpec:
         probes=preset.probes,
         limit=preset.limit,
         output=Path(f"runs/{name}.sqlite"),
+        lama_protocol=preset.lama_protocol,
         **({"recovery": preset.recovery} if preset.recovery is not None else {}),
     )

@@ -48,10 +48,18 @@ class RunSummary:
     left_to_others: dict[str, int] = field(default_factory=dict)  # owner -> trials it holds
 
 
+def _done(store: ResultsStore, trial: Trial) -> set[str]:
+    """The probes the store has for `trial` (a LAMA result under another protocol than the
+    default is stored as `probe@protocol`)."""
+    from knowcomp.probes.lama.protocols import probe_of
+
+    return {probe_of(name) for name in store.done_probes(trial.key)}
+
+
 def pending_trials(spec: StudySpec, trials: list[Trial], store: ResultsStore) -> list[PendingTrial]:
     pending = []
     for trial in trials:
-        missing = [p for p in spec.probes if p not in store.done_probes(trial.key)]
+        missing = [p for p in spec.probes if p not in _done(store, trial)]
         if missing:
             pending.append(PendingTrial(trial, missing))
     return pending
@@ -87,7 +95,7 @@ def run_study(
                 name = holder.describe()
                 summary.left_to_others[name] = summary.left_to_others.get(name, 0) + 1
                 return None
-            done = store.done_probes(item.trial.key)
+            done = _done(store, item.trial)
             missing = [p for p in item.probes if p not in done]
             if not missing:
                 listener.trial_left(item.trial, "another run")

@@ -43,7 +43,7 @@ from knowcomp.errors import KnowcompError
 
 SPEC_KEYS = {
     "name", "models", "probes", "limit", "seeds", "output", "recipes", "lama_mode", "dtype",
-    "add_bos", "device", "device_map", "data_dir", "similarity", "recovery",
+    "add_bos", "device", "device_map", "data_dir", "similarity", "recovery", "lama_protocol",
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover"}
 RECOVERY_KEYS = {"tokens", "seqlen", "batch_size", "calibration", "save_adapters"}
@@ -122,6 +122,7 @@ class StudySpec:
     limit: int | None = None
     output: Path = field(default=Path("runs/study.sqlite"))
     lama_mode: str = "next-token"
+    lama_protocol: str = "templates"  # or "cost-of-compression" (`probes.lama.protocols`)
     dtype: str = "float32"
     add_bos: str = "auto"  # BOS first in decoder inputs: auto | true | false (probes.inputs)
     device: str = "cpu"
@@ -154,6 +155,8 @@ class StudySpec:
             data.pop("similarity")  # specs without it keep the hash they had before it existed
         if data["add_bos"] == "auto":
             data.pop("add_bos")  # likewise for the default input rule
+        if data["lama_protocol"] == "templates":
+            data.pop("lama_protocol")  # likewise for the default LAMA protocol
         for sweep in data["sweeps"]:
             if not sweep["recover"]:
                 sweep.pop("recover")  # likewise for sweeps without recovery
@@ -203,7 +206,7 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
         values["seeds"] = _seeds(data["seeds"], "seeds")
     if data.get("limit") is not None:
         values["limit"] = _limit(data["limit"])
-    for key in ("lama_mode", "dtype", "device", "device_map"):
+    for key in ("lama_mode", "lama_protocol", "dtype", "device", "device_map"):
         if data.get(key) is not None:
             values[key] = str(data[key])
     if data.get("add_bos") is not None:

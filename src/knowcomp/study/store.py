@@ -6,7 +6,8 @@ compression achieved), `results` (one row per trial x probe: metrics, counts, ti
 `similarity` (per compressed trial and layer, the cosine similarity of attention maps and hidden
 states to the uncompressed model, when the study asks for it). A trial with a recover step has
 the recovery method, its trainable parameters and its training log in `trials.recovery` (JSON;
-NULL otherwise), a column added in place to files written before it existed.
+NULL otherwise), a column added in place to files written before it existed; likewise its LAMA
+protocol (`trials.lama_protocol`; NULL in older files means `templates`).
 
 A trial's rows are written together in one `BEGIN IMMEDIATE` transaction, so `kill -9` loses
 at most the trial in flight. Keys are primary keys and every insert is `OR IGNORE`, so two runs
@@ -61,7 +62,8 @@ CREATE TABLE IF NOT EXISTS trials (
     versions TEXT,
     seconds REAL,
     created REAL NOT NULL,
-    recovery TEXT
+    recovery TEXT,
+    lama_protocol TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     trial_key TEXT NOT NULL REFERENCES trials(trial_key),
@@ -100,7 +102,7 @@ TRIAL_COLUMNS = (
     "trial_key", "study", "spec_hash", "model", "family", "sweep", "recipe", "level", "seed",
     "limit_items", "lama_mode", "dtype", "sparsity", "params_compressed", "params_linear",
     "params_model", "bytes_before", "bytes_after", "compression", "versions", "seconds",
-    "recovery",
+    "recovery", "lama_protocol",
 )  # fmt: skip
 JSON_COLUMNS = ("compression", "versions", "recovery")
 
@@ -178,6 +180,8 @@ class ResultsStore:
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(trials)")}
             if "recovery" not in columns:  # a file from before recover steps: same schema, + 1
                 self._db.execute("ALTER TABLE trials ADD COLUMN recovery TEXT")
+            if "lama_protocol" not in columns:  # likewise before LAMA protocols (NULL: templates)
+                self._db.execute("ALTER TABLE trials ADD COLUMN lama_protocol TEXT")
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self._db.execute(

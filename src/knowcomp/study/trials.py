@@ -32,6 +32,7 @@ class Trial:
     recover: str | None = None  # the recovery method (`short_method` text), or None
     train: str | None = None  # its training settings (`RecoverySettings.key()` as JSON)
     add_bos: str = "auto"  # BOS first in decoder inputs (`probes.inputs`)
+    lama_protocol: str = "templates"  # see `probes.lama.protocols`
 
     @property
     def key(self) -> str:
@@ -44,6 +45,8 @@ class Trial:
             values["train"] = json.loads(self.train or "{}")
         if self.add_bos != "auto":  # likewise trials with the default input rule
             values["add_bos"] = self.add_bos
+        if self.lama_protocol != "templates":  # likewise for the default LAMA protocol
+            values["lama_protocol"] = self.lama_protocol
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:20]
 
     @property
@@ -74,7 +77,7 @@ def expand(spec: StudySpec) -> list[Trial]:
     compressed once for all of them."""
     trials: list[Trial] = []
     common = {"limit": spec.limit, "lama_mode": spec.lama_mode, "dtype": spec.dtype,
-              "add_bos": spec.add_bos}  # fmt: skip
+              "add_bos": spec.add_bos, "lama_protocol": spec.lama_protocol}  # fmt: skip
     train = json.dumps(spec.recovery.key(), sort_keys=True) if spec.recovers else None
     for model in spec.models:
         seeds_used: list[int] = []
@@ -117,12 +120,17 @@ def validate(spec: StudySpec) -> list[Trial]:
     from knowcomp.compress import parse_recipe
     from knowcomp.models.loading import DTYPES, check_model
     from knowcomp.probes.base import RunOptions
+    from knowcomp.probes.lama.protocols import check_protocol
     from knowcomp.probes.registry import get_probe
 
     if spec.lama_mode not in ("next-token", "candidates", "generate"):
         raise SpecError(
             f"unknown lama_mode '{spec.lama_mode}'; choose next-token, candidates or generate"
         )
+    try:
+        check_protocol(spec.lama_protocol, spec.lama_mode)
+    except KnowcompError as err:
+        raise SpecError(f"lama_protocol: {err}") from None
     if spec.dtype not in DTYPES:
         raise SpecError(f"unknown dtype '{spec.dtype}'; choose one of: {', '.join(DTYPES)}")
     if not spec.probes:

@@ -92,7 +92,8 @@ class ModelWorker:
                 probe = get_probe(name)
                 options = RunOptions(
                     limit=trial.limit, seed=trial.seed, data_dir=self.data_dir,
-                    lama_mode=trial.lama_mode, add_bos=trial.add_bos,
+                    lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol,
+                    add_bos=trial.add_bos,
                 )  # fmt: skip
                 if progress is not None:
                     step = progress(name, probe.count(options))
@@ -104,7 +105,8 @@ class ModelWorker:
             trial_key=trial.key, study=study, spec_hash=spec_hash, model=trial.model,
             family=self.loaded.family.value, sweep=trial.sweep, recipe=trial.recipe,
             level=trial.level, seed=trial.seed, limit_items=trial.limit,
-            lama_mode=trial.lama_mode, dtype=trial.dtype, params_linear=self.params_linear,
+            lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol, dtype=trial.dtype,
+            params_linear=self.params_linear,
             params_model=self.params_model, versions=self._versions(trial),
             seconds=time.perf_counter() - start,
         )  # fmt: skip

@@ -63,8 +63,10 @@ class ClozeBuilder:
             )
 
     def _sentinel_id(self) -> int | None:
-        vocab = self.tokenizer.get_vocab()
-        return vocab.get(SENTINEL)
+        """The sentinel's id, None if the vocabulary lacks it (asked per item: `get_vocab()`
+        copies the whole vocabulary, a tenth of a second per call)."""
+        found = self.tokenizer.convert_tokens_to_ids(SENTINEL)
+        return None if found is None or found == self.tokenizer.unk_token_id else found
 
     def build(self, item: ClozeItem) -> Request | str:
         """A request, or the reason the item cannot be scored (`multi_token`, `no_slot`...)."""

@@ -16,11 +16,13 @@ from knowcomp.probes import engine
 from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
 from knowcomp.probes.generate import rule_for
 from knowcomp.probes.inputs import InputRule, input_rule
+from knowcomp.probes.lama import evidence, string_match
 from knowcomp.probes.lama import items as lama_items
 from knowcomp.probes.lama.candidates import score_candidates
 from knowcomp.probes.lama.cloze import ClozeBuilder
 from knowcomp.probes.lama.generated import generation_metrics, score_generated
 from knowcomp.probes.lama.metrics import aggregate, fact_scores
+from knowcomp.probes.lama.protocols import COST_OF_COMPRESSION, TEMPLATES, check_protocol
 from knowcomp.probes.registry import register
 from knowcomp.probes.sampling import take
 
@@ -32,6 +34,16 @@ class LamaProbe(Probe):
 
     category = "world_knowledge"
     loader: ClassVar[Loader]
+    # the first study's sentence per fact (cost-of-compression protocol); None: `loader`'s
+    sentence_loader: ClassVar[Loader | None] = None
+
+    def sentences(self, options: RunOptions) -> lama_items.Relations:
+        """The facts with the sentences the cost-of-compression protocol probes them with."""
+        loader = type(self).sentence_loader
+        if loader is None:
+            return self._relations(options)
+        dataset_files(self.dataset, options.data_dir)  # a missing dataset is named first
+        return loader(options.data_dir, options.skip_malformed)
 
     def _relations(self, options: RunOptions) -> lama_items.Relations:
         dataset_files(self.dataset, options.data_dir)  # a missing dataset is named first
@@ -47,6 +59,8 @@ class LamaProbe(Probe):
 
     def count(self, options: RunOptions) -> int:
         """Facts to score: `limit` per relation."""
+        if options.lama_protocol == COST_OF_COMPRESSION:
+            return string_match.count(self, options)
         return sum(
             len(take(v, options.limit, options.seed)) for v in self._relations(options).values()
         )
@@ -56,6 +70,9 @@ class LamaProbe(Probe):
         problem = self.family_problem(loaded.family, options)
         if problem is not None:  # before reading any data: the model is the problem
             raise KnowcompError(f"{problem}; {loaded.spec} is an {loaded.family.value}")
+        check_protocol(options.lama_protocol, options.lama_mode)
+        if options.lama_protocol == COST_OF_COMPRESSION:
+            return string_match.run(self, loaded, options)
         relations = self._relations(options)
         notes = [
             f"relation {r} has no facts; it is left out" for r, v in relations.items() if not v
@@ -102,6 +119,7 @@ class LamaProbe(Probe):
                 "limit": options.limit,
                 "seed": options.seed,
                 "mode": options.lama_mode,
+                "protocol": TEMPLATES,
                 **({"max_new_tokens": rule_for(options).max_new_tokens} if generated else {}),
                 **(rule.record() if rule is not None else {}),
             },
@@ -145,6 +163,7 @@ class LamaTrex(LamaProbe):
     dataset = "lama-trex"
     summary = "LAMA T-REx: 41 Wikidata relations, relation templates filled with the subject"
     loader = _loader(lama_items.trex, "templates")
+    sentence_loader = staticmethod(evidence.trex_sentences)
 
 
 @register
@@ -161,6 +180,7 @@ class LamaGoogleRe(LamaProbe):
     dataset = "lama-google-re"
     summary = "LAMA Google-RE: place/date of birth, place of death, LAMA's templates"
     loader = _loader(lama_items.google_re, "templates")
+    sentence_loader = staticmethod(evidence.google_re_sentences)
 
 
 @register
