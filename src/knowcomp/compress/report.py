@@ -229,12 +229,12 @@ def build_report(
         by_group[p.step.group].append(p.step.method.describe())
         members[p.step.group] = [layer.name for layer in p.layers]
     groups = [
-        counts.row(g, methods, members[g], f"the {len(members[g])} layers of {g}")
+        counts.row(g, methods, members[g], _layers_of(len(members[g]), g))
         for g, methods in by_group.items()
     ]
     touched = {name for names in members.values() for name in names}
     union = [name for name in baseline if name in touched]
-    words = f"the {len(union)} layers of {' + '.join(by_group)}"
+    words = _layers_of(len(union), " + ".join(by_group))
     compressed = counts.row("compressed layers", [], union, words)
     total = counts.row("all linear layers", [], list(baseline), all_linear_words(baseline, head))
     return CompressionReport(
@@ -249,6 +249,10 @@ def build_report(
         calibration=calibration,
         compressed=compressed,
     )
+
+
+def _layers_of(count: int, groups: str) -> str:
+    return f"the {count} layer{'s' if count != 1 else ''} of {groups}"
 
 
 def all_linear_words(baseline: dict[str, LayerBaseline], head: tuple[str, bool] | None) -> str:
