@@ -89,6 +89,10 @@ def test_every_figure_says_which_layers_it_is_over(tiny):
     assert headline.startswith(f"sparsity {report.compressed.sparsity:.2%} over the 9 layers of ")
     assert "0.00% were zero before" in headline
     assert headline.endswith(f"{report.total.sparsity:.2%} over {report.total.over}")
+    everything = CompressionSession(tiny("llama")).apply(parse_recipe("prune:nm:all_linear"))
+    assert everything.headline().endswith(
+        "these are all 15 linear layers (lm_head, tied to the embeddings, included)"
+    )
     untied = CompressionSession(tiny("gpt_neox")).apply(
         parse_recipe("prune:l1_unstructured:overall:0.5")
     )

@@ -159,10 +159,10 @@ class CompressionReport:
 
     def headline(self) -> str:
         """One line: the sparsity over the compressed layers, then over all linear layers."""
-        return (
-            f"{self.compressed.describe_sparsity()}; "
-            f"{self.total.sparsity:.2%} over {self.total.over}"
-        )
+        main = self.compressed.describe_sparsity()
+        if self.compressed.layers == self.total.layers:
+            return f"{main}; these are {self.total.over}"
+        return f"{main}; {self.total.sparsity:.2%} over {self.total.over}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
