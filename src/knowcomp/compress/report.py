@@ -4,7 +4,7 @@ Every figure is over a named group of linear layers (`GroupReport.over` says whi
 each recipe group, the union of the layers the recipe compressed (`CompressionReport.compressed`,
 the headline), and every linear layer of the model, the LM head included even when it shares the
 input embeddings' tensor (`CompressionReport.total`). Weights that were exactly zero before the
-recipe touched them (converted checkpoints have some: GGUF Q4_1 blocks dequantize to exact zeros)
+recipe touched them (converted checkpoints have some: GGUF Q4_1 weights can dequantize to 0)
 are counted apart (`zeros_before`) from the net zeros the recipe added (`zeros_added`); the
 session counts them on each layer just before its first change, so no copy is needed.
 
@@ -123,9 +123,9 @@ class GroupReport:
     bytes_before: int
     bytes_after_dense: int
     bytes_after_compressed: int
-    zeros_before: int = 0
-    zeros_added: int = 0
-    over: str = ""
+    zeros_before: int
+    zeros_added: int
+    over: str
 
     @property
     def sparsity_before(self) -> float:
@@ -236,7 +236,7 @@ def build_report(
     union = [name for name in baseline if name in touched]
     words = _layers_of(len(union), " + ".join(by_group))
     compressed = counts.row("compressed layers", [], union, words)
-    total = counts.row("all linear layers", [], list(baseline), all_linear_words(baseline, head))
+    total = counts.row("all linear layers", [], list(baseline), _all_linear_words(baseline, head))
     return CompressionReport(
         model=model_name or type(model).__name__,
         family=family,
@@ -255,7 +255,7 @@ def _layers_of(count: int, groups: str) -> str:
     return f"the {count} layer{'s' if count != 1 else ''} of {groups}"
 
 
-def all_linear_words(baseline: dict[str, LayerBaseline], head: tuple[str, bool] | None) -> str:
+def _all_linear_words(baseline: dict[str, LayerBaseline], head: tuple[str, bool] | None) -> str:
     """`all 211 linear layers (lm_head, tied to the embeddings, included)`: what the total row
     is over, so a sparsity over it is not mistaken for one over the compressed layers."""
     words = f"all {len(baseline)} linear layers"
