@@ -391,6 +391,8 @@ def test_recover_command_trains_saves_and_eval_reads_the_adapter(folder, tmp_pat
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "trainable parameters" in result.output and "compressed + prompt" in result.output
+    headline = " ".join(result.output.split())  # the sparsity names the layers it is over
+    assert "sparsity 30.00% over the " in headline and " layers of overall (" in headline
     assert "compressed + lora" in result.output  # LoRA's latency beside the method's
     assert "loss (first -> last step)" in result.output
     record = json.loads((out / "knowcomp-recovery.json").read_text())

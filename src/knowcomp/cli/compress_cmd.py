@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console, human_bytes
+from knowcomp.cli.progress import compression_progress
 from knowcomp.errors import KnowcompError
 
 EXAMPLE = "prune:l1_unstructured:overall:0.2,quant:dynamic_int8:all_linear"
@@ -50,7 +51,9 @@ def compress(
 ) -> None:
     """Compress MODEL with a recipe and show, per group, what changed.
 
-    Sparsity is counted from the weights after compression; sizes are given dense and in a
+    Sparsity is counted from the weights after compression, per recipe group, over the layers
+    the recipe compressed, and over all linear layers (the LM head included); weights that were
+    already zero before compression are counted apart. Sizes are given dense and in a
     compressed layout (sparse mask + non-zeros). With --out, the model is saved (pruned models
     load with plain transformers, quantized ones with knowcomp) with knowcomp.json beside it.
     Calibrated methods read --nsamples blocks of --seqlen tokens of calibration text, ordered
@@ -78,8 +81,8 @@ def compress(
     before = (
         probe_logits(loaded.model, loaded.tokenizer, loaded.family) if loaded.tokenizer else None
     )
-    with err_console.status("compressing"):
-        report = session.apply(parsed, seed=seed)
+    with compression_progress() as progress:
+        report = session.apply(parsed, seed=seed, progress=progress)
     if before is not None:
         drift = output_drift(before, probe_logits(loaded.model, loaded.tokenizer, loaded.family))
         report.notes.append(
@@ -119,25 +122,36 @@ def _check_out_dir(out: Path, force: bool) -> None:
 def _print_report(report, load_notes: list[str]) -> None:
     console.print(f"[bold]{report.model}[/] ({report.family}), seed {report.seed}: {report.recipe}")
     table = Table(
-        caption="Sizes of the linear layers: Before = dense float; Dense = after, dense at the "
-        "stored bit width; Packed = after, pruned weights stored as mask + non-zeros.",
+        caption="Sparsity = weights exactly zero after, over the row's layers; Zero before = "
+        "of the row's weights, those zero before compression. Sizes of the linear layers: "
+        "Before = dense float; Dense = after, dense at the stored bit width; Packed = after, "
+        "pruned weights stored as mask + non-zeros.",
         caption_justify="left",
     )
-    for col in ("Group", "Steps", "Layers", "Sparsity", "Quantized", "Before", "Dense", "Packed"):
+    columns = ("Group", "Steps", "Layers", "Sparsity", "Zero before", "Quantized", "Before",
+               "Dense", "Packed")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="left" if col in ("Group", "Steps") else "right")
-    for g in [*report.groups, report.total]:
-        if g is report.total:
+    # below the groups: the union of the compressed layers (when it is neither one group nor
+    # every layer), then every linear layer
+    summary = [report.total]
+    if len(report.groups) > 1 and report.compressed.layers < report.total.layers:
+        summary.insert(0, report.compressed)
+    for g in [*report.groups, *summary]:
+        if g is summary[0]:
             table.add_section()
         table.add_row(
             g.group,
             " → ".join(m.split("(")[0] for m in g.methods),
             str(g.layers),
             f"{100 * g.sparsity:.2f}%",
+            f"{100 * g.sparsity_before:.2f}%",
             str(g.quantized_modules),
             human_bytes(g.bytes_before),
             human_bytes(g.bytes_after_dense),
             human_bytes(g.bytes_after_compressed),
         )
     console.print(table)
+    console.print(f"headline: {report.headline()}", highlight=False)
     for note in [*load_notes, *report.notes]:
         console.print(f"[yellow]note:[/] {note}")

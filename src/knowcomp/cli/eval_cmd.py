@@ -14,6 +14,7 @@ from rich.table import Table
 
 from knowcomp.cli.format import console, err_console
 from knowcomp.cli.options import add_bos_option
+from knowcomp.cli.progress import compression_progress
 
 COLUMNS = (
     ("p@1_macro", "P@1 macro"),
@@ -122,8 +123,9 @@ def eval_(
     with err_console.status(f"loading {model}"):
         loaded = load_model(model)
     if parsed is not None:
-        report = CompressionSession(loaded).apply(parsed, seed=seed)
-        console.print(f"compressed with {report.recipe}: sparsity {report.total.sparsity:.2%}")
+        with compression_progress() as progress:
+            report = CompressionSession(loaded).apply(parsed, seed=seed, progress=progress)
+        console.print(f"compressed with {report.recipe}: {report.headline()}", highlight=False)
 
     def save(results: list) -> None:  # after every probe, so an interrupt keeps what is done
         if out is not None:

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console
+from knowcomp.cli.progress import compression_progress
 
 EXAMPLE = "gptq:overall:bits=4"
 
@@ -176,9 +177,9 @@ def recover(
         stages["uncompressed"] = run_probes(loaded, chosen, totals, options, label="uncompressed ")
     if latency:
         timing["uncompressed"] = forward_seconds(loaded.model, batch)
-    with err_console.status("compressing"):
-        report = session.apply(parsed, seed=seed)
-    console.print(f"compressed with {report.recipe}: sparsity {report.total.sparsity:.2%}")
+    with compression_progress() as progress:
+        report = session.apply(parsed, seed=seed, progress=progress)
+    console.print(f"compressed with {report.recipe}: {report.headline()}", highlight=False)
     check_trainable(loaded)  # a recipe may have added layers without gradients
     if chosen:
         stages["compressed"] = run_probes(loaded, chosen, totals, options, label="compressed ")

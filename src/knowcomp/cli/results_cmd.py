@@ -80,7 +80,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     shown = [m for m in ("p@1_micro", "p@1_macro", "acc", "acc_norm", "majority",
                          "exact_match", "perplexity") if m in _metric_names(rows)]  # fmt: skip
     table = Table(title=f"{len(rows)} results", title_justify="left")
-    for column in ("Model", "Sweep", "Level", "Seed", "Probe", "Sparsity", *shown):
+    over = "Sparsity (compressed layers)"  # zeros over the layers the recipe touched
+    for column in ("Model", "Sweep", "Level", "Seed", "Probe", over, *shown):
         table.add_column(
             column, justify="left" if column in ("Model", "Sweep", "Probe") else "right"
         )

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console, human_bytes
+from knowcomp.cli.progress import compression_progress
 from knowcomp.errors import KnowcompError
 
 OUT_SUFFIXES = (".csv", ".json")
@@ -95,8 +96,8 @@ def similarity(
         reference = ReferenceStates.capture(
             loaded.model, batches, progress=lambda n: bar.advance(task, n)
         )
-    with err_console.status("compressing"):
-        report = session.apply(parsed, seed=seed)
+    with compression_progress() as progress:
+        report = session.apply(parsed, seed=seed, progress=progress)
     with _progress() as bar:
         task = bar.add_task("compressed", total=len(chosen))
         result = layerwise_similarity(

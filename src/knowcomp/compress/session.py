@@ -8,11 +8,13 @@ Calibrated methods (GPTQ, SparseGPT, Wanda) need the inputs each layer sees. The
 the calibration (a `CalibrationSpec`, tokenized once per seed with the model's tokenizer, or
 ready token ids), runs the model block by block on it (`layerwise.calibrate_layers`), and
 compresses each layer through the same undo bookkeeping as every other step, so `restore()`
-is unchanged. The methods themselves only see one layer and its input statistics.
+is unchanged. The methods themselves only see one layer and its input statistics. Calibrated
+steps take minutes on a CPU: `apply(progress=...)` reports them layer by layer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -22,11 +24,14 @@ from knowcomp.compress.calibration import Calibration, CalibrationSpec, build_ca
 from knowcomp.compress.layerwise import InputStats, calibrate_layers
 from knowcomp.compress.recipe import Recipe, Step
 from knowcomp.compress.registry import CalibratedMethod, PruneMethod, QuantMethod
-from knowcomp.compress.report import CompressionReport, LayerBaseline, build_report
+from knowcomp.compress.report import CompressionReport, LayerBaseline, build_report, zero_count
 from knowcomp.errors import RecipeError
 from knowcomp.models.loading import LoadedModel
 from knowcomp.modules.groups import LinearLayer, classify_linear_layers, resolve_group
 from knowcomp.modules.layers import float_weight_out_in, replace_module
+
+# progress(description, total) -> advance(n) or None: one bar per calibrated step, in layers
+ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
 
 
 @dataclass
@@ -40,6 +45,7 @@ class _Undo:
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
     modules: list[tuple[str, nn.Module]] = field(default_factory=list)
     untied_head: tuple[str, nn.Parameter, bool] | None = None
+    zeros_before: dict[str, int] = field(default_factory=dict)  # per layer, before its 1st change
 
 
 class CompressionSession:
@@ -59,6 +65,7 @@ class CompressionSession:
         }
         self.quant_bits: dict[str, int] = {}
         self._undo = _Undo()
+        self._head = self._head_and_tie()
 
     # -- planning: everything that can fail does so here, before any weight changes --------
     def plan(self, recipe: Recipe, *, seed: int = 0) -> list[PlannedStep]:
@@ -100,8 +107,14 @@ class CompressionSession:
         return f"{self.loaded.name} (a {self.loaded.family.value} model)"
 
     # -- applying ---------------------------------------------------------------------------
-    def apply(self, recipe: Recipe, *, seed: int = 0) -> CompressionReport:
-        """Compress in place (after restoring any earlier recipe) and report what changed."""
+    def apply(
+        self, recipe: Recipe, *, seed: int = 0, progress: ProgressFactory | None = None
+    ) -> CompressionReport:
+        """Compress in place (after restoring any earlier recipe) and report what changed.
+
+        `progress`, if given, is called once per calibrated step with a description and its
+        number of layers; the callable it returns is advanced by one as each layer is done.
+        """
         planned = self.plan(recipe, seed=seed)
         self.restore()
         notes, calibration = [], None
@@ -113,7 +126,8 @@ class CompressionSession:
             for p in planned:
                 if isinstance(p.step.method, CalibratedMethod):
                     calibration = self.calibration(seed)
-                    self._calibrated(p, calibration, seed)
+                    advance = progress(_describe_step(p), len(p.layers)) if progress else None
+                    self._calibrated(p, calibration, seed, advance)
                 elif isinstance(p.step.method, PruneMethod):
                     self._prune(p, seed)
                 else:
@@ -135,6 +149,8 @@ class CompressionSession:
             self.quant_bits,
             seed=seed,
             notes=notes,
+            zeros_before=self._undo.zeros_before,
+            head=self._head,
             model_name=self.loaded.spec,
             family=self.loaded.family.value,
             calibration=calibration.to_dict() if calibration is not None else None,
@@ -144,6 +160,7 @@ class CompressionSession:
         weights = []
         for layer in p.layers:
             module = self._modules[layer.name]
+            self._count_zeros_before(layer.name, module)
             if layer.name not in self._undo.weights:
                 self._undo.weights[layer.name] = module.weight.detach().clone()
             weights.append(float_weight_out_in(module))
@@ -153,27 +170,37 @@ class CompressionSession:
         method: QuantMethod = p.step.method
         for layer in p.layers:
             original = self._modules[layer.name]
+            self._count_zeros_before(layer.name, original)
             replacement = method.quantize(original)
             self._set_module(layer.name, replacement)
             self._undo.modules.append((layer.name, original))
             self.quant_bits[layer.name] = method.weight_bits()
 
-    def _calibrated(self, p: PlannedStep, calibration: Calibration, seed: int) -> None:
+    def _calibrated(
+        self,
+        p: PlannedStep,
+        calibration: Calibration,
+        seed: int,
+        advance: Callable[[int], None] | None = None,
+    ) -> None:
         """Run the model block by block on the calibration tokens; compress each layer from
-        the statistics of its inputs, keeping what restore() needs."""
+        the statistics of its inputs, keeping what restore() needs; `advance(1)` per layer."""
         method = p.step.method
 
         def compress(name: str, stats: InputStats) -> None:
             module = self._modules[name]
+            self._count_zeros_before(name, module)
             if isinstance(method, PruneMethod):
                 if name not in self._undo.weights:
                     self._undo.weights[name] = module.weight.detach().clone()
                 method.compress_layer(module, stats, seed)
-                return
-            replacement = method.compress_layer(module, stats, seed)
-            self._set_module(name, replacement)
-            self._undo.modules.append((name, module))
-            self.quant_bits[name] = method.weight_bits()
+            else:
+                replacement = method.compress_layer(module, stats, seed)
+                self._set_module(name, replacement)
+                self._undo.modules.append((name, module))
+                self.quant_bits[name] = method.weight_bits()
+            if advance is not None:
+                advance(1)
 
         calibrate_layers(
             self.model,
@@ -183,6 +210,21 @@ class CompressionSession:
             calibration.tokens,
             compress,
         )
+
+    def _count_zeros_before(self, name: str, module: nn.Module) -> None:
+        """Count the layer's exact zeros just before the recipe first changes it, so the
+        report can tell zeros the checkpoint already had from zeros the recipe added."""
+        if name not in self._undo.zeros_before:
+            self._undo.zeros_before[name] = zero_count(module)
+
+    def _head_and_tie(self) -> tuple[str, bool] | None:
+        """The LM head's module name and whether it shares the input embeddings' weight."""
+        head = next((layer.name for layer in self.layers if layer.role == "final_layer"), None)
+        if head is None:
+            return None
+        embeddings = self.model.get_input_embeddings()
+        tied = embeddings is not None and self._modules[head].weight is embeddings.weight
+        return head, tied
 
     def _set_module(self, name: str, module: nn.Module) -> None:
         replace_module(self.model, name, module)
@@ -223,3 +265,8 @@ class CompressionSession:
             self.model.config.tie_word_embeddings = tied
         self.quant_bits = {}
         self._undo = _Undo()
+
+
+def _describe_step(p: PlannedStep) -> str:
+    """`gptq overall`: what a progress bar over a calibrated step's layers is labelled."""
+    return f"{p.step.method.name} {p.step.group}"

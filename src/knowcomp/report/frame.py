@@ -260,10 +260,14 @@ def load_frame(store: ResultsStore) -> Frame:
 
 def _fraction(row: dict[str, Any], comp: Compression) -> float | None:
     """Share of the model's parameters changed: all of the group when it is quantized, only
-    the zeroed weights when it is only pruned."""
+    the weights the recipe zeroed when it is only pruned (weights already zero before do not
+    count; rows written before that was recorded count every zero of the compressed layers)."""
     compressed, total = row.get("params_compressed"), row.get("params_model")
     if not compressed or not total:
         return None
     if comp.kind == "prune":
+        counted = ((row.get("compression") or {}).get("compressed") or {}).get("zeros_added")
+        if isinstance(counted, int):
+            return counted / total
         return (row.get("sparsity") or 0.0) * compressed / total
     return compressed / total

@@ -80,8 +80,9 @@ def draw_plots(frame: Frame, folder: Path) -> list[Plot]:
                 f"{model}: drop against the fraction of parameters compressed (Fig. 11)",
                 "Parameters compressed (% of the model)",
                 "x: the share of the model's parameters the compression changed: every weight "
-                "of a quantized group (params_compressed / params_model), the zeroed weights "
-                "of a group that is only pruned (sparsity × params_compressed / params_model).",
+                "of a quantized group (params_compressed / params_model), the weights "
+                "the recipe zeroed in a group that is only pruned (weights already zero "
+                "before are left out where the results file recorded them).",
             ))  # fmt: skip
     return plots
 

@@ -83,7 +83,7 @@ class ModelWorker:
         start = time.perf_counter()
         measure = trial.recipe is not None and trial.recover is None
         reference = self._similarity_reference() if measure else None
-        row = self._compress(trial)
+        row = self._compress(trial, progress)
         similarity = self._similarity(reference)
         adapter, row["recovery"] = self._recovery(trial, progress)
         results = []
@@ -148,12 +148,11 @@ class ModelWorker:
         self.session.restore()
         self._applied = None
 
-    def _compress(self, trial: Trial) -> dict[str, Any]:
+    def _compress(self, trial: Trial, progress: ProgressFactory | None = None) -> dict[str, Any]:
         """Apply the trial's recipe; the trial row's compression fields, counted from weights.
         The model stays compressed after the trial, for a next trial of the same recipe and
         seed (its recovered trials); any other trial restores it first."""
         from knowcomp.compress import parse_recipe
-        from knowcomp.compress.report import layer_stats
 
         if trial.recipe is None:
             self._restore()
@@ -162,16 +161,12 @@ class ModelWorker:
         if self._applied is not None and self._applied[0] == (trial.recipe, trial.seed):
             return json.loads(json.dumps(self._applied[1]))  # a copy of the kept row
         self._applied = None
-        recipe = parse_recipe(trial.recipe)
-        touched = {layer.name for p in self.session.plan(recipe) for layer in p.layers}
-        report = self.session.apply(recipe, seed=trial.seed)
-        stats = [
-            layer_stats(self.session.module(n), self.session.quant_bits.get(n)) for n in touched
-        ]
-        params = sum(s.weight_params for s in stats)
+        report = self.session.apply(parse_recipe(trial.recipe), seed=trial.seed,
+                                    progress=progress)  # fmt: skip
+        compressed = report.compressed  # the union of the layers the recipe touched
         row = {
-            "sparsity": sum(s.zeros for s in stats) / params if params else 0.0,
-            "params_compressed": params,
+            "sparsity": compressed.sparsity,  # zeros there before included; see `compression`
+            "params_compressed": compressed.weight_params,
             "bytes_before": report.total.bytes_before,
             "bytes_after": report.total.bytes_after_compressed,
             "compression": report.to_dict(),
