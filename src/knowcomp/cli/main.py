@@ -19,8 +19,8 @@ class _Group(click.Group):
         except KnowcompError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted: results written so far are kept", err=True)
+        except KeyboardInterrupt as err:  # a command may say what it kept: KeyboardInterrupt(msg)
+            click.echo(f"interrupted: {err}" if str(err) else "interrupted", err=True)
             sys.exit(130)
 
 

@@ -89,17 +89,24 @@ def run(
                 f"{recover}"
             )
         return
-    with _ProgressListener() as listener:
-        summary = run_study(spec, executor=executor, listener=listener, ray_address=ray_address,
-                            workers_per_model=workers)  # fmt: skip
+    try:
+        with _ProgressListener() as listener:
+            summary = run_study(spec, executor=executor, listener=listener,
+                                ray_address=ray_address, workers_per_model=workers)  # fmt: skip
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"finished trials are kept in {spec.output}; rerun the same "
+                                "command to resume") from None  # fmt: skip
     console.print(
         f"{summary.ran} trial(s) run, {summary.skipped} already in {summary.output} "
         f"({summary.rows_added} result rows added, {summary.seconds:.0f} s)"
     )
+    if summary.stored_by_others:
+        console.print(f"{summary.stored_by_others} trial(s) computed and stored by another run "
+                      "writing the same file")  # fmt: skip
     for holder, count in summary.left_to_others.items():
         console.print(
-            f"{count} trial(s) left to another run writing the same file ({holder}); "
-            "rerun this command after it ends to pick up anything it did not finish"
+            f"{count} trial(s) not finished by another run writing the same file ({holder}); "
+            "rerun this command to compute what it did not finish"
         )
     if report:
         _write_report(spec.output)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from knowcomp.errors import DataError
+from knowcomp.errors import DataError, KnowcompError
 
 HELLASWAG_LINES_PER_ITEM = 6
 
@@ -38,6 +38,29 @@ def _decode(raw: bytes) -> str | Malformed:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         return Malformed(f"not valid UTF-8 ({err.reason} at byte {err.start})")
+
+
+def read_text(path: Path, what: str, error: type[KnowcompError] = KnowcompError) -> str:
+    """The whole of a UTF-8 text file, or one-line `error` naming `what` the file is and the fix.
+
+    The one reader of user text files (study specs, recipe files, task and cloze files,
+    calibration text): Python's own `read_text` raises a bare `UnicodeDecodeError` or `OSError`.
+    """
+    if path.is_dir():
+        raise error(f"{what} '{path}' is a folder, not a file; give the path of the file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what} '{path}' does not exist; check the path") from None
+    except OSError as err:
+        raise error(f"cannot read {what} '{path}' ({err.strerror}); check its permissions") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise error(
+            f"{what} '{path}' is not UTF-8 text (invalid byte at line {line}); save it as UTF-8"
+        ) from None
 
 
 def _json_object(text: str) -> dict[str, Any] | Malformed:
