@@ -71,7 +71,7 @@ def compress(
     if out is not None:
         _check_out_dir(out, force)
     with err_console.status(f"loading {model}"):
-        loaded = load_model(model)
+        loaded = load_model(model, require_tokenizer=False)  # a note says what is skipped
     session = CompressionSession(loaded, calibration=spec)
     with err_console.status("preparing"):
         session.plan(parsed, seed=seed)  # checks against this model, before any weight changes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -127,16 +128,26 @@ def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
                        "data_dir": data_dir}  # fmt: skip
     if probes is not None:
         overrides["probes"] = tuple(p.strip() for p in probes.split(",") if p.strip())
+        if not overrides["probes"]:
+            raise KnowcompError("--probes is empty; give probes, e.g. --probes lama-trex,piqa")
     if seeds is not None:
-        try:
-            overrides["seeds"] = tuple(int(s) for s in seeds.split(",") if s.strip())
-        except ValueError:
-            raise KnowcompError(f"--seeds '{seeds}' must be integers, e.g. --seeds 0,1,2") from None
+        overrides["seeds"] = _seed_list(seeds)
     if recovery_tokens is not None:
         from dataclasses import replace
 
         overrides["recovery"] = replace(spec.recovery, tokens=recovery_tokens)
     return spec.with_overrides(**overrides)
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    """`--seeds 0,1,2`: ASCII integers (Python's `int` also takes full-width digits), each once."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
+        raise KnowcompError(f"--seeds '{text}' must be integers, e.g. --seeds 0,1,2")
+    seeds = tuple(int(p) for p in parts)
+    if len(set(seeds)) != len(seeds):
+        raise KnowcompError(f"--seeds '{text}' repeats a seed; give each once")
+    return seeds
 
 
 def _write_report(db: Path) -> None:
