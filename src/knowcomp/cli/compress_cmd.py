@@ -101,7 +101,9 @@ def compress(
 
 
 def _check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
+    if out.exists() and not out.is_dir():
+        raise KnowcompError(f"--out '{out}' is a file; compress saves a folder: give a folder path")
+    if out.exists() and any(out.iterdir()) and not force:
         raise KnowcompError(
             f"output folder '{out}' exists and is not empty; choose another --out or add --force"
         )
