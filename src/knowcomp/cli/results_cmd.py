@@ -48,7 +48,9 @@ def results(
     with ResultsStore(db, readonly=True) as store:
         rows = store.rows(model=model, probe=probe, sweep=sweep)
     if not rows:
-        raise KnowcompError(f"no results in {db} match the filters")
+        raise KnowcompError(
+            f"no results in {db} match the filters; drop or change --model, --probe or --sweep"
+        )
     if fmt == "table":
         _print_table(rows)
         return

@@ -118,7 +118,7 @@ def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
     from knowcomp.study import load_spec, preset_spec
 
     if spec_file is not None and preset is not None:
-        raise KnowcompError("give a STUDY.yaml or --preset, not both")
+        raise KnowcompError("a STUDY.yaml and --preset were both given; give one of them")
     if spec_file is None and preset is None:
         raise KnowcompError(
             "nothing to run; give a STUDY.yaml or --preset (e.g. knowcomp run --preset quickstart)"
@@ -143,7 +143,7 @@ def _seed_list(text: str) -> tuple[int, ...]:
     """`--seeds 0,1,2`: ASCII integers (Python's `int` also takes full-width digits), each once."""
     parts = [p.strip() for p in text.split(",")]
     if not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
-        raise KnowcompError(f"--seeds '{text}' must be integers, e.g. --seeds 0,1,2")
+        raise KnowcompError(f"--seeds '{text}' must be integers; write e.g. --seeds 0,1,2")
     seeds = tuple(int(p) for p in parts)
     if len(set(seeds)) != len(seeds):
         raise KnowcompError(f"--seeds '{text}' repeats a seed; give each once")

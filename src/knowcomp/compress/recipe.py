@@ -104,7 +104,9 @@ def _compact_step(number: int, text: str) -> Step:
     options: dict[str, str] = {}
     for key, value in (f.split("=", 1) for f in rest if "=" in f):
         if key.strip() in options:
-            raise RecipeError(f"recipe step {number} '{text}' sets '{key.strip()}' twice")
+            raise RecipeError(
+                f"recipe step {number} '{text}' sets '{key.strip()}' twice; give it once"
+            )
         options[key.strip()] = value.strip()
     levels = [f for f in rest if "=" not in f]
     if len(levels) > 1:

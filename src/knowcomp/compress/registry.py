@@ -172,7 +172,8 @@ def _coerce(method: str, key: str, hint: Any, raw: Any) -> Any:
         return hint(raw)
     except (TypeError, ValueError):
         raise RecipeError(
-            f"method '{method}': {key} must be {getattr(hint, '__name__', hint)}, got '{raw}'"
+            f"method '{method}': {key} must be {getattr(hint, '__name__', hint)}, got '{raw}'; "
+            "write it in ASCII digits, e.g. 4 or 0.5"
         ) from None
 
 

@@ -45,6 +45,11 @@ SPEC_KEYS = {
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover"}
 RECOVERY_KEYS = {"tokens", "seqlen", "batch_size", "calibration", "save_adapters"}
+EXAMPLES = {  # a value of each string key, for error messages
+    "name": "name: my-study", "output": "output: runs/my-study.sqlite",
+    "data_dir": "data_dir: data", "lama_mode": "lama_mode: next-token",
+    "dtype": "dtype: float32", "device": "device: cpu", "device_map": "device_map: auto",
+}  # fmt: skip
 DEFAULT_PROBES = (
     "lama-trex",
     "lama-google-re",
@@ -166,7 +171,10 @@ def load_spec(path: Path) -> StudySpec:
 
     data = load_yaml(read_text(path, "study spec", SpecError), f"study spec {path}", SpecError)
     if not isinstance(data, dict):
-        raise SpecError(f"study spec {path} must be a mapping with at least models and recipes")
+        raise SpecError(
+            f"study spec {path} is not a mapping; write keys such as models: [...] and "
+            "recipes: [...] (see `knowcomp run --help`)"
+        )
     return spec_from_dict(data, default_name=path.stem)
 
 
@@ -182,7 +190,8 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
         raise SpecError("study spec needs 'recipes' (a list; [] scores the models uncompressed)")
     for key in ("name", "output", "data_dir"):
         if data.get(key) is not None and not isinstance(data[key], str):
-            raise SpecError(f"'{key}' must be a string, got {data[key]!r}")
+            raise SpecError(f"'{key}' must be a string, got {data[key]!r}; write e.g. "
+                            f"{EXAMPLES[key]}")  # fmt: skip
     name = str(data.get("name") or default_name)
     values: dict[str, Any] = {
         "name": name,
@@ -199,7 +208,8 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
     for key in ("lama_mode", "dtype", "device", "device_map"):
         if data.get(key) is not None:
             if not isinstance(data[key], str):
-                raise SpecError(f"'{key}' must be a string, got {data[key]!r}")
+                raise SpecError(f"'{key}' must be a string, got {data[key]!r}; write e.g. "
+                                f"{EXAMPLES[key]}")  # fmt: skip
             values[key] = data[key]
     if data.get("data_dir"):
         values["data_dir"] = Path(data["data_dir"])
