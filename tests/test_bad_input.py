@@ -532,3 +532,28 @@ def test_eval_interrupted_before_any_probe_says_nothing_was_written(in_arena, mo
     assert result.exit_code == 130
     assert result.stderr.strip() == "interrupted: no results were written"
     assert not Path("never.json").exists()
+
+
+def test_saved_models_and_the_gguf_cache_get_umask_modes(in_arena, tmp_path):
+    """safetensors writes 0600 and mkdtemp makes 0700: what knowcomp writes follows the umask,
+    and files already in a --force folder keep theirs."""
+    from knowcomp.models.sources import write_cache_atomically
+
+    umask = os.umask(0o022)
+    try:
+        out = tmp_path / "saved"
+        out.mkdir()
+        (out / "theirs.txt").write_text("x")
+        (out / "theirs.txt").chmod(0o600)
+        result = CliRunner().invoke(cli, ["compress", "good", "-r",
+                                          "prune:l1_unstructured:overall:0.5", "--out", str(out),
+                                          "--force"])  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+        assert modes.pop("theirs.txt") == 0o600
+        assert "model.safetensors" in modes and set(modes.values()) == {0o644}
+        cache = tmp_path / "cache" / "model-abc"
+        write_cache_atomically(cache, lambda tmp: (tmp / "w.bin").write_bytes(b"1"))
+        assert stat.S_IMODE(cache.stat().st_mode) == 0o755
+    finally:
+        os.umask(umask)

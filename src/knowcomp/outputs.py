@@ -35,11 +35,11 @@ def umask_mode(folder: bool = False) -> int:
     return (0o777 if folder else 0o666) & ~current_umask()
 
 
-def apply_umask(path: Path) -> None:
-    """Give `path`, and everything under it if it is a folder, the modes of the user's umask
-    (for files and folders written by libraries that create them 0600 / 0700)."""
+def apply_umask(path: Path, *, recursive: bool = True) -> None:
+    """Give `path`, and everything under it if it is a folder (and `recursive`), the modes of
+    the user's umask (for files and folders written by libraries that make them 0600 / 0700)."""
     file_mode, folder_mode = umask_mode(), umask_mode(folder=True)
-    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    paths = [path, *path.rglob("*")] if path.is_dir() and recursive else [path]
     for item in paths:
         if not item.is_symlink():
             item.chmod(folder_mode if item.is_dir() else file_mode)

@@ -141,6 +141,9 @@ def write_cache_atomically(folder: Path, write) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
         write(tmp)
+        from knowcomp.outputs import apply_umask
+
+        apply_umask(tmp)  # mkdtemp makes it 0700, safetensors its files 0600
         tmp.rename(folder)
     except OSError:
         if folder.exists():  # another process finished first: keep theirs
