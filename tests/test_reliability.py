@@ -106,7 +106,7 @@ def _ended_pid() -> int:
 def test_the_reliability_guarantees_are_documented():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     section = readme.split("## Reliability", 1)[1].split("\n## ", 1)[0]
-    for guarantee in ("kill -9", "Ctrl-C", "concurrent", "bit-identical", "umask", "--force"):
+    for guarantee in ("kill -9", "Ctrl-C", "Concurrent runs", "bit-identical", "umask", "--force"):
         assert guarantee in section, guarantee
     for test_file in ("test_study.py", "test_reliability.py", "test_bad_input.py",
                       "test_fuzz.py"):  # fmt: skip
