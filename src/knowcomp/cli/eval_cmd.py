@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console
+from knowcomp.outputs import write_atomically
 
 COLUMNS = (
     ("p@1_macro", "P@1 macro"),
@@ -159,8 +160,6 @@ def run_probes(loaded, chosen: list, totals: list[int], base, *, label: str = ""
 def _save(out: Path, model: str, recipe: str | None, results: list, *, complete: bool) -> None:
     payload = {"model": model, "recipe": recipe, "complete": complete,
                "results": [r.to_dict() for r in results]}  # fmt: skip
-    from knowcomp.outputs import write_atomically
-
     write_atomically(out, json.dumps(payload, indent=1))
 
 
@@ -173,7 +172,7 @@ def _is_eval_json(path: Path) -> bool:
         payload = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return False
-    return isinstance(payload, dict) and set(payload) == EVAL_JSON_KEYS
+    return isinstance(payload, dict) and set(payload) >= EVAL_JSON_KEYS
 
 
 def _print_table(model: str, results) -> None:
