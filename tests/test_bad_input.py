@@ -376,6 +376,12 @@ TABLE = [
     ("run-spec-and-preset", "run spec-ok.yaml --preset quickstart", "give one of them"),
     ("unknown-preset", "run --preset nope", "unknown preset 'nope'"),
     ("report-missing", "report nowhere.sqlite", "does not exist"),
+    # click's own usage errors, one line too
+    ("option-out-of-range", "eval good -p lama-squad --limit 0",
+     "Invalid value for '--limit'|--help"),
+    ("unknown-command", "evl good", "No such command 'evl'|--help"),
+    ("missing-argument", "eval", "Missing argument 'MODEL'|eval --help"),
+    ("report-out-is-a-file", "report results.sqlite -o notes.txt", "is a file|--help"),
 ]
 # fmt: on
 CASES = [
