@@ -96,7 +96,8 @@ def load_yaml(text: str, source: str, error: type[KnowcompError] = KnowcompError
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise error(f"{source}{where}: not valid YAML ({problem}); fix the YAML syntax") from None
+        fix = "fix: correct the YAML syntax there"
+        raise error(f"{source}{where}: not valid YAML ({problem}); {fix}") from None
     except RecursionError:
         raise error(f"{source}: YAML nested too deeply; write a flatter file") from None
 
