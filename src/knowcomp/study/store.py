@@ -11,6 +11,9 @@ NULL otherwise), a column added in place to files written before it existed.
 A trial's rows are written together in one `BEGIN IMMEDIATE` transaction, so `kill -9` loses
 at most the trial in flight. Keys are primary keys and every insert is `OR IGNORE`, so two runs
 writing the same file never duplicate a row; WAL lets readers work while a study writes.
+A file is identified (`identify_results_file`) before anything about it changes, and reading
+commands open it read-only (`ResultsStore(path, readonly=True)`), so another program's
+database, an empty file or a results file being read is never modified.
 
 Two runs on one file also share the work: a runner `claim`s a trial before computing it and
 leaves trials claimed by another live process to that process. A claim whose process is gone
