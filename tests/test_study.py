@@ -144,7 +144,7 @@ def test_example_baseline_study_is_valid():
         ),
         ({"recipes": [{"preset": "nope"}]}, "unknown preset 'nope'"),
         ({"limit": 0}, "'limit' must be a positive integer"),
-        ({"seeds": ["a"]}, "'seeds' must be a list of integers"),
+        ({"seeds": ["a"]}, "'seeds' must be a non-empty list of integers"),
     ],
 )
 def test_bad_specs_fail_before_any_work(tmp_path, tiny_model_dir, change, message):

@@ -74,7 +74,7 @@ def compress(
     if out is not None:
         _check_out_dir(out, force)
     with err_console.status(f"loading {model}"):
-        loaded = load_model(model)
+        loaded = load_model(model, require_tokenizer=False)  # a note says what is skipped
     session = CompressionSession(loaded, calibration=spec)
     with err_console.status("preparing"):
         session.plan(parsed, seed=seed)  # checks against this model, before any weight changes
@@ -104,7 +104,9 @@ def compress(
 
 
 def _check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
+    if out.exists() and not out.is_dir():
+        raise KnowcompError(f"--out '{out}' is a file; compress saves a folder: give a folder path")
+    if out.exists() and any(out.iterdir()) and not force:
         raise KnowcompError(
             f"output folder '{out}' exists and is not empty; choose another --out or add --force"
         )

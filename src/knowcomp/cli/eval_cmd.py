@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -15,6 +13,7 @@ from rich.table import Table
 from knowcomp.cli.format import console, err_console
 from knowcomp.cli.options import add_bos_option
 from knowcomp.cli.progress import compression_progress
+from knowcomp.outputs import write_atomically
 
 COLUMNS = (
     ("p@1_macro", "P@1 macro"),
@@ -76,6 +75,7 @@ COLUMNS = (
     "first unless --recipe is given).",
 )
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write results (JSON).")
+@click.option("--force", is_flag=True, help="Let --out replace a file knowcomp did not write.")
 def eval_(
     model: str,
     probes: str,
@@ -90,6 +90,7 @@ def eval_(
     max_new_tokens: int | None,
     adapter: Path | None,
     out: Path | None,
+    force: bool,
 ) -> None:
     """Measure what MODEL knows with knowledge probes, and print a results table.
 
@@ -99,6 +100,7 @@ def eval_(
     from knowcomp.compress import CompressionSession, parse_recipe
     from knowcomp.models import load_model
     from knowcomp.models.sources import resolve
+    from knowcomp.outputs import check_output_file
     from knowcomp.probes.base import RunOptions
     from knowcomp.probes.generate import check_cap
     from knowcomp.probes.lama.protocols import check_protocol
@@ -114,6 +116,8 @@ def eval_(
         recipe = recipe or adapter_record(adapter).recipe or None
     parsed = parse_recipe(recipe) if recipe else None
     resolve(model)
+    if out is not None:
+        check_output_file(out, force=force, ours=_is_eval_json)
     base = RunOptions(
         limit=limit, seed=seed, data_dir=data_dir, skip_malformed=skip_malformed,
         lama_mode=lama_mode, lama_protocol=lama_protocol, max_new_tokens=max_new_tokens,
@@ -127,19 +131,28 @@ def eval_(
             report = CompressionSession(loaded).apply(parsed, seed=seed, progress=progress)
         console.print(f"compressed with {report.recipe}: {report.headline()}", highlight=False)
 
+    saved: list = []
+
     def save(results: list) -> None:  # after every probe, so an interrupt keeps what is done
         if out is not None:
             _save(out, model, recipe, results, complete=len(results) == len(chosen))
+            saved[:] = results
 
-    if adapter is None:
-        results = run_probes(loaded, chosen, totals, base, after_each=save)
-    else:
-        from knowcomp.recovery import load_adapter
-
-        attached = load_adapter(adapter, loaded.model)
-        console.print(f"with {attached.method} adapter from {adapter} ({attached.info.settings})")
-        with attached.attached(loaded.model):
+    try:
+        if adapter is None:
             results = run_probes(loaded, chosen, totals, base, after_each=save)
+        else:
+            from knowcomp.recovery import load_adapter
+
+            attached = load_adapter(adapter, loaded.model)
+            console.print(
+                f"with {attached.method} adapter from {adapter} ({attached.info.settings})"
+            )
+            with attached.attached(loaded.model):
+                results = run_probes(loaded, chosen, totals, base, after_each=save)
+    except KeyboardInterrupt:
+        kept = f"{len(saved)} of {len(chosen)} probe(s) kept in {out}" if saved else None
+        raise KeyboardInterrupt(kept or "no results were written") from None
     _print_table(model, results)
     if out is not None:
         console.print(f"results written to {out}")
@@ -167,7 +180,19 @@ def run_probes(loaded, chosen: list, totals: list[int], base, *, label: str = ""
 def _save(out: Path, model: str, recipe: str | None, results: list, *, complete: bool) -> None:
     payload = {"model": model, "recipe": recipe, "complete": complete,
                "results": [r.to_dict() for r in results]}  # fmt: skip
-    _write_json_atomically(out, payload)
+    write_atomically(out, json.dumps(payload, indent=1))
+
+
+EVAL_JSON_KEYS = {"model", "recipe", "complete", "results"}
+
+
+def _is_eval_json(path: Path) -> bool:
+    """Whether `path` is a results file `knowcomp eval --out` wrote (and may be replaced)."""
+    try:
+        payload = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(payload, dict) and set(payload) >= EVAL_JSON_KEYS
 
 
 def _print_table(model: str, results) -> None:
@@ -209,15 +234,6 @@ def _fmt(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return f"{value:.3f}"
-
-
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    """A crash or Ctrl-C leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=1)
-    os.replace(tmp, path)
 
 
 @click.command("probes")

@@ -11,7 +11,8 @@ from knowcomp.errors import KnowcompError
 
 
 class _Group(click.Group):
-    """A click group that turns `KnowcompError` into one line on stderr and exit code 2."""
+    """A click group that turns `KnowcompError`, and click's own usage errors (an unknown
+    option, a bad option value), into one line on stderr and exit code 2."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -19,8 +20,13 @@ class _Group(click.Group):
         except KnowcompError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted: results written so far are kept", err=True)
+        except click.UsageError as err:  # click prints usage, a hint and the error: 3 lines
+            command = err.ctx.command_path if err.ctx is not None else "knowcomp"
+            message = " ".join(err.format_message().split()).rstrip(".")
+            click.echo(f"error: {message}; see `{command} --help`", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt as err:  # a command may say what it kept: KeyboardInterrupt(msg)
+            click.echo(f"interrupted: {err}" if str(err) else "interrupted", err=True)
             sys.exit(130)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -37,28 +38,31 @@ def results(
     CSV has one row per trial x probe with every metric as a column; JSON lines keep each
     row whole (compression report and package versions included).
     """
+    from knowcomp.outputs import check_output_file, write_atomically
     from knowcomp.study import ResultsStore
 
-    if not db.is_file():
-        raise KnowcompError(f"results file '{db}' does not exist; run a study first (knowcomp run)")
-    with ResultsStore(db) as store:
+    if out is not None:
+        if fmt == "table":
+            raise KnowcompError("--out writes an export; add --format csv or --format jsonl")
+        check_output_file(out)
+    with ResultsStore(db, readonly=True) as store:
         rows = store.rows(model=model, probe=probe, sweep=sweep)
     if not rows:
-        raise KnowcompError(f"no results in {db} match the filters")
+        raise KnowcompError(
+            f"no results in {db} match the filters; drop or change --model, --probe or --sweep"
+        )
     if fmt == "table":
         _print_table(rows)
         return
-    handle = out.open("w", newline="") if out else sys.stdout
-    try:
-        if fmt == "jsonl":
-            for row in rows:
-                handle.write(json.dumps(row) + "\n")
-        else:
-            _write_csv(rows, handle)
-    finally:
-        if out:
-            handle.close()
-            console.print(f"{len(rows)} rows written to {out}")
+    handle = io.StringIO() if out else sys.stdout
+    if fmt == "jsonl":
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    else:
+        _write_csv(rows, handle)
+    if out:
+        write_atomically(out, handle.getvalue())
+        console.print(f"{len(rows)} rows written to {out}")
 
 
 def _metric_names(rows: list[dict[str, Any]]) -> list[str]:
@@ -81,7 +85,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
                          "exact_match", "perplexity") if m in _metric_names(rows)]  # fmt: skip
     table = Table(title=f"{len(rows)} results", title_justify="left")
     over = "Sparsity (compressed layers)"  # zeros over the layers the recipe touched
-    for column in ("Model", "Sweep", "Level", "Seed", "Probe", over, *shown):
+    for column in ("Model", "Sweep", "Level", "Seed", "Limit", "Probe", over, *shown):
         table.add_column(
             column, justify="left" if column in ("Model", "Sweep", "Probe") else "right"
         )
@@ -90,7 +94,9 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         cells = [_fmt(r["metrics"].get(m)) for m in shown]
         sparsity = "" if r["sparsity"] is None else f"{r['sparsity']:.1%}"
         sweep = r["sweep"] + (f" + {_recover(r)}" if r.get("recovery") else "")
-        table.add_row(r["model"], sweep, level, str(r["seed"]), r["probe"], sparsity, *cells)
+        limit = "full" if r["limit_items"] is None else str(r["limit_items"])
+        table.add_row(r["model"], sweep, level, str(r["seed"]), limit, r["probe"], sparsity,
+                      *cells)  # fmt: skip
     console.print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -103,17 +104,24 @@ def run(
                 f"{recover}"
             )
         return
-    with _ProgressListener() as listener:
-        summary = run_study(spec, executor=executor, listener=listener, ray_address=ray_address,
-                            workers_per_model=workers)  # fmt: skip
+    try:
+        with _ProgressListener() as listener:
+            summary = run_study(spec, executor=executor, listener=listener,
+                                ray_address=ray_address, workers_per_model=workers)  # fmt: skip
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"finished trials are kept in {spec.output}; rerun the same "
+                                "command to resume") from None  # fmt: skip
     console.print(
         f"{summary.ran} trial(s) run, {summary.skipped} already in {summary.output} "
         f"({summary.rows_added} result rows added, {summary.seconds:.0f} s)"
     )
+    if summary.stored_by_others:
+        console.print(f"{summary.stored_by_others} trial(s) computed and stored by another run "
+                      "writing the same file")  # fmt: skip
     for holder, count in summary.left_to_others.items():
         console.print(
-            f"{count} trial(s) left to another run writing the same file ({holder}); "
-            "rerun this command after it ends to pick up anything it did not finish"
+            f"{count} trial(s) not finished by another run writing the same file ({holder}); "
+            "rerun this command to compute what it did not finish"
         )
     if report:
         _write_report(spec.output)
@@ -124,7 +132,7 @@ def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
     from knowcomp.study import load_spec, preset_spec
 
     if spec_file is not None and preset is not None:
-        raise KnowcompError("give a STUDY.yaml or --preset, not both")
+        raise KnowcompError("a STUDY.yaml and --preset were both given; give one of them")
     if spec_file is None and preset is None:
         raise KnowcompError(
             "nothing to run; give a STUDY.yaml or --preset (e.g. knowcomp run --preset quickstart)"
@@ -135,16 +143,26 @@ def _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
                        "add_bos": add_bos}  # fmt: skip
     if probes is not None:
         overrides["probes"] = tuple(p.strip() for p in probes.split(",") if p.strip())
+        if not overrides["probes"]:
+            raise KnowcompError("--probes is empty; give probes, e.g. --probes lama-trex,piqa")
     if seeds is not None:
-        try:
-            overrides["seeds"] = tuple(int(s) for s in seeds.split(",") if s.strip())
-        except ValueError:
-            raise KnowcompError(f"--seeds '{seeds}' must be integers, e.g. --seeds 0,1,2") from None
+        overrides["seeds"] = _seed_list(seeds)
     if recovery_tokens is not None:
         from dataclasses import replace
 
         overrides["recovery"] = replace(spec.recovery, tokens=recovery_tokens)
     return spec.with_overrides(**overrides)
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    """`--seeds 0,1,2`: ASCII integers (Python's `int` also takes full-width digits), each once."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
+        raise KnowcompError(f"--seeds '{text}' must be integers; write e.g. --seeds 0,1,2")
+    seeds = tuple(int(p) for p in parts)
+    if len(set(seeds)) != len(seeds):
+        raise KnowcompError(f"--seeds '{text}' repeats a seed; give each once")
+    return seeds
 
 
 def _write_report(db: Path) -> None:

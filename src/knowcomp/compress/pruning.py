@@ -21,7 +21,9 @@ def count_to_prune(level: float, numel: int) -> int:
 
 def _check_level(method: str, level: float) -> None:
     if not 0.0 <= level <= 1.0:
-        raise RecipeError(f"{method}: level must be a fraction in [0, 1], got {level}")
+        raise RecipeError(
+            f"{method}: level must be a fraction in [0, 1], got {level}; write e.g. 0.5 or 50%"
+        )
 
 
 @dataclass(frozen=True)

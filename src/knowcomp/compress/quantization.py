@@ -69,6 +69,18 @@ class DynamicInt8(QuantMethod):
             return self.backend
         return "torch_ao" if device.type == "cpu" else "torchao"
 
+    def placement_problem(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        if self.resolved_backend(device) != "torch_ao":
+            return None
+        if device.type != "cpu":
+            return "dynamic_int8 backend=torch_ao runs on CPU only; use backend=torchao"
+        if dtype != torch.float32:
+            return (  # its int8 layers take float32 activations; the model's others make bf16
+                f"dynamic_int8 on CPU (torch.ao) needs a float32 model, not {dtype}; set dtype: "
+                "float32, or use dynamic_int8:...:backend=torchao"
+            )
+        return None
+
     def quantize(self, module: nn.Module) -> nn.Module:
         linear = as_linear(module)
         backend = self.resolved_backend(linear.weight.device)

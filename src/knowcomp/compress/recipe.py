@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from knowcomp.compress.registry import Method, build_method, get_method
+from knowcomp.compress.registry import Method, build_method, get_method, parse_number
 from knowcomp.errors import RecipeError
 from knowcomp.modules.groups import check_group_names
 
@@ -86,7 +84,9 @@ def parse_recipe(text: str) -> Recipe:
     if text.endswith((".yaml", ".yml")):
         if not path.is_file():
             raise RecipeError(f"recipe file '{text}' does not exist; check the path")
-        return _from_yaml(path.read_text(), source=text)
+        from knowcomp.data.readers import read_text
+
+        return _from_yaml(read_text(path, "recipe file", RecipeError), source=text)
     if "\n" in text or text.startswith(("-", "{", "[", "steps")):
         return _from_yaml(text, source="inline YAML")
     steps = [_compact_step(i + 1, part) for i, part in enumerate(text.split(","))]
@@ -101,7 +101,13 @@ def _compact_step(number: int, text: str) -> Step:
             "e.g. prune:l1_unstructured:attention:0.2"
         )
     kind, name, group, *rest = fields
-    options = dict(f.split("=", 1) for f in rest if "=" in f)
+    options: dict[str, str] = {}
+    for key, value in (f.split("=", 1) for f in rest if "=" in f):
+        if key.strip() in options:
+            raise RecipeError(
+                f"recipe step {number} '{text}' sets '{key.strip()}' twice; give it once"
+            )
+        options[key.strip()] = value.strip()
     levels = [f for f in rest if "=" not in f]
     if len(levels) > 1:
         raise RecipeError(f"recipe step {number} '{text}' has more than one level: {levels}")
@@ -112,18 +118,18 @@ def _compact_step(number: int, text: str) -> Step:
 
 def _number(step: int, text: str) -> float:
     try:
-        return float(text.rstrip("%")) / 100 if text.endswith("%") else float(text)
+        return parse_number(text[:-1]) / 100 if text.endswith("%") else parse_number(text)
     except ValueError:
-        raise RecipeError(f"recipe step {step}: level '{text}' is not a number") from None
+        raise RecipeError(
+            f"recipe step {step}: level '{text}' is not a number in ASCII digits that a float "
+            "can hold; write e.g. 0.5 or 50%"
+        ) from None
 
 
 def _from_yaml(text: str, *, source: str) -> Recipe:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RecipeError(
-            f"recipe {source} is not valid YAML: {str(err).splitlines()[0]}"
-        ) from None
+    from knowcomp.data.readers import load_yaml
+
+    data = load_yaml(text, f"recipe {source}", RecipeError)
     if isinstance(data, dict) and "steps" in data:
         data = data["steps"]
     if not isinstance(data, list) or not data:

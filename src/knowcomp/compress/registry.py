@@ -7,6 +7,8 @@ reports pick it up from here.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -40,6 +42,11 @@ class Method(ABC):
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def placement_problem(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why this method cannot run on a model on `device` in `dtype`, or None: checked for
+        a study before the first model loads. Every method runs everywhere unless it says."""
+        return None
 
 
 class PruneMethod(Method):
@@ -114,6 +121,11 @@ def build_method(name: str, level: Any = None, options: dict[str, Any] | None = 
                 f"method '{name}' takes no level (got {level}); set its options instead: "
                 f"{', '.join(fields) or 'none'}"
             )
+        if "level" in options:
+            raise RecipeError(
+                f"method '{name}' got a level twice ({level} and level={options['level']}); "
+                "give it once"
+            )
         options["level"] = level
     elif cls.takes_level and cls.level_required and "level" not in options:
         raise RecipeError(f"method '{name}' needs a level, e.g. {name}:overall:0.5")
@@ -152,13 +164,41 @@ def _coerce(method: str, key: str, hint: Any, raw: Any) -> Any:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(raw)
             return raw.lower() in ("true", "1", "yes")
-        if hint is int and isinstance(raw, float) and not raw.is_integer():
-            raise ValueError(raw)
+        if hint in (int, float):
+            number = parse_number(raw)
+            if hint is int and not number.is_integer():
+                raise ValueError(raw)
+            return hint(number)
         return hint(raw)
     except (TypeError, ValueError):
         raise RecipeError(
-            f"method '{method}': {key} must be {getattr(hint, '__name__', hint)}, got '{raw}'"
+            f"method '{method}': {key} must be {getattr(hint, '__name__', hint)}, got '{raw}'; "
+            "write it in ASCII digits, e.g. 4 or 0.5"
         ) from None
+
+
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def parse_number(raw: Any) -> float:
+    """A finite number written in ASCII digits, or `ValueError`.
+
+    Python's `float` takes what a recipe should not: full-width and other Unicode digits,
+    `nan`, `inf`, `1_000`, and `1e-400`, which silently becomes 0.0."""
+    if isinstance(raw, bool):
+        raise ValueError(raw)
+    if isinstance(raw, int | float):
+        number = float(raw)
+    elif isinstance(raw, str) and _NUMBER.fullmatch(raw.strip()):
+        number = float(raw)
+        mantissa = raw.strip().lower().split("e")[0]
+        if number == 0.0 and any(c in "123456789" for c in mantissa):
+            raise ValueError(raw)  # underflow: a nonzero number too small for a float
+    else:
+        raise ValueError(raw)
+    if not math.isfinite(number):
+        raise ValueError(raw)
+    return number
 
 
 def load_builtin_methods() -> None:

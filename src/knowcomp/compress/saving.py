@@ -26,6 +26,7 @@ from knowcomp.models.family import Family
 from knowcomp.models.loading import AUTO_CLASSES, LoadedModel
 from knowcomp.modules.groups import classify_linear_layers, resolve_group
 from knowcomp.modules.layers import replace_module
+from knowcomp.outputs import apply_umask
 
 META_FILE = "knowcomp.json"
 STATE_FILE = "quantized_state.pt"
@@ -33,8 +34,11 @@ FORMAT_VERSION = 1
 
 
 def save_compressed(loaded: LoadedModel, report: CompressionReport, out: Path) -> Path:
-    """Write the compressed model in `out` (created if needed); returns the metadata path."""
+    """Write the compressed model in `out` (created if needed); returns the metadata path.
+
+    The files written get the modes of the user's umask (safetensors writes 0600)."""
     out.mkdir(parents=True, exist_ok=True)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     recipe = parse_recipe(report.recipe)
     if recipe.has_quantization:
         loaded.model.config.save_pretrained(out)
@@ -55,6 +59,9 @@ def save_compressed(loaded: LoadedModel, report: CompressionReport, out: Path) -
     }
     path = out / META_FILE
     path.write_text(json.dumps(meta, indent=2))
+    for written in out.rglob("*"):  # only what this call wrote: --force may keep other files
+        if before.get(written) != written.stat().st_mtime_ns:
+            apply_umask(written, recursive=False)
     return path
 
 

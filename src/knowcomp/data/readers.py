@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from knowcomp.errors import DataError
+from knowcomp.errors import DataError, KnowcompError
 
 HELLASWAG_LINES_PER_ITEM = 6
 
@@ -38,6 +38,68 @@ def _decode(raw: bytes) -> str | Malformed:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         return Malformed(f"not valid UTF-8 ({err.reason} at byte {err.start})")
+
+
+def read_text(path: Path, what: str, error: type[KnowcompError] = KnowcompError) -> str:
+    """The whole of a UTF-8 text file, or one-line `error` naming `what` the file is and the fix.
+
+    The one reader of user text files (study specs, recipe files, task and cloze files,
+    calibration text): Python's own `read_text` raises a bare `UnicodeDecodeError` or `OSError`.
+    """
+    if path.is_dir():
+        raise error(f"{what} '{path}' is a folder, not a file; give the path of the file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what} '{path}' does not exist; check the path") from None
+    except OSError as err:
+        problem = f"cannot read {what} '{path}' ({err.strerror}); check its permissions"
+        raise error(problem) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise error(
+            f"{what} '{path}' is not UTF-8 text (invalid byte at line {line}); save it as UTF-8"
+        ) from None
+
+
+def load_yaml(text: str, source: str, error: type[KnowcompError] = KnowcompError) -> Any:
+    """Parse YAML that a user wrote (a study spec, a recipe, a task file) strictly.
+
+    PyYAML keeps the last of two equal keys without a word, so a spec with `limit:` twice runs
+    with one of them; here that is an error naming both lines. Syntax errors name their line."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, list | dict):
+                raise error(f"{source}, line {line}: a mapping key must be a plain value")
+            if key in seen:
+                raise error(
+                    f"{source}, line {line}: key '{key}' is given twice (first on line "
+                    f"{seen[key]}); keep one"
+                )
+            seen[key] = line
+        return loader.construct_mapping(node, deep=True)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        fix = "fix: correct the YAML syntax there"
+        raise error(f"{source}{where}: not valid YAML ({problem}); {fix}") from None
+    except RecursionError:
+        raise error(f"{source}: YAML nested too deeply; write a flatter file") from None
 
 
 def _json_object(text: str) -> dict[str, Any] | Malformed:

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -19,8 +18,9 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from knowcomp.errors import KnowcompError, ModelNotFoundError
+from knowcomp.errors import ModelNotFoundError
 from knowcomp.models.family import Family, detect_family
+from knowcomp.models.placement import DTYPES, check_placement
 from knowcomp.models.sources import (
     SHORT_NAMES,
     Source,
@@ -37,8 +37,6 @@ AUTO_CLASSES = {
     Family.ENCODER_DECODER: AutoModelForSeq2SeqLM,
     Family.DECODER: AutoModelForCausalLM,
 }
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -58,25 +56,41 @@ class LoadedModel:
 
 
 def load_model(
-    spec: str, *, dtype: str = "float32", device: str = "cpu", device_map: str | None = None
+    spec: str,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    device_map: str | None = None,
+    require_tokenizer: bool = True,
 ) -> LoadedModel:
     """Load `spec`: a short name, a .gguf file, a local folder, a `knowcomp compress` output
     folder, or a Hugging Face id (from the local cache first, the hub only if reachable).
 
     `device_map` (e.g. "auto") places the model's layers across the devices accelerate sees,
-    for a model larger than one device; `device` is then ignored.
+    for a model larger than one device; `device` is then ignored. A local model is checked
+    (`preflight`) before its weights load, so a broken file is one line, not a traceback.
+    Without `require_tokenizer`, a folder with no usable tokenizer loads with `tokenizer=None`
+    and a note saying why.
     """
-    if dtype not in DTYPES:
-        raise KnowcompError(f"unknown dtype '{dtype}'; choose one of: {', '.join(DTYPES)}")
+    from knowcomp.models.preflight import check_source
+
+    check_placement(device, dtype, device_map)
     source = resolve(spec)
     hf_logging.set_verbosity_error()  # load reports go to LoadedModel.notes instead
     hf_logging.disable_progress_bar()
     if source.kind == "compressed":
         from knowcomp.compress.saving import load_compressed  # compressed output folders
 
+        check_source(spec, source)
         return load_compressed(Path(source.location), spec=spec, device=device)
     if source.kind == "gguf":
+        check_source(spec, source, gguf_cache_folder(source))
         source = _dequantized_gguf(source)
+    if source.kind == "folder":
+        from knowcomp.models.preflight import check_config, check_weights
+
+        check_config(spec, Path(source.location))
+        check_weights(spec, Path(source.location))
     config, kwargs = _load_config(spec, source)
     family = detect_family(config)
     placement = {"device_map": device_map} if device_map else {}
@@ -87,31 +101,41 @@ def load_model(
     model.eval()
     if not device_map:
         model.to(device)
-    tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-    notes = _loading_notes(info, tokenizer)
+    tokenizer, problem = _tokenizer(spec, source, kwargs, required=require_tokenizer)
+    notes = _loading_notes(info, tokenizer) if tokenizer is not None else [problem]
     return LoadedModel(model, tokenizer, family, spec, source.location, notes)
 
 
-def check_model(spec: str) -> Family | None:
-    """Fail now, with `load_model`'s one-line error, if `spec` cannot be found, and return its
-    family where the config tells it: a cheap check (no weights read) for validating a study
-    before any work starts. None where the family cannot be read cheaply."""
-    source = resolve(spec)
+def _tokenizer(spec: str, source: Source, kwargs: dict[str, Any], *, required: bool):
+    """(tokenizer, None), or (None, why not) when it cannot load and is not `required`."""
+    from knowcomp.models.preflight import broken, first_line
+
     try:
-        if source.kind == "hub":
-            return detect_family(_load_config(spec, source)[0])
-        if source.kind == "gguf":
-            cached = gguf_cache_folder(source)
-            if not (cached / "config.json").is_file():
-                return None  # reading the GGUF's config means parsing the file: leave it
-            return detect_family(AutoConfig.from_pretrained(cached))
-        return detect_family(AutoConfig.from_pretrained(source.location))
-    except KnowcompError:
-        if source.kind == "hub":
-            raise
-        return None
-    except (OSError, ValueError):
-        return None  # the loader gives the real error when the model loads
+        return AutoTokenizer.from_pretrained(source.location, **kwargs), None
+    except Exception as err:  # tokenizer loaders raise many types
+        problem = f"no usable tokenizer in {source.location} ({first_line(err)})"
+        if required:
+            raise broken(spec, problem, "copy the tokenizer files (tokenizer.json, "
+                         "tokenizer_config.json) from the original model") from None  # fmt: skip
+        return None, f"{problem}: steps that need text (the output drift note) are skipped"
+
+
+def check_model(spec: str) -> Family | None:
+    """Fail now, with one line, if `spec` cannot be found or opened (config, weight files
+    whole, tokenizer; see `preflight`), and return its family where the config tells it:
+    for validating a study before any work starts. No weights are read."""
+    from knowcomp.models.preflight import check_source
+
+    source = resolve(spec)
+    if source.kind == "hub":
+        return detect_family(_load_config(spec, source)[0])
+    cache = gguf_cache_folder(source) if source.kind == "gguf" else None
+    config = check_source(spec, source, cache)
+    if source.kind == "compressed":
+        from knowcomp.models.preflight import check_config
+
+        config = check_config(spec, Path(source.location))
+    return detect_family(config) if config is not None else None
 
 
 def _load_config(spec: str, source: Source) -> tuple[PretrainedConfig, dict[str, Any]]:

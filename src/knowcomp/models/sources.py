@@ -74,6 +74,11 @@ def resolve(spec: str) -> Source:
             ggufs = sorted(path.glob("*.gguf"))
             if len(ggufs) == 1:
                 return Source(str(path.resolve()), "gguf", ggufs[0].name)
+            if ggufs:
+                raise ModelNotFoundError(
+                    f"model folder '{spec}' holds {len(ggufs)} .gguf files "
+                    f"({', '.join(g.name for g in ggufs[:3])}); pass one of them as the model"
+                )
             raise ModelNotFoundError(
                 f"model folder '{spec}' has no config.json; pass a transformers model folder, "
                 "a .gguf file, or a folder written by `knowcomp compress`"
@@ -136,6 +141,9 @@ def write_cache_atomically(folder: Path, write) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
         write(tmp)
+        from knowcomp.outputs import apply_umask
+
+        apply_umask(tmp)  # mkdtemp makes it 0700, safetensors its files 0600
         tmp.rename(folder)
     except OSError:
         if folder.exists():  # another process finished first: keep theirs

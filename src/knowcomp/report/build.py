@@ -20,7 +20,12 @@ from knowcomp.report.html import ReportContent, render_html
 from knowcomp.report.plots import Plot, draw_plots
 from knowcomp.report.similarity import draw_similarity, write_similarity
 from knowcomp.report.tables import Table, build_tables, write_tables
-from knowcomp.study.store import SCHEMA_VERSION, ResultsStore, StoreError
+from knowcomp.study.store import (
+    ResultsStore,
+    StoreError,
+    connect_readonly,
+    identify_results_file,
+)
 
 DROP_COLUMNS = ("model", "sweep", "recipe", "kind", "group", "method", "level", "seed", "probe",
                 "probe_kind", "metric", "baseline", "value", "drop_points", "majority",
@@ -53,20 +58,11 @@ def check_results_file(db: Path, *, shown: Path | None = None) -> None:
     if real.is_dir():
         raise ReportError(f"'{db}' is a folder; give the study's results file (.sqlite)")
     try:
-        with closing(sqlite3.connect(f"file:{real.resolve()}?mode=ro", uri=True)) as conn:
-            tables = {
-                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-            if not {"meta", "trials", "results"} <= tables:
-                raise ReportError(f"'{db}' is an SQLite file but not a knowcomp results file")
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = row[0] if row else "none"
-            if version != str(SCHEMA_VERSION):
-                raise ReportError(
-                    f"'{db}' was written by a knowcomp with results schema {version}; this "
-                    f"knowcomp reads schema {SCHEMA_VERSION}; report it with the knowcomp "
-                    "version that wrote it, or rerun the study"
-                )
+        identify_results_file(real, must_exist=True)
+    except StoreError as err:
+        raise ReportError(str(err).replace(f"'{real}'", f"'{db}'")) from None
+    try:
+        with closing(connect_readonly(real)) as conn:
             (results,) = conn.execute("SELECT COUNT(*) FROM results").fetchone()
     except sqlite3.DatabaseError as err:
         raise ReportError(f"'{db}' is not a knowcomp results file ({err})") from None
@@ -88,7 +84,7 @@ def generate_report(
         except OSError as err:
             raise ReportError(f"cannot create report folder '{out}' ({err.strerror})") from None
         try:
-            store = ResultsStore(source)
+            store = ResultsStore(source, readonly=True)
         except StoreError as err:
             raise ReportError(str(err)) from None
         return _generate(store, db, out, say)

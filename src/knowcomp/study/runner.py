@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 
 from knowcomp.study.spec import StudySpec
-from knowcomp.study.store import Owner, ResultsStore, TrialOutcome
+from knowcomp.study.store import Owner, ResultsStore, TrialOutcome, process_alive
 from knowcomp.study.trials import Trial, validate
 
 
@@ -45,7 +46,8 @@ class RunSummary:
     seconds: float = 0.0
     output: str = ""
     models: list[str] = field(default_factory=list)
-    left_to_others: dict[str, int] = field(default_factory=dict)  # owner -> trials it holds
+    left_to_others: dict[str, int] = field(default_factory=dict)  # owner -> trials unfinished
+    stored_by_others: int = 0  # trials another run held and had stored by the end of this one
 
 
 def _done(store: ResultsStore, trial: Trial) -> set[str]:
@@ -85,6 +87,7 @@ def run_study(
                              models=list(spec.models))  # fmt: skip
         listener.started(pending, summary.skipped)
         start = time.perf_counter()
+        left: list[tuple[PendingTrial, Owner]] = []
 
         def claim(item: PendingTrial) -> PendingTrial | None:
             """The trial with the probes this run should compute, or None: another live run
@@ -92,8 +95,7 @@ def run_study(
             holder = store.claim(item.trial.key, owner)
             if holder is not None:
                 listener.trial_left(item.trial, holder.describe())
-                name = holder.describe()
-                summary.left_to_others[name] = summary.left_to_others.get(name, 0) + 1
+                left.append((item, holder))
                 return None
             done = _done(store, item.trial)
             missing = [p for p in item.probes if p not in done]
@@ -118,8 +120,24 @@ def run_study(
                 listener.trial_finished(trial, outcome)
         finally:
             store.release(owner)  # an interrupted run leaves its unfinished trials to the next
+        _count_left(store, left, summary)
         summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _count_left(
+    store: ResultsStore, left: list[tuple[PendingTrial, Owner]], summary: RunSummary
+) -> None:
+    """Split the trials left to other runs into those stored by now and those still unfinished
+    (named by their holder, marked when its process has ended)."""
+    for item, holder in left:
+        if not set(item.probes) - store.done_probes(item.trial.key):
+            summary.stored_by_others += 1
+            continue
+        name = holder.describe()
+        if holder.host == socket.gethostname() and not process_alive(holder.pid):
+            name += ", which has ended"
+        summary.left_to_others[name] = summary.left_to_others.get(name, 0) + 1
 
 
 def _run_local(

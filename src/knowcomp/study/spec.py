@@ -37,8 +37,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from knowcomp.errors import KnowcompError
 
 SPEC_KEYS = {
@@ -47,6 +45,12 @@ SPEC_KEYS = {
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover"}
 RECOVERY_KEYS = {"tokens", "seqlen", "batch_size", "calibration", "save_adapters"}
+EXAMPLES = {  # a value of each string key, for error messages
+    "name": "name: my-study", "output": "output: runs/my-study.sqlite",
+    "data_dir": "data_dir: data", "lama_mode": "lama_mode: next-token",
+    "lama_protocol": "lama_protocol: cost-of-compression",
+    "dtype": "dtype: float32", "device": "device: cpu", "device_map": "device_map: auto",
+}  # fmt: skip
 DEFAULT_PROBES = (
     "lama-trex",
     "lama-google-re",
@@ -170,45 +174,50 @@ class StudySpec:
 
 def load_spec(path: Path) -> StudySpec:
     """Read and validate a YAML study spec."""
-    if not path.is_file():
-        raise SpecError(f"study spec '{path}' does not exist; check the path")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(
-            f"study spec {path} is not valid YAML: {str(err).splitlines()[0]}"
-        ) from None
+    from knowcomp.data.readers import load_yaml, read_text
+
+    data = load_yaml(read_text(path, "study spec", SpecError), f"study spec {path}", SpecError)
     if not isinstance(data, dict):
-        raise SpecError(f"study spec {path} must be a mapping with at least models and recipes")
+        raise SpecError(
+            f"study spec {path} is not a mapping; write keys such as models: [...] and "
+            "recipes: [...] (see `knowcomp run --help`)"
+        )
     return spec_from_dict(data, default_name=path.stem)
 
 
 def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> StudySpec:
-    unknown = sorted(set(data) - SPEC_KEYS)
+    unknown = sorted(map(str, set(data) - SPEC_KEYS))
     if unknown:
         raise SpecError(
             f"unknown study key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SPEC_KEYS))}"
         )
     if not data.get("models"):
-        raise SpecError("study spec needs 'models' (a non-empty list)")
+        raise SpecError("study spec needs 'models' (a non-empty list), e.g. models: [smollm2-135m]")
     if data.get("recipes") is None:
         raise SpecError("study spec needs 'recipes' (a list; [] scores the models uncompressed)")
+    for key in ("name", "output", "data_dir"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise SpecError(f"'{key}' must be a string, got {data[key]!r}; write e.g. "
+                            f"{EXAMPLES[key]}")  # fmt: skip
     name = str(data.get("name") or default_name)
     values: dict[str, Any] = {
         "name": name,
-        "models": tuple(map(str, _as_list(data["models"], "models"))),
+        "models": _names(data["models"], "models", "models: [smollm2-135m]"),
         "sweeps": tuple(s for raw in _as_list(data["recipes"], "recipes") for s in _sweeps(raw)),
         "output": Path(data.get("output") or f"runs/{name}.sqlite"),
     }
     if "probes" in data:
-        values["probes"] = tuple(map(str, _as_list(data["probes"], "probes")))
+        values["probes"] = _names(data["probes"], "probes", "probes: [lama-trex, piqa]")
     if "seeds" in data:
         values["seeds"] = _seeds(data["seeds"], "seeds")
     if data.get("limit") is not None:
         values["limit"] = _limit(data["limit"])
     for key in ("lama_mode", "lama_protocol", "dtype", "device", "device_map"):
         if data.get(key) is not None:
-            values[key] = str(data[key])
+            if not isinstance(data[key], str):
+                raise SpecError(f"'{key}' must be a string, got {data[key]!r}; write e.g. "
+                                f"{EXAMPLES[key]}")  # fmt: skip
+            values[key] = data[key]
     if data.get("add_bos") is not None:
         values["add_bos"] = _add_bos(data["add_bos"])
     if data.get("data_dir"):
@@ -236,7 +245,7 @@ def _sweeps(raw: Any) -> list[Sweep]:
         return [Sweep(name=raw, recipe=raw)]
     if not isinstance(raw, dict):
         raise SpecError(f"a recipes entry must be a recipe string or a mapping, got {raw!r}")
-    unknown = sorted(set(raw) - SWEEP_KEYS)
+    unknown = sorted(map(str, set(raw) - SWEEP_KEYS))
     if unknown:
         raise SpecError(
             f"unknown recipes key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SWEEP_KEYS))}"
@@ -252,7 +261,9 @@ def _sweeps(raw: Any) -> list[Sweep]:
     if "recipe" not in raw:
         raise SpecError(f"recipes entry {raw!r} needs 'recipe' (or 'preset')")
     recipe = str(raw["recipe"])
-    levels = tuple(_level(v) for v in _as_list(raw.get("levels", []), "levels"))
+    levels = tuple(_level(v) for v in _strict_list(raw.get("levels", []), "levels",
+                                                   "levels: [0.1, 0.5]"))  # fmt: skip
+    _no_repeats(levels, f"recipe sweep '{raw.get('name') or recipe}': levels")
     if levels and "{level}" not in recipe:
         raise SpecError(f"recipe '{recipe}' has levels but no {{level}} placeholder to fill")
     if not levels and "{level}" in recipe:
@@ -305,7 +316,7 @@ def _recovery(value: Any) -> RecoverySettings:
             "'recovery' must be a mapping, e.g. recovery: {tokens: 32768, seqlen: 256}, "
             f"got {value!r}"
         )
-    unknown = sorted(set(value) - RECOVERY_KEYS)
+    unknown = sorted(map(str, set(value) - RECOVERY_KEYS))
     if unknown:
         raise SpecError(
             f"unknown recovery key(s) {', '.join(unknown)}; allowed: "
@@ -342,20 +353,51 @@ def _as_list(value: Any, key: str) -> list[Any]:
     return value
 
 
+def _strict_list(value: Any, key: str, example: str) -> list[Any]:
+    """A YAML list, not a scalar: `seeds: 0` or `models: name` is a mistake often enough (a
+    list was meant, or a typo) that guessing would hide it."""
+    if not isinstance(value, list):
+        raise SpecError(f"'{key}' must be a list, e.g. {example}; got {value!r}")
+    return value
+
+
+def _names(value: Any, key: str, example: str) -> tuple[str, ...]:
+    names = _strict_list(value, key, example)
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise SpecError(f"'{key}' must be a non-empty list of names, e.g. {example}; "
+                        f"got {value!r}")  # fmt: skip
+    names = [n.strip() for n in names]
+    _no_repeats(names, key)
+    return tuple(names)
+
+
+def _no_repeats(values: Any, key: str) -> None:
+    repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise SpecError(f"{key} repeat {', '.join(repeated)}; give each once")
+
+
 def _level(value: Any) -> float:
+    from knowcomp.compress.registry import parse_number
+
     try:
-        level = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(f"level {value!r} is not a number; write e.g. levels: [0.1, 0.5]") from None
+        level = parse_number(value)
+    except ValueError:
+        raise SpecError(
+            f"level {value!r} is not a number in ASCII digits that a float can hold; write e.g. "
+            "levels: [0.1, 0.5]"
+        ) from None
     if not 0.0 < level < 1.0:
         raise SpecError(f"level {value} is out of range; levels are fractions in (0, 1), e.g. 0.5")
     return level
 
 
 def _seeds(value: Any, key: str) -> tuple[int, ...]:
-    seeds = _as_list(value, key)
+    seeds = _strict_list(value, key, f"{key}: [0, 1, 2]")
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise SpecError(f"'{key}' must be a list of integers, got {value!r}")
+        raise SpecError(f"'{key}' must be a non-empty list of integers, e.g. {key}: [0, 1, 2]; "
+                        f"got {value!r}")  # fmt: skip
+    _no_repeats(seeds, key)
     return tuple(seeds)
 
 

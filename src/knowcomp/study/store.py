@@ -12,6 +12,9 @@ protocol (`trials.lama_protocol`; NULL in older files means `templates`).
 A trial's rows are written together in one `BEGIN IMMEDIATE` transaction, so `kill -9` loses
 at most the trial in flight. Keys are primary keys and every insert is `OR IGNORE`, so two runs
 writing the same file never duplicate a row; WAL lets readers work while a study writes.
+A file is identified (`identify_results_file`) before anything about it changes, and reading
+commands open it read-only (`ResultsStore(path, readonly=True)`), so another program's
+database, an empty file or a results file being read is never modified.
 
 Two runs on one file also share the work: a runner `claim`s a trial before computing it and
 leaves trials claimed by another live process to that process. A claim whose process is gone
@@ -136,7 +139,7 @@ class Owner:
         return f"pid {self.pid} on {self.host}"
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -149,9 +152,17 @@ def _process_alive(pid: int) -> bool:
 class ResultsStore:
     """Open (or create) a results file; check its version before anything is written."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+        """`readonly`: for commands that only read (`results`, `report`): the file must exist,
+        and nothing about it changes (no schema, no WAL switch, no `-wal`/`-shm` left)."""
         self.path = Path(path)
+        if readonly:
+            identify_results_file(self.path, must_exist=True)
+            self._db = connect_readonly(self.path)
+            self._db.row_factory = sqlite3.Row
+            return
         _check_writable(self.path)
+        identify_results_file(self.path, must_exist=False)  # before anything is changed
         try:
             self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
             self._db.row_factory = sqlite3.Row
@@ -271,7 +282,7 @@ class ResultsStore:
     def _stale(holder: Owner, claimed: float) -> bool:
         if time.time() - claimed > STALE_CLAIM_SECONDS:
             return True
-        return holder.host == socket.gethostname() and not _process_alive(holder.pid)
+        return holder.host == socket.gethostname() and not process_alive(holder.pid)
 
     def release(self, owner: Owner) -> None:
         """Drop every claim `owner` still holds (its trials were not finished)."""
@@ -348,6 +359,63 @@ def _pack(records: Iterable[dict[str, Any]]) -> bytes:
 
 def _unpack(blob: bytes) -> list[dict[str, Any]]:
     return json.loads(zlib.decompress(blob))
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that cannot change `path` or leave files beside it.
+
+    SQLite's `mode=ro` still creates `-wal` and `-shm` beside a WAL-mode file, and keeps them;
+    `immutable=1` reads without them. With a `-wal` present (a study writing now, or one
+    killed), its pages must be read, so the file is opened `mode=ro` and the log is kept."""
+    live_log = path.with_name(path.name + "-wal").exists()
+    uri = path.resolve().as_uri() + ("?mode=ro" if live_log else "?mode=ro&immutable=1")
+    return sqlite3.connect(uri, uri=True, timeout=120, isolation_level=None)
+
+
+def identify_results_file(path: Path, *, must_exist: bool) -> None:
+    """Fail with one line unless `path` is a knowcomp results file of this schema version (or,
+    with `must_exist` false, does not exist yet). Reads only: nothing is written to a file
+    before it is known to be knowcomp's."""
+    fix = "give a results file written by `knowcomp run`" if must_exist else (
+        "choose another --out path")  # fmt: skip
+    if path.is_dir():
+        raise StoreError(f"results path '{path}' is a folder; {fix}, e.g. {path}/study.sqlite")
+    if not path.exists():
+        if must_exist:
+            raise StoreError(f"results file '{path}' does not exist; run a study first "
+                             "(knowcomp run) or check the path")  # fmt: skip
+        return
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as err:
+        raise StoreError(f"cannot read results file '{path}' ({err.strerror})") from None
+    if not header:
+        raise StoreError(f"'{path}' is an empty file, not a knowcomp results file; {fix}")
+    if header != SQLITE_HEADER:
+        raise StoreError(f"'{path}' is not an SQLite file, so not a knowcomp results file; {fix}")
+    try:
+        db = connect_readonly(path)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            row = None
+            if "meta" in tables:
+                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"'{path}' is a damaged SQLite file ({err}); {fix}") from None
+    if row is None or not {"trials", "results"} <= tables:
+        raise StoreError(f"'{path}' is an SQLite file but not a knowcomp results file; {fix}")
+    if row[0] != str(SCHEMA_VERSION):
+        raise StoreError(
+            f"'{path}' was written by a knowcomp with results schema {row[0]}; this knowcomp "
+            f"reads schema {SCHEMA_VERSION}; use the knowcomp version that wrote it"
+            + ("" if must_exist else ", or write to a new --out file")
+        )
 
 
 def _check_writable(path: Path) -> None:

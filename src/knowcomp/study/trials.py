@@ -118,7 +118,8 @@ def _unique(trials: list[Trial]) -> list[Trial]:
 def validate(spec: StudySpec) -> list[Trial]:
     """Check models, probes, recipes and options before any work; return the trials."""
     from knowcomp.compress import parse_recipe
-    from knowcomp.models.loading import DTYPES, check_model
+    from knowcomp.models.loading import check_model
+    from knowcomp.models.placement import check_placement
     from knowcomp.probes.base import RunOptions
     from knowcomp.probes.lama.protocols import check_protocol
     from knowcomp.probes.registry import get_probe
@@ -131,8 +132,10 @@ def validate(spec: StudySpec) -> list[Trial]:
         check_protocol(spec.lama_protocol, spec.lama_mode)
     except KnowcompError as err:
         raise SpecError(f"lama_protocol: {err}") from None
-    if spec.dtype not in DTYPES:
-        raise SpecError(f"unknown dtype '{spec.dtype}'; choose one of: {', '.join(DTYPES)}")
+    try:
+        placement = check_placement(spec.device, spec.dtype, spec.device_map)
+    except KnowcompError as err:
+        raise SpecError(f"study spec: {err}") from None
     if not spec.probes:
         raise SpecError("the study has no probes; set probes: [lama-trex, piqa] or --probes")
     probes = [get_probe(probe) for probe in spec.probes]
@@ -157,6 +160,10 @@ def validate(spec: StudySpec) -> list[Trial]:
                 parsed = parse_recipe(recipe)
             except KnowcompError as err:  # a RecipeError names the step; add the sweep
                 raise SpecError(f"recipe sweep '{sweep.name}': {err}") from None
+            for step in parsed.steps:
+                problem = step.method.placement_problem(placement.device, placement.dtype)
+                if problem is not None:
+                    raise SpecError(f"recipe sweep '{sweep.name}': {problem}")
             if sweep.recover:
                 _check_recoverable(spec, sweep.name, parsed)
     if spec.recovers:

@@ -46,8 +46,11 @@ class CustomCloze(LamaProbe):
     path: Path
 
     def _relations(self, options: RunOptions) -> Relations:
+        from knowcomp.data.readers import read_text
+
         out: Relations = defaultdict(list)
-        for number, line in enumerate(self.file.read_text(encoding="utf-8").splitlines(), 1):
+        text = read_text(self.file, f"data file of task file {self.path}")
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -55,9 +58,10 @@ class CustomCloze(LamaProbe):
             except (ValueError, KeyError) as err:
                 if options.skip_malformed:
                     continue
+                problem = f"no field {err.args[0]!r}" if isinstance(err, KeyError) else err
                 raise KnowcompError(
-                    f"{self.file}, line {number}: {err} (task file {self.path}); fix the line, "
-                    "or pass --skip-malformed"
+                    f"{self.file}, line {number}: {problem} (task file {self.path}); fix the "
+                    "line, or pass --skip-malformed"
                 ) from None
         if not out:
             raise KnowcompError(f"task file {self.path}: {self.file} has no facts")

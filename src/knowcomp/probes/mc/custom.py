@@ -22,8 +22,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from knowcomp.errors import KnowcompError
 from knowcomp.probes.base import Probe, RunOptions
 from knowcomp.probes.categories import check_category
@@ -49,13 +47,9 @@ class CustomTask(ChoiceProbe):
     delimiter: str
 
     def items(self, options: RunOptions) -> tuple[list[ChoiceItem], list[str]]:
-        try:
-            lines = self.file.read_text(encoding="utf-8").split("\n")
-        except (OSError, UnicodeDecodeError) as err:
-            raise KnowcompError(
-                f"cannot read {self.file} ({err}) of task file {self.spec}; fix: point `file:` "
-                "at a UTF-8 JSONL file"
-            ) from None
+        from knowcomp.data.readers import read_text
+
+        lines = read_text(self.file, f"data file of task file {self.spec}").split("\n")
         items: list[ChoiceItem] = []
         skipped: list[str] = []
         for line_no, line in enumerate(lines, start=1):
@@ -119,15 +113,11 @@ def register_task_file(path: str | Path) -> Probe:
     """
     path = Path(path).expanduser()
     example = "name: mytask, file: data.jsonl, query: question, choices: options, gold: answer"
+    from knowcomp.data.readers import load_yaml, read_text
+
     if not path.is_file():
         raise _fail(path, "no such file", "check the path to the task YAML")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise _fail(
-            path, f"not valid YAML ({first})", f"write a mapping such as {{{example}}}"
-        ) from None
+    spec = load_yaml(read_text(path, "task file"), f"task file {path}")
     if not isinstance(spec, dict):
         raise _fail(path, "not a YAML mapping", f"write a mapping such as {{{example}}}")
     if spec.get("type") == "cloze":
