@@ -292,9 +292,10 @@ def _print_comparison(stages: dict[str, list]) -> None:
 
 
 def _share(base, compressed, recovered) -> str:
-    if None in (base, compressed, recovered) or base <= compressed:
-        return ""
-    return f"{100 * (recovered - compressed) / (base - compressed):+.0f}%"
+    from knowcomp.analysis.intervals import recovered_share
+
+    share = recovered_share(base, compressed, recovered)
+    return "" if share is None else f"{100 * share:+.0f}%"
 
 
 def _print_latency(timing: dict[str, float]) -> None:

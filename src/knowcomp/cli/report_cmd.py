@@ -21,8 +21,16 @@ _VERDICT_STYLE = {"holds": "green", "does not hold": "red", "not enough data": "
     "Default: beside DB, named after it with '-report' (runs/study.sqlite -> "
     "runs/study-report/).",
 )
+@click.option(
+    "--choice-metric",
+    type=click.Choice(["acc", "acc_norm"]),
+    default="acc",
+    show_default=True,
+    help="Headline of the multiple-choice probes: accuracy (both studies' number) or "
+    "lm-evaluation-harness's length-normalised acc_norm.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the path of report.html.")
-def report(db: Path, out: Path | None, quiet: bool) -> None:
+def report(db: Path, out: Path | None, choice_metric: str, quiet: bool) -> None:
     """Write the report of results file DB (from `knowcomp run`) into a folder.
 
     \b
@@ -38,8 +46,9 @@ def report(db: Path, out: Path | None, quiet: bool) -> None:
       forgetting/     facts and items the baseline got right and a compressed model missed
       findings.md     whether the study's four headline findings hold on this data
 
-    Scores are each probe's headline metric (LAMA: P@1 micro; multiple choice: accuracy;
-    QA: exact match) in percent; drops are baseline minus compressed, in points.
+    Scores are each probe's headline metric (LAMA: P@1 micro; multiple choice and LAMBADA:
+    accuracy, or acc_norm with --choice-metric acc_norm; QA: exact match) in percent; drops
+    are baseline minus compressed, in points.
     """
     from knowcomp.report import generate_report
 
@@ -49,7 +58,7 @@ def report(db: Path, out: Path | None, quiet: bool) -> None:
         if not quiet:
             err_console.print(message, style="dim", highlight=False, markup=False)
 
-    result = generate_report(db, out, progress=progress)
+    result = generate_report(db, out, progress=progress, choice_metric=choice_metric)
     if quiet:
         click.echo(str(result.html))
         return

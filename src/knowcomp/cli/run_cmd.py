@@ -217,7 +217,7 @@ class _ProgressListener:
 
 
 def _headline(metrics: dict) -> float:
-    for key in ("p@1_micro", "exact_match", "acc"):
-        if key in metrics:
-            return float(metrics[key])
-    return float("nan")
+    from knowcomp.probes.categories import headline_name
+
+    name = headline_name(metrics)
+    return float(metrics[name]) if name else float("nan")

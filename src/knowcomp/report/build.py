@@ -76,9 +76,17 @@ def check_results_file(db: Path, *, shown: Path | None = None) -> None:
 
 
 def generate_report(
-    db: Path, out: Path, *, progress: Callable[[str], None] | None = None
+    db: Path,
+    out: Path,
+    *,
+    progress: Callable[[str], None] | None = None,
+    choice_metric: str = "acc",
 ) -> ReportResult:
-    """Write tables, plots, findings, forgetting CSVs and `report.html` into `out`."""
+    """Write tables, plots, findings, forgetting CSVs and `report.html` into `out`;
+    multiple-choice probes show `choice_metric` (`acc`, the studies' number, or `acc_norm`)."""
+    from knowcomp.probes.categories import check_choice_metric
+
+    check_choice_metric(choice_metric)
     say = progress or (lambda message: None)
     db, out = Path(db), Path(out)
     with _readable_copy(db) as source:
@@ -91,13 +99,14 @@ def generate_report(
             store = ResultsStore(source)
         except StoreError as err:
             raise ReportError(str(err)) from None
-        return _generate(store, db, out, say)
+        return _generate(store, db, out, say, choice_metric)
 
 
-def _generate(store: ResultsStore, db: Path, out: Path, say: Callable[[str], None]) -> ReportResult:
+def _generate(store: ResultsStore, db: Path, out: Path, say: Callable[[str], None],
+              choice_metric: str) -> ReportResult:  # fmt: skip
     with store:
         say(f"reading {db}")
-        frame = load_frame(store)
+        frame = load_frame(store, choice_metric=choice_metric)
         say(f"{frame.rows} results: {len(frame.models)} model(s), {len(frame.probes)} probe(s), "
             f"{len({p.recipe for p in frame.points})} compression(s)")  # fmt: skip
         say("comparing items with the baseline (per-fact forgetting)")

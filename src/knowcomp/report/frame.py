@@ -15,11 +15,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from knowcomp.probes.categories import headline_name
 from knowcomp.study.store import ResultsStore
 
 STRUCTURED_METHODS = frozenset({"ln_structured", "random_structured"})
-# LAMA (ranked, then generated), QA, multiple choice and LAMBADA: the first study's numbers
-HEADLINE_METRICS = ("p@1_micro", "exact_match_micro", "exact_match", "acc")
 PROBE_KINDS = {
     "lama": "LAMA probes (P@1)",
     "mc": "multiple-choice probes (accuracy)",
@@ -30,15 +29,10 @@ GROUP_LABELS = {"overall": "Overall", "attention": "Att", "feed_forward": "FF"}
 GROUP_ORDER = ("overall", "attention", "feed_forward")
 
 
-def headline_metric(metrics: dict[str, Any]) -> str | None:
-    """The one number a table shows for a probe: P@1 (micro) for LAMA (exact match of the
-    generated object in LAMA's generate mode), exact match for QA, accuracy otherwise. A
-    metric that is not a number (NaN: nothing scored) does not count."""
-    for name in HEADLINE_METRICS:
-        value = metrics.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-            return name
-    return None
+def headline_metric(metrics: dict[str, Any], *, choice_metric: str = "acc") -> str | None:
+    """The one number a table, plot and finding shows for a probe, as
+    `knowcomp.probes.categories.headline_name` defines it for every command."""
+    return headline_name(metrics, choice_metric=choice_metric)
 
 
 def probe_kind(metrics: dict[str, Any]) -> str:
@@ -165,6 +159,7 @@ class Frame:
     rows: int = 0
     trial_keys: dict[tuple[str, str, int, str], str] = field(default_factory=dict)
     baseline_keys: dict[tuple[str, int, str], str] = field(default_factory=dict)
+    choice_metric: str = "acc"  # the headline of multiple-choice probes: acc or acc_norm
 
 
 def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -190,16 +185,17 @@ def _model_labels(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], str]:
     return labels
 
 
-def load_frame(store: ResultsStore) -> Frame:
-    """Read every row of the store into a `Frame`."""
+def load_frame(store: ResultsStore, *, choice_metric: str = "acc") -> Frame:
+    """Read every row of the store into a `Frame`; multiple-choice probes show `choice_metric`
+    (`acc`, the studies' number, or `acc_norm`)."""
     rows = store.rows()
-    frame = Frame(rows=len(rows))
+    frame = Frame(rows=len(rows), choice_metric=choice_metric)
     labels = _model_labels(rows)
     base: dict[tuple[str, int, str], tuple[float, float | None]] = {}
     compressed = []
     for row in rows:
         metrics = row["metrics"] or {}
-        metric = headline_metric(metrics)
+        metric = headline_metric(metrics, choice_metric=choice_metric)
         if metric is None:
             continue
         label = labels[(row["model"], *_setting(row))]

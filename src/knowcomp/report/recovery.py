@@ -10,8 +10,10 @@ category present), the overall average, and the recovered share of the overall a
 
 computed per seed where compression lost something (uncompressed > compressed), then averaged
 over seeds: 100% means recovery won back everything compression lost, 0% nothing, a negative
-share that recovery lost more. Scores are each probe's headline as `knowcomp.probes.categories`
-defines it (acc_norm where lm-evaluation-harness reports it), in percent, averaged over seeds.
+share that recovery lost more (`knowcomp.analysis.intervals.recovered_share`, the one
+definition `knowcomp recover` uses too). Scores are each probe's headline as
+`knowcomp.probes.categories` defines it (the report's choice metric for multiple choice), in
+percent, averaged over seeds.
 
 A second table gives, per recovery method, its trainable parameters (and their share of the
 model's), the training tokens and steps, the first and last training loss, and the seconds it
@@ -24,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from statistics import fmean
 from typing import Any
 
+from knowcomp.analysis.intervals import recovered_share
 from knowcomp.report.frame import BaselinePoint, Frame, Point
 from knowcomp.report.stats import Cell, cell
 
@@ -55,7 +58,7 @@ def _categories(known: dict[str, str], tasks: Sequence[str]) -> list[str]:
 
 def _layouts(
     points: Iterable[BaselinePoint | Point], tasks: Sequence[str], categories: Sequence[str],
-    known: dict[str, str],
+    known: dict[str, str], choice_metric: str = "acc",
 ) -> dict[int, Any]:  # fmt: skip
     """Per seed, the row's `Layout` (a task that did not run is missing, never zero)."""
     from knowcomp.probes.base import ProbeResult
@@ -68,7 +71,7 @@ def _layouts(
     layouts = {}
     for seed, results in by_seed.items():
         rows = [results.get(t) or ProbeResult(t, known[t], {}, {}) for t in tasks]
-        layouts[seed] = study_layout(rows, tasks, categories)
+        layouts[seed] = study_layout(rows, tasks, categories, choice_metric=choice_metric)
     return layouts
 
 
@@ -81,14 +84,6 @@ def _cells(layouts: dict[int, Any], width: int) -> list[Cell | None]:
             if score is not None:
                 values[i].append(100 * score)
     return [cell(v) for v in values]
-
-
-def recovered_share(base: float | None, compressed: float | None, recovered: float | None):
-    """(recovered - compressed) / (base - compressed), or None where compression lost nothing
-    or a score is missing."""
-    if base is None or compressed is None or recovered is None or base <= compressed:
-        return None
-    return (recovered - compressed) / (base - compressed)
 
 
 def _share(base: dict[int, Any], compressed: dict[int, Any], recovered: dict[int, Any]):
@@ -122,11 +117,11 @@ def recovery_tables(frame: Frame) -> list[Any]:
         ["Model", "Compression", "Recovery"],
         [*tasks, *averages, "Average", SHARE],
         note=(
-            "Headline score in percent (acc_norm where lm-evaluation-harness reports it, acc, "
-            "exact match for QA, P@1 for LAMA), then the category averages and the average of "
-            "all tasks. Recovered share = (recovered - compressed) / (uncompressed - "
-            "compressed) on the average, in percent: 100 = all that compression lost is back; "
-            "'–' where compression lost nothing. Means over seeds."
+            f"Headline score in percent ({frame.choice_metric} for multiple choice, accuracy "
+            "for LAMBADA, exact match for QA, P@1 micro for LAMA), then the category averages "
+            "and the average of all tasks. Recovered share = (recovered - compressed) / "
+            "(uncompressed - compressed) on the average, in percent: 100 = all that "
+            "compression lost is back; '–' where compression lost nothing. Means over seeds."
         ),
     )
     training = Table(
@@ -142,19 +137,20 @@ def recovery_tables(frame: Frame) -> list[Any]:
         ),
     )
     for model in models:
+        choice = frame.choice_metric
         base = _layouts((b for b in frame.baselines if b.model == model), tasks, categories,
-                        known)  # fmt: skip
+                        known, choice)  # fmt: skip
         width = len(main.probes) - 1  # every column but the recovered share
         main.rows.append(([model, "uncompressed", NONE], [*_cells(base, width), None]))
         recipes = list(dict.fromkeys(p.recipe for p in frame.recovered if p.model == model))
         for recipe in recipes:
             plain = _layouts((p for p in frame.points if p.model == model and p.recipe == recipe),
-                             tasks, categories, known)  # fmt: skip
+                             tasks, categories, known, choice)  # fmt: skip
             main.rows.append(([model, recipe, NONE], [*_cells(plain, width), None]))
             mine = [p for p in frame.recovered if p.model == model and p.recipe == recipe]
             for method in sorted(dict.fromkeys(p.method for p in mine), key=_method_order):
                 points = [p for p in mine if p.method == method]
-                rec = _layouts(points, tasks, categories, known)
+                rec = _layouts(points, tasks, categories, known, choice)
                 main.rows.append(
                     ([model, recipe, str(method)], [*_cells(rec, width), _share(base, plain, rec)])
                 )

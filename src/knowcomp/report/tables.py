@@ -130,8 +130,8 @@ def _seeds(seeds: list[int]) -> str:
 
 
 _UNITS = (
-    "Headline score in percent: P@1 (micro) for LAMA, accuracy for multiple choice, exact "
-    "match for QA."
+    "Headline score in percent: P@1 (micro) for LAMA, accuracy for multiple choice (acc_norm "
+    "when the report was asked for it) and LAMBADA, exact match for QA."
 )
 
 
@@ -151,7 +151,7 @@ def category_table(frame: Frame, all_arms: list[Arm]) -> Table | None:
             by_seed.setdefault(p.seed, []).append(result)
         values: dict[str, list[float]] = {}
         for results in by_seed.values():
-            layout = category_averages(results)
+            layout = category_averages(results, choice_metric=frame.choice_metric)
             for average in layout.categories:
                 if average.score is not None:
                     values.setdefault(average.category, []).append(100 * average.score)
@@ -175,10 +175,8 @@ def category_table(frame: Frame, all_arms: list[Arm]) -> Table | None:
         "Averages by knowledge category",
         ["Model", "Compression"],
         [DISPLAY_NAMES.get(c, c) for c in columns] + ["Average"],
-        note="Mean headline score in percent of each category's probes, and of all probes; "
-        "each probe's headline as knowcomp.probes.categories defines it (acc_norm where "
-        "lm-evaluation-harness reports it), so multiple-choice cells can differ from the "
-        "tables above.",
+        note="Mean headline score in percent of each category's probes, and of all probes "
+        "(the headline of the tables above).",
     )
     for labels, found in rows:
         if found:
