@@ -8,6 +8,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -59,6 +60,7 @@ def _outcome(
     *,
     sweep: str = "s",
     records: dict[str, list[dict]] | None = None,
+    measured: bool = False,
 ) -> TrialOutcome:
     level = next((s.get("level") for s in steps if s["kind"] == "prune"), None)
     group = steps[0]["group"] if steps else None
@@ -75,12 +77,28 @@ def _outcome(
         "compression": None if recipe is None else {"recipe": recipe, "steps": steps},
         "versions": VERSIONS, "seconds": 1.0,
     }  # fmt: skip
+    if measured:
+        records = {probe: _items(probe, value) for probe, value in scores.items()}
     results = [
         {"probe": probe, "category": CATEGORY[probe], "metrics": _metrics(probe, value),
          "counts": {}, "notes": [], "seconds": 0.1, "records": (records or {}).get(probe)}
         for probe, value in scores.items()
     ]  # fmt: skip
     return TrialOutcome(trial, results)
+
+
+ITEMS = 400  # items per probe in a measured store; scores are multiples of 1/400
+
+
+def _items(probe: str, value: float) -> list[dict]:
+    """Per-item records whose mean is `value`: item i right iff i < value * ITEMS, so a lower
+    score loses items a higher one had (nested); LAMA facts in four relations."""
+    right = round(value * ITEMS)
+    assert right == pytest.approx(value * ITEMS), value
+    if probe.startswith("lama-"):
+        return [{"relation": f"P{i % 4}", "uuid": f"f{i}", "rank": 1 if i < right else 2,
+                 "p@1": float(i < right)} for i in range(ITEMS)]  # fmt: skip
+    return [{"index": i, "gold": 0, "chosen": 0 if i < right else 1} for i in range(ITEMS)]
 
 
 def _prune(group: str, level: float, method: str = "l1_unstructured") -> list[dict]:
@@ -120,9 +138,13 @@ def _minus(drops: tuple[float, float]) -> dict[str, float]:
     return {"lama-trex": BASE["lama-trex"] - drops[0] / 100, "piqa": BASE["piqa"] - drops[1] / 100}
 
 
-def full_store(path: Path) -> Path:
-    """One model with every sweep of the study, plus a second model with a baseline only."""
+def full_store(path: Path, *, measured: bool = False) -> Path:
+    """One model with every sweep of the study, plus a second model with a baseline only.
+    Without `measured`, only two trials have (hand-made) records and they do not add up to
+    their scores, as in a file written before records were kept: no intervals. With it, every
+    result has `ITEMS` records that add up to its score."""
     with ResultsStore(path) as store:
+        store = _Measured(store) if measured else store  # type: ignore[assignment]
         for seed in (0, 1):
             records = {"lama-trex": LAMA_BASE, "piqa": MC_BASE} if seed == 0 else None
             store.write(_outcome("m1", None, [], seed, BASE, records=records))
@@ -150,6 +172,19 @@ def full_store(path: Path) -> Path:
                                      _minus(pair)))  # fmt: skip
         store.write(_outcome("m2", None, [], 0, {"lama-trex": 0.30}))
     return path
+
+
+class _Measured:
+    """A store whose every written result gets records that add up to its score."""
+
+    def __init__(self, store: ResultsStore) -> None:
+        self.store = store
+
+    def write(self, outcome: TrialOutcome) -> int:
+        for result in outcome.results:
+            value = next(iter(v for k, v in result["metrics"].items() if k in ("acc", "p@1_micro")))
+            result["records"] = _items(result["probe"], value)
+        return self.store.write(outcome)
 
 
 @pytest.fixture
@@ -206,7 +241,7 @@ def test_a_trial_without_baseline_has_no_drop(tmp_path):
 def test_tables_show_the_studys_layout_with_missing_probes_as_missing(store_path):
     tables = {t.name: t for t in build_tables(_frame(store_path))}
     assert list(tables) == ["table3_baseline", "table4_quantization", "table5_prune_quant_20",
-                            "table6_prune_quant_40", "table1_seeds", *EXTRA]  # fmt: skip
+                            "table6_prune_quant_40", "table1_seeds", "drops", *EXTRA]  # fmt: skip
     base = to_markdown(tables["table3_baseline"])
     assert "| Model | lama-trex | piqa | winogrande |" in base
     assert "| m1 | 50.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 0.0 |" in base  # seeds 0 and 1
@@ -240,7 +275,7 @@ def test_tables_without_data_are_skipped(tmp_path):
         store.write(_outcome("m", "prune:l1_unstructured:attention:0.5",
                              _prune("attention", 0.5), 0, {"lama-trex": 0.2}))  # fmt: skip
     result = generate_report(path, tmp_path / "out")
-    assert [t.name for t in result.tables] == ["table3_baseline", *EXTRA]
+    assert [t.name for t in result.tables] == ["table3_baseline", "drops", *EXTRA]
     written = sorted(p.name for p in (tmp_path / "out" / "tables").iterdir())
     assert [n for n in written if n.startswith("table")] == [
         "table3_baseline.csv", "table3_baseline.md", "table3_baseline.tex"]  # fmt: skip
@@ -467,7 +502,8 @@ def test_report_of_a_real_tiny_study(tmp_path):
     })  # fmt: skip
     run_study(spec)
     result = generate_report(tmp_path / "r.sqlite", tmp_path / "out")
-    assert [t.name for t in result.tables] == ["table3_baseline", "table4_quantization", *EXTRA]
+    assert [t.name for t in result.tables] == ["table3_baseline", "table4_quantization",
+                                               "drops", *EXTRA]  # fmt: skip
     assert {p.name.removesuffix("_tiny-llama") for p in result.plots} == {
         "drop_vs_sparsity", "probe_drops", "drop_vs_fraction"}  # fmt: skip
     verdicts = [f.verdict for f in result.findings]
@@ -533,3 +569,54 @@ def test_probe_kinds_and_headline_metrics():
     ]
     for metrics, kind, headline in cases:
         assert (probe_kind(metrics), headline_metric(metrics)) == (kind, headline), metrics
+
+
+# -- intervals ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> Path:
+    """The full store with every result's per-item records (`ITEMS` per probe)."""
+    return full_store(tmp_path_factory.mktemp("measured") / "m.sqlite", measured=True)
+
+
+def test_tables_show_each_drop_and_score_with_its_interval(measured):
+    from scipy import stats
+
+    from knowcomp.analysis.intervals import paired_drop
+
+    frame = _frame(measured)
+    tables = {t.name: t for t in build_tables(frame)}
+    drops = to_markdown(tables["drops"])
+    # overall pruning at 20%: 20 of 400 PIQA items lost, none gained
+    base = np.r_[np.ones(320), np.zeros(80)]
+    pruned = np.r_[np.ones(300), np.zeros(100)]
+    expected = paired_drop(base, pruned).scaled(100)
+    assert expected.value == pytest.approx(5.0)
+    row = next(line for line in drops.splitlines() if "overall:0.2 |" in line)
+    assert f"| 5.0 [{expected.low:.1f}, {expected.high:.1f}] |" in row
+    assert row.startswith("| m1 | prune:l1_unstructured:overall:0.2 | 0 |")
+    rows = list(csv.DictReader(to_csv(tables["drops"]).splitlines()))
+    mine = next(r for r in rows if r["Compression"] == "prune:l1_unstructured:overall:0.2")
+    assert float(mine["piqa p"]) == pytest.approx(stats.binomtest(20, 20).pvalue, rel=1e-3)
+    assert float(mine["piqa low"]) == pytest.approx(expected.low, abs=1e-4)
+    latex = to_latex(tables["drops"])
+    assert "& lama-trex & low & high & piqa & low & high" in latex
+    # a score from one seed: its own interval (Wilson: the relations all score alike)
+    ci = stats.binomtest(120, 400).proportion_ci(method="wilson")
+    base_md = to_markdown(tables["table3_baseline"])
+    assert f"| m2 | 30.0 [{100 * ci.low:.1f}, {100 * ci.high:.1f}] | – | – |" in base_md
+    assert "| m1 | 50.0 ± 0.0 |" in base_md  # two seeds: the spread between them
+    cats = to_markdown(tables["categories"])
+    line = next(x for x in cats.splitlines() if "| prune:l1_unstructured:overall:0.2 |" in x)
+    assert re.search(r"\| 45\.0 \[4\d\.\d, 4\d\.\d\] \| 75\.0 \[7\d\.\d, 7\d\.\d\] \|", line)
+    # the averaged drop over probes of a kind (plots) has a bootstrap interval around it
+    arm = next(a for a in arms(frame) if a.recipe == "prune:l1_unstructured:overall:0.2")
+    averaged = arm.drop()
+    assert averaged.mean == pytest.approx(5.0) and averaged.low < 5.0 < averaged.high
+
+
+def test_the_report_of_a_measured_store_draws_bands_and_tests_findings(measured, tmp_path):
+    result = generate_report(measured, tmp_path / "out")
+    assert (tmp_path / "out" / "tables" / "drops.md").is_file()
+    svg = (tmp_path / "out" / "plots" / "probe_drops_m1.svg").read_text()
+    assert "<svg" in svg
+    assert {f.verdict for f in result.findings} == {"holds"}

@@ -20,8 +20,8 @@ Which method, and why:
   the sandwich form; here its leave-one-cluster-out jackknife, CR3, which covers better with
   a few dozen relations) and a t interval and t test on G-1 degrees of freedom; a continuous
   one gets a cluster bootstrap (resampling whole clusters, written here since scipy's
-  bootstrap resamples items). With fewer than two clusters, or no spread at all, the
-  unclustered method is used and the method name says so.
+  bootstrap resamples items). With fewer than two clusters, or no spread at all (within or
+  between clusters), the unclustered method is used and the method name says so.
 - **Averages over probes and the recovered share** (`bootstrap_strata`): a stratified
   bootstrap that resamples items (clusters where there are) within each probe, the same draw
   for every trial of that probe (so the pairing is kept), and recomputes the average or share;
@@ -140,7 +140,7 @@ def score_interval(
     codes = cluster_codes(clusters)
     groups = _clusters_that_matter(codes)
     binary = _is_binary(x)
-    if groups is not None and np.ptp(x) > 0:
+    if groups is not None and np.ptp(x) > 0 and clustered_se(x, codes) > 0:
         if binary:
             return _t_estimate(mean, clustered_se(x, codes), n, groups,
                                f"clustered SE ({groups} clusters)")  # fmt: skip
@@ -225,7 +225,7 @@ def paired_drop(
     codes = cluster_codes(clusters)
     groups = _clusters_that_matter(codes)
     binary = _is_binary(a) and _is_binary(b)
-    if groups is not None and np.ptp(d) > 0:
+    if groups is not None and np.ptp(d) > 0 and clustered_se(d, codes) > 0:
         if binary:
             return _t_estimate(value, clustered_se(d, codes), n, groups,
                                f"clustered SE, t test ({groups} clusters)")  # fmt: skip
@@ -381,20 +381,30 @@ def recovered_share(
     return (recovered - compressed) / (base - compressed)
 
 
+def share_from_draws(draws: np.ndarray) -> tuple[float, float] | Undefined:
+    """The recovered share's percentile interval from (R, 3) bootstrap draws of baseline,
+    compressed and recovered scores; `Undefined` where the loss it divides by is not clearly
+    above zero (its interval reaches zero): a ratio over a loss that may be nothing has no
+    useful interval."""
+    loss = draws[:, 0] - draws[:, 1]
+    low, high = _percentile(loss)
+    if low <= 0:
+        return Undefined(f"compression lost too little to share out (loss {100 * low:.1f} to "
+                         f"{100 * high:.1f} points)")  # fmt: skip
+    return _percentile((draws[:, 2] - draws[:, 1]) / loss)
+
+
 def recovered_share_estimate(strata: Sequence[Stratum]) -> Estimate | Undefined:
     """The recovered share of the average over strata (rows: base, compressed, recovered on
-    the same items) with its stratified-bootstrap interval; `Undefined` where the loss it
-    divides by is not clearly above zero (its interval reaches zero): the ratio of two noisy
-    numbers near zero has no useful interval."""
-    loss = average_estimate(strata, (1.0, -1.0, 0.0))
-    if loss.low <= 0:
-        return Undefined(
-            f"compression lost too little to share out: loss {100 * loss.value:.1f} points "
-            f"[{100 * loss.low:.1f}, {100 * loss.high:.1f}]"
-        )
-
-    def statistic(means: list[np.ndarray]) -> np.ndarray:
-        avg = np.mean(means, axis=0)  # (R, 3): base, compressed, recovered
-        return (avg[:, 2] - avg[:, 1]) / (avg[:, 0] - avg[:, 1])
-
-    return bootstrap_estimate(strata, statistic, method="stratified bootstrap over probes")
+    the same items) with its stratified-bootstrap interval (`share_from_draws`)."""
+    means = [np.atleast_2d(_as_array(s.rows)).mean(axis=1) for s in strata]
+    base, compressed, recovered = np.mean(means, axis=0)
+    draws = np.mean(bootstrap_strata(strata), axis=0)
+    interval = share_from_draws(draws)
+    value = recovered_share(base, compressed, recovered)
+    if isinstance(interval, Undefined):
+        return interval
+    if value is None:
+        return Undefined("compression lost nothing")
+    n = sum(np.atleast_2d(s.rows).shape[1] for s in strata)
+    return Estimate(value, *interval, n, "stratified bootstrap over probes")

@@ -15,7 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from knowcomp.analysis.intervals import Estimate
 from knowcomp.probes.categories import headline_name
+from knowcomp.report.uncertainty import Intervals
 from knowcomp.study.store import ResultsStore
 
 STRUCTURED_METHODS = frozenset({"ln_structured", "random_structured"})
@@ -110,6 +112,8 @@ class BaselinePoint:
     majority: float | None
     category: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    trial_key: str = ""
+    score_ci: Estimate | None = field(default=None, compare=False, repr=False)  # fractions
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,8 @@ class Point:
     category: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     recovery: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    score_ci: Estimate | None = field(default=None, compare=False, repr=False)  # fractions
+    drop_ci: Estimate | None = field(default=None, compare=False, repr=False)  # points
 
     @property
     def method(self) -> str | None:
@@ -160,6 +166,7 @@ class Frame:
     trial_keys: dict[tuple[str, str, int, str], str] = field(default_factory=dict)
     baseline_keys: dict[tuple[str, int, str], str] = field(default_factory=dict)
     choice_metric: str = "acc"  # the headline of multiple-choice probes: acc or acc_norm
+    intervals: Intervals = field(default_factory=Intervals)  # per-item data, bootstrap draws
 
 
 def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -185,9 +192,12 @@ def _model_labels(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], str]:
     return labels
 
 
-def load_frame(store: ResultsStore, *, choice_metric: str = "acc") -> Frame:
+def load_frame(
+    store: ResultsStore, *, choice_metric: str = "acc", with_intervals: bool = True
+) -> Frame:
     """Read every row of the store into a `Frame`; multiple-choice probes show `choice_metric`
-    (`acc`, the studies' number, or `acc_norm`)."""
+    (`acc`, the studies' number, or `acc_norm`). With `with_intervals`, each result's records
+    are read too, for the intervals of its score and of its drop (`report.uncertainty`)."""
     rows = store.rows()
     frame = Frame(rows=len(rows), choice_metric=choice_metric)
     labels = _model_labels(rows)
@@ -207,11 +217,15 @@ def load_frame(store: ResultsStore, *, choice_metric: str = "acc") -> Frame:
             known = frame.versions.setdefault(package, [])
             if version not in known:
                 known.append(str(version))
+        key = row["trial_key"]
+        if with_intervals:
+            frame.intervals.add(key, row["probe"], store.records(key, row["probe"]), metric,
+                                float(metrics[metric]))  # fmt: skip
         if row["recipe"] is None:
             majority = metrics.get("majority")
             point = BaselinePoint(label, row["seed"], row["probe"], probe_kind(metrics), metric,
-                                  float(metrics[metric]), majority, row["category"],
-                                  metrics)  # fmt: skip
+                                  float(metrics[metric]), majority, row["category"], metrics,
+                                  key, frame.intervals.score(key, row["probe"]))  # fmt: skip
             frame.baselines.append(point)
             base[(label, row["seed"], row["probe"])] = (point.value, majority)
             frame.baseline_keys[(label, row["seed"], row["probe"])] = row["trial_key"]
@@ -220,6 +234,11 @@ def load_frame(store: ResultsStore, *, choice_metric: str = "acc") -> Frame:
     for label, row, metric in compressed:
         metrics = row["metrics"]
         found = base.get((label, row["seed"], row["probe"]))
+        key, probe = row["trial_key"], row["probe"]
+        base_key = frame.baseline_keys.get((label, row["seed"], probe))
+        if base_key is not None:
+            frame.intervals.baseline_of[(key, probe)] = base_key
+        drop_ci = frame.intervals.drop(key, probe)
         comp = describe(row["compression"], row["recipe"])
         recovery = row.get("recovery")
         if recovery:  # what the training table needs of the trial row
@@ -243,6 +262,8 @@ def load_frame(store: ResultsStore, *, choice_metric: str = "acc") -> Frame:
                 category=row["category"],
                 metrics=metrics,
                 recovery=recovery or None,
+                score_ci=frame.intervals.score(key, probe),
+                drop_ci=None if drop_ci is None else drop_ci.scaled(100),
             )
         )
         if not recovery:
