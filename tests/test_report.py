@@ -605,6 +605,12 @@ def test_tables_show_each_drop_and_score_with_its_interval(measured):
     base_md = to_markdown(tables["table3_baseline"])
     assert f"| m2 | 30.0 [{100 * ci.low:.1f}, {100 * ci.high:.1f}] | – | – |" in base_md
     assert "| m1 | 50.0 ± 0.0 |" in base_md  # two seeds: the spread between them
+    write_report(measured, measured.parent / "report")
+    listed = list(csv.DictReader((measured.parent / "report" / "drops.csv").open()))
+    row = next(r for r in listed if r["recipe"] == "prune:l1_unstructured:overall:0.2"
+               and r["probe"] == "piqa")  # fmt: skip
+    assert float(row["drop_low"]) == pytest.approx(expected.low, abs=1e-3)
+    assert row["items"] == "400" and "McNemar" in row["test"]
     cats = to_markdown(tables["categories"])
     line = next(x for x in cats.splitlines() if "| prune:l1_unstructured:overall:0.2 |" in x)
     assert re.search(r"\| 45\.0 \[4\d\.\d, 4\d\.\d\] \| 75\.0 \[7\d\.\d, 7\d\.\d\] \|", line)
@@ -620,3 +626,29 @@ def test_the_report_of_a_measured_store_draws_bands_and_tests_findings(measured,
     svg = (tmp_path / "out" / "plots" / "probe_drops_m1.svg").read_text()
     assert "<svg" in svg
     assert {f.verdict for f in result.findings} == {"holds"}
+
+
+def test_recovered_share_has_an_interval_or_says_the_loss_is_too_small(tmp_path):
+    path = tmp_path / "r.sqlite"
+    recovery = {"method": "lora", "label": "lora", "settings": "r=8", "trainable_params": 10,
+                "log": {"tokens": 8, "steps": 1, "seconds": 1.0}}  # fmt: skip
+    with ResultsStore(path) as store:
+        store.write(_outcome("m", None, [], 0, {"piqa": 0.80}, measured=True))
+        for recipe, lost, back in (
+            ("prune:l1_unstructured:overall:0.5", 0.20, 0.10),
+            ("prune:l1_unstructured:overall:0.1", 0.005, 0.0),
+        ):
+            steps = _prune("overall", float(recipe.rsplit(":", 1)[1]))
+            store.write(_outcome("m", recipe, steps, 0, {"piqa": 0.80 - lost}, measured=True))
+            healed = _outcome("m", recipe, steps, 0, {"piqa": 0.80 - lost + back}, measured=True)
+            healed.trial["trial_key"] += "|lora"
+            healed.trial["recovery"] = recovery
+            store.write(healed)  # fmt: skip
+        frame = load_frame(store)
+    table = next(t for t in build_tables(frame) if t.name == "recovery")
+    shares = {labels[1]: cells[-1] for labels, cells in table.rows if labels[2] == "lora"}
+    half = shares["prune:l1_unstructured:overall:0.5"]
+    assert half.mean == pytest.approx(50.0) and half.low < 50.0 < half.high
+    assert half.low > 30 and half.high < 70
+    assert shares["prune:l1_unstructured:overall:0.1"] == "none: loss not significant"
+    assert "none: loss not significant" in to_markdown(table)

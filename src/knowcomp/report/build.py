@@ -23,8 +23,9 @@ from knowcomp.report.tables import Table, build_tables, write_tables
 from knowcomp.study.store import SCHEMA_VERSION, ResultsStore, StoreError
 
 DROP_COLUMNS = ("model", "sweep", "recipe", "kind", "group", "method", "level", "seed", "probe",
-                "probe_kind", "metric", "baseline", "value", "drop_points", "majority",
-                "sparsity", "fraction_compressed")  # fmt: skip
+                "probe_kind", "metric", "baseline", "value", "drop_points", "drop_low",
+                "drop_high", "p_value", "items", "test", "majority", "sparsity",
+                "fraction_compressed")  # fmt: skip
 
 
 class ReportError(KnowcompError):
@@ -180,16 +181,19 @@ def _notes(frame: Frame) -> list[str]:
 
 
 def _write_drops(frame: Frame, path: Path) -> Path:
-    """Every compressed trial x probe with its baseline: the data behind every plot."""
+    """Every compressed trial x probe with its baseline: the data behind every plot, with the
+    paired drop's 95% interval, p-value, items paired and test (empty without records)."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(DROP_COLUMNS)
         for p in frame.points:
-            c = p.compression
+            c, ci = p.compression, p.drop_ci
+            interval = ["", "", "", "", ""] if ci is None else [
+                _num(ci.low), _num(ci.high), _num(ci.p_value), ci.n, ci.method]  # fmt: skip
             writer.writerow([
                 p.model, p.sweep, p.recipe, c.kind, c.group, c.method, _num(c.level), p.seed,
                 p.probe, p.kind, p.metric, _num(p.baseline), _num(p.value), _num(p.drop),
-                _num(p.majority), _num(p.sparsity), _num(p.fraction),
+                *interval, _num(p.majority), _num(p.sparsity), _num(p.fraction),
             ])  # fmt: skip
     return path
 

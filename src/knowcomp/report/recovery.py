@@ -26,12 +26,14 @@ from collections.abc import Iterable, Sequence
 from statistics import fmean
 from typing import Any
 
-from knowcomp.analysis.intervals import recovered_share
+from knowcomp.analysis.intervals import Undefined, recovered_share
 from knowcomp.report.frame import BaselinePoint, Frame, Point
 from knowcomp.report.stats import Cell, cell
+from knowcomp.report.uncertainty import Intervals, share_interval
 
 NONE = "–"
 SHARE = "Recovered share"
+NO_SHARE = "none: loss not significant"  # the loss's interval reaches zero: no ratio to show
 TRAINING_COLUMNS = ("Trainable params", "% of model", "Tokens", "Steps", "First loss",
                     "Last loss", "Train s")  # fmt: skip
 
@@ -86,14 +88,42 @@ def _cells(layouts: dict[int, Any], width: int) -> list[Cell | None]:
     return [cell(v) for v in values]
 
 
-def _share(base: dict[int, Any], compressed: dict[int, Any], recovered: dict[int, Any]):
+def _share(
+    base: dict[int, Any],
+    compressed: dict[int, Any],
+    recovered: dict[int, Any],
+    keys: tuple[dict, dict, dict] | None = None,
+    intervals: Intervals | None = None,
+):
+    """The recovered share of the overall average, in percent: mean over seeds; for one seed
+    with per-item records, with its stratified-bootstrap interval, or a note where the loss is
+    too small for a share (`knowcomp.analysis.intervals.share_from_draws`)."""
     shares = []
     for seed, layout in recovered.items():
         if seed in base and seed in compressed:
             share = recovered_share(base[seed].overall, compressed[seed].overall, layout.overall)
             if share is not None:
                 shares.append(100 * share)
-    return cell(shares)
+    if len(recovered) != 1 or keys is None or intervals is None:
+        return cell(shares)
+    ((seed, layout),) = recovered.items()
+    if seed not in base or seed not in compressed:
+        return cell(shares)
+    probes = [p for p, score in layout.tasks if score is not None
+              and dict(base[seed].tasks).get(p) is not None
+              and dict(compressed[seed].tasks).get(p) is not None]  # fmt: skip
+    draws = []
+    for probe in probes:
+        trio = tuple(k.get((seed, probe)) for k in keys)
+        draws.append(None if None in trio else intervals.draws(trio, probe))
+    interval = share_interval(draws)
+    if isinstance(interval, Undefined):
+        return NO_SHARE
+    return cell(shares, None if interval is None else (100 * interval[0], 100 * interval[1]))
+
+
+def _keys(points: Iterable[BaselinePoint | Point]) -> dict[tuple[int, str], str]:
+    return {(p.seed, p.probe): p.trial_key for p in points}
 
 
 def recovery_tables(frame: Frame) -> list[Any]:
@@ -121,7 +151,9 @@ def recovery_tables(frame: Frame) -> list[Any]:
             "for LAMBADA, exact match for QA, P@1 micro for LAMA), then the category averages "
             "and the average of all tasks. Recovered share = (recovered - compressed) / "
             "(uncompressed - compressed) on the average, in percent: 100 = all that "
-            "compression lost is back; '–' where compression lost nothing. Means over seeds."
+            "compression lost is back; '–' where compression lost nothing. Means over seeds; "
+            "for one seed, a stratified-bootstrap 95% interval, and no share where the loss's "
+            "own interval reaches zero."
         ),
     )
     training = Table(
@@ -151,9 +183,11 @@ def recovery_tables(frame: Frame) -> list[Any]:
             for method in sorted(dict.fromkeys(p.method for p in mine), key=_method_order):
                 points = [p for p in mine if p.method == method]
                 rec = _layouts(points, tasks, categories, known, choice)
-                main.rows.append(
-                    ([model, recipe, str(method)], [*_cells(rec, width), _share(base, plain, rec)])
-                )
+                keys = (_keys(b for b in frame.baselines if b.model == model),
+                        _keys(p for p in frame.points if p.model == model and p.recipe == recipe),
+                        _keys(points))  # fmt: skip
+                share = _share(base, plain, rec, keys, frame.intervals)
+                main.rows.append(([model, recipe, str(method)], [*_cells(rec, width), share]))
                 training.rows.append(
                     ([model, recipe, str(method), _settings(points)], _training(frame, points))
                 )
