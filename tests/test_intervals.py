@@ -205,8 +205,9 @@ def test_item_values_pair_runs_by_item_and_check_the_stored_metric():
     assert item_values(lama, "p@1_micro", stored=0.4) is None  # another protocol's number
     assert item_values(lama, "mrr_micro").values.tolist() == [1.0, 0.25]
     later = item_values([lama[1], {**lama[0], "rank": 2, "p@1": 0.0}], "p@1_micro")
-    rows, clusters = aligned([base, later])
-    assert rows.tolist() == [[1.0, 0.0], [0.0, 0.0]] and clusters == ("P1", "P1")
+    pair = aligned([base, later])
+    assert pair.rows.tolist() == [[1.0, 0.0], [0.0, 0.0]] and pair.clusters == ("P1", "P1")
+    assert pair.keys == (("P1", "u1"), ("P1", "u2"))
     mc = [{"index": 3, "gold": 1, "chosen": 1, "chosen_norm": 0},
           {"index": 5, "gold": 0, "chosen": 1, "chosen_norm": 0}]  # fmt: skip
     assert item_values(mc, "acc").values.tolist() == [1.0, 0.0]

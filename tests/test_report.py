@@ -294,10 +294,15 @@ def test_category_averages_table(store_path):
 
 
 # -- findings -----------------------------------------------------------------------------------
-def test_findings_hold_on_data_shaped_like_the_study(store_path):
-    findings = check_findings(_frame(store_path))
+def test_findings_hold_on_data_shaped_like_the_study(measured):
+    findings = check_findings(_frame(measured))
     assert [f.verdict for f in findings] == ["holds"] * 4
     one, two, three, four = findings
+    # tested: the difference of drops, paired on the same items; two comparisons, Holm
+    assert len(one.tests) == 2 and all("Holm-adjusted p" in t for t in one.tests)
+    assert one.tests[0].startswith("drop overall - drop attention (mean over levels) = 12.25 ")
+    assert three.tests[0].startswith("drop feed_forward - drop attention = 8.50 points [")
+    assert two.tests[0].startswith("slope above 50% - slope up to 50% = 3.58 points per 10%")
     assert "overall 18.75 points, attention 6.50, feed_forward 11.50" in one.summary
     # slopes per 10%: below 50% (2.5 + 0.5 + 1.0) / 3; above ((35-10) + (15-2) + (25-4)) / 4 / 3
     assert "1.33 points per 10% sparsity up to 50%, 4.92 above 50%" in two.summary
@@ -306,9 +311,21 @@ def test_findings_hold_on_data_shaped_like_the_study(store_path):
     assert any("levels 20%, 40%, 60%, 80%" in line for line in one.evidence)
 
 
+def test_untested_findings_are_inconclusive(store_path):
+    """A file whose records do not add up to its scores (or has none) cannot be tested."""
+    findings = check_findings(_frame(store_path))
+    assert [f.verdict for f in findings] == ["inconclusive"] * 4
+    assert "overall 18.75 points, attention 6.50, feed_forward 11.50" in findings[0].summary
+    assert findings[0].tests == [
+        "not tested: the results file has no per-item records for "
+        "every compared result (written before records were kept?)"
+    ]
+
+
 def test_findings_that_do_not_hold_and_missing_data(tmp_path):
     path = tmp_path / "s.sqlite"
     with ResultsStore(path) as store:
+        store = _Measured(store)  # type: ignore[assignment]
         store.write(_outcome("m", None, [], 0, {"lama-trex": 0.5}))
         # attention pruning hurts most, and the drop flattens above 50%
         for group, drops in (("overall", (10, 12)), ("attention", (20, 21))):
@@ -326,6 +343,30 @@ def test_findings_that_do_not_hold_and_missing_data(tmp_path):
     assert three.verdict == "does not hold"
     assert "attention 20.00 points, feed-forward 5.00" in three.summary
     assert four.verdict == "not enough data"
+
+
+def test_a_small_difference_is_inconclusive_with_the_items_that_would_settle_it(tmp_path):
+    import math
+
+    from scipy import stats
+
+    path = tmp_path / "s.sqlite"
+    with ResultsStore(path) as store:
+        store = _Measured(store)  # type: ignore[assignment]
+        store.write(_outcome("m", None, [], 0, {"piqa": 0.8}))
+        for group, value in (("attention", 0.7925), ("feed_forward", 0.79)):  # 3 and 4 items
+            store.write(_outcome("m", f"quant:dynamic_int8:{group}", _quant(group), 0,
+                                 {"piqa": value}))  # fmt: skip
+    three = check_findings(_frame(path))[2]
+    assert three.verdict == "inconclusive"
+    (test,) = three.tests
+    assert test.startswith("drop feed_forward - drop attention = 0.25 points [")
+    found = re.search(r"about ([\d,]+) items per probe \(now 400\) would give 80% power", test)
+    # one item of 400 differs: se = sd / sqrt(400), and n (z_.975 + z_.8)^2 se^2 / 0.0025^2 items
+    z = np.r_[1.0, np.zeros(399)]
+    se = z.std(ddof=1) / 20
+    factor = ((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * se / 0.0025) ** 2
+    assert found and int(found.group(1).replace(",", "")) == math.ceil(400 * factor), test
 
 
 def test_findings_with_only_a_baseline_say_not_enough_data(tmp_path):
@@ -382,7 +423,7 @@ def test_report_writes_every_part(written):
     facts = list(csv.DictReader((out / "forgetting" / "forgetting_facts.csv").open()))
     assert [f["uuid"] for f in facts] == ["u1", "u3"]
     findings = (out / "findings.md").read_text()
-    assert findings.count("**holds**") == 4
+    assert findings.count("**inconclusive**") == 4  # its records do not add up: untested
 
 
 def test_html_is_self_contained(written):
@@ -425,8 +466,8 @@ def _run(*args: str):
 def test_report_command_prints_findings_and_writes_the_folder(store_path, tmp_path):
     result = _run("report", str(store_path), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
-    assert "1. Pruning all modules (overall) hurts most: holds" in result.output
-    assert "4. Structured final-layer pruning hurts more than unstructured: holds" in result.output
+    assert "1. Pruning all modules (overall) hurts most: inconclusive" in result.output
+    assert "test: not tested: the results file has no per-item records" in result.output
     assert (tmp_path / "out" / "report.html").is_file()
 
 

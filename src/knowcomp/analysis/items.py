@@ -96,13 +96,21 @@ def item_values(
     return ItemValues(tuple(keys), array, tuple(clusters) if has_clusters else None)
 
 
-def aligned(runs: list[ItemValues]) -> tuple[np.ndarray, tuple[str, ...] | None] | None:
-    """The items every run scored, in the first run's order: a (runs x items) array and the
-    items' clusters; None where the runs share no item."""
+@dataclass(frozen=True)
+class Aligned:
+    """Several runs on the items all of them scored, in the first run's order."""
+
+    rows: np.ndarray  # runs x items
+    keys: tuple[Any, ...]
+    clusters: tuple[str, ...] | None
+
+
+def aligned(runs: list[ItemValues]) -> Aligned | None:
+    """The items every run scored, in the first run's order; None where they share none."""
     maps = [run.as_dict() for run in runs]
     common = [k for k in runs[0].keys if all(k in m for m in maps[1:])]
     if not common:
         return None
     rows = np.array([[m[k][0] for k in common] for m in maps])
     clusters = tuple(maps[0][k][1] for k in common) if runs[0].clusters is not None else None
-    return rows, clusters
+    return Aligned(rows, tuple(common), clusters)  # type: ignore[arg-type]

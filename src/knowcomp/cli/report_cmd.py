@@ -8,7 +8,8 @@ import click
 
 from knowcomp.cli.format import console, err_console
 
-_VERDICT_STYLE = {"holds": "green", "does not hold": "red", "not enough data": "dim"}
+_VERDICT_STYLE = {"holds": "green", "does not hold": "red", "inconclusive": "yellow",
+                  "not enough data": "dim"}  # fmt: skip
 
 
 @click.command("report")
@@ -70,6 +71,8 @@ def report(db: Path, out: Path | None, choice_metric: str, quiet: bool) -> None:
             highlight=False,
         )
         console.print(f"   {finding.summary}", highlight=False, markup=False)
+        for line in finding.tests:
+            console.print(f"   test: {line}", highlight=False, markup=False)
         for line in finding.evidence:
             console.print(f"   - {line}", highlight=False, markup=False)
     for note in result.notes:

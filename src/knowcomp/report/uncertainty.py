@@ -33,7 +33,7 @@ from knowcomp.analysis.intervals import (
     score_interval,
     share_from_draws,
 )
-from knowcomp.analysis.items import ItemValues, aligned, item_values
+from knowcomp.analysis.items import Aligned, ItemValues, aligned, item_values
 
 Key = tuple[str, str]  # (trial_key, probe)
 Paired = tuple[np.ndarray, np.ndarray | None]  # (runs x items) values, items' cluster codes
@@ -63,14 +63,15 @@ class Intervals:
     def paired(self, keys: Sequence[str], probe: str) -> Paired | None:
         """Rows of the trials `keys` on the items all of them scored, and the items' cluster
         codes; None where one has no values or they share no item."""
+        found = self.aligned(keys, probe)
+        return None if found is None else (found.rows, cluster_codes(found.clusters))
+
+    def aligned(self, keys: Sequence[str], probe: str) -> Aligned | None:
+        """The trials `keys` on the items all of them scored (with the items' keys)."""
         runs = [self.items.get((key, probe)) for key in keys]
         if any(run is None for run in runs):
             return None
-        found = aligned(runs)  # type: ignore[arg-type]
-        if found is None:
-            return None
-        rows, clusters = found
-        return rows, cluster_codes(clusters)
+        return aligned(runs)  # type: ignore[arg-type]
 
     def drop(self, trial_key: str, probe: str) -> Estimate | None:
         base = self.baseline_of.get((trial_key, probe))
