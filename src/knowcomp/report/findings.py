@@ -116,8 +116,10 @@ def _to_settle(e: Estimate, comparison: Comparison) -> str:
     extra = more_items(e.value, e.se or 0.0, per_probe)
     if extra is None:
         return "no difference measured at all, so no number of items can be named"
-    return (f"about {per_probe + extra:,} items per probe (now {per_probe:,}) would give 80% "
-            "power to detect a difference of this size")
+    return (
+        f"about {per_probe + extra:,} items per probe (now {per_probe:,}) would give 80% "
+        "power to detect a difference of this size"
+    )
 
 
 def findings_markdown(findings: list[Finding]) -> str:
@@ -188,7 +190,8 @@ def _overall_hurts_most(all_arms: list[Arm]) -> Checked:
                 terms = [(by_level[lv], 1 / len(chosen)) for lv in chosen]
                 terms += [(overall[lv], -1 / len(chosen)) for lv in chosen]
                 comparison = comparisons.setdefault(
-                    group, Comparison(f"drop overall - drop {group} (mean over levels)"))
+                    group, Comparison(f"drop overall - drop {group} (mean over levels)")
+                )
                 comparison.specs.append((model, probes, terms))  # type: ignore[arg-type]
             levels_text = ", ".join(f"{round(100 * lv)}%" for lv in sorted(levels))
             evidence.append(
@@ -207,7 +210,8 @@ def _overall_hurts_most(all_arms: list[Arm]) -> Checked:
         + (" — overall is the largest." if holds else " — overall is not the largest.")
     )
     return Finding(1, claim, HOLDS if holds else FAILS, summary, evidence), list(
-        comparisons.values())
+        comparisons.values()
+    )
 
 
 # -- 2 ----------------------------------------------------------------------------------------
