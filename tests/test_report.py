@@ -554,6 +554,30 @@ def test_report_of_a_real_tiny_study(tmp_path):
     assert ("prune:l1_unstructured:overall:0.7", "lama-trex") in summary
     page = result.html.read_text()
     assert "tiny-report" in page and "http" not in page
+    # every drop is paired on the stored records, and its interval is the paired test's
+    from knowcomp.analysis.intervals import paired_drop
+    from knowcomp.analysis.items import aligned, item_values
+
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        frame = load_frame(store)
+        point = next(p for p in frame.points if p.probe == "lama-trex")
+        base_key = frame.baseline_keys[(point.model, point.seed, "lama-trex")]
+        runs = [item_values(store.records(k, "lama-trex"), "p@1_micro") for k in
+                (base_key, point.trial_key)]  # fmt: skip
+    pair = aligned(runs)
+    expected = paired_drop(pair.rows[0], pair.rows[1], pair.clusters).scaled(100)
+    assert point.drop_ci == expected and point.drop_ci.value == pytest.approx(point.drop)
+    assert len(pair.keys) >= 20  # one fact per relation whose object is one token
+    exported = tmp_path / "r.csv"
+    done = _run("results", str(tmp_path / "r.sqlite"), "-f", "csv", "-o", str(exported))
+    assert done.exit_code == 0, done.output
+    listed = list(csv.DictReader(exported.open()))
+    row = next(r for r in listed if r["trial_key"] == point.trial_key
+               and r["probe"] == "lama-trex")  # fmt: skip
+    assert float(row["drop_low"]) == pytest.approx(expected.low)
+    assert float(row["headline_high"]) >= float(row["headline"]) >= float(row["headline_low"])
+    shown = _run("results", str(tmp_path / "r.sqlite"), "--probe", "piqa")
+    assert shown.exit_code == 0 and "Drop, points [95%]" in shown.output
 
 
 def test_lama_generate_mode_and_unscored_metrics(tmp_path):
