@@ -510,17 +510,13 @@ def test_report_command_errors(tmp_path):
 
 
 # -- end to end ---------------------------------------------------------------------------------
-@pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
-def test_report_of_a_real_tiny_study(tmp_path):
-    """A real study on a random 2-layer Llama, then its report: every part is there."""
+def _tiny_llama(folder: Path) -> Path:
+    """A random 2-layer Llama saved with SmolLM2's tokenizer: a model folder to study."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from knowcomp.models import load_model
-    from knowcomp.study import run_study
-    from knowcomp.study.spec import spec_from_dict
 
-    folder = tmp_path / "tiny-llama"
     tokenizer = load_model("smollm2-135m").tokenizer
     config = AutoConfig.for_model(
         "llama", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -530,6 +526,33 @@ def test_report_of_a_real_tiny_study(tmp_path):
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
+def test_run_prints_each_drop_with_its_interval(tmp_path):
+    import yaml
+
+    spec = {"name": "tiny-run", "models": [str(_tiny_llama(tmp_path / "tiny"))],
+            "probes": ["lama-trex", "piqa"], "limit": 1, "output": str(tmp_path / "r.sqlite"),
+            "recipes": ["prune:l1_unstructured:overall:0.9"]}  # fmt: skip
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = _run("run", str(path), "--no-report")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("done")]
+    assert len(lines) == 2 and "(drop" not in lines[0]  # the baseline runs first
+    assert re.search(r"lama-trex 0\.\d{3} \(drop -?\d+\.\d \[-?\d+\.\d, -?\d+\.\d\] "
+                     r"points, p = [\d.e-]+\)", lines[1]), lines[1]  # fmt: skip
+
+
+@pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
+def test_report_of_a_real_tiny_study(tmp_path):
+    """A real study on a random 2-layer Llama, then its report: every part is there."""
+    from knowcomp.study import run_study
+    from knowcomp.study.spec import spec_from_dict
+
+    folder = _tiny_llama(tmp_path / "tiny-llama")
     spec = spec_from_dict({
         "name": "tiny-report", "models": [str(folder)], "probes": ["lama-trex", "piqa"],
         "limit": 1, "output": str(tmp_path / "r.sqlite"),
