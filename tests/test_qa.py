@@ -4,6 +4,7 @@ the category layout: fast tests on tiny random decoders and hand-made data."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -457,8 +458,10 @@ def test_eval_prints_exact_match_capped_and_categories(tiny_folder, tmp_path):
                      "--limit", "3", "--max-new-tokens", "2", "--lama-mode", "generate",
                      "--data-dir", str(SHARED_DATA), "--out", str(out))  # fmt: skip
     assert result.exit_code == 0, result.output
-    for text in ("EM", "capped", "EM micro", "By category", "World knowledge", "Overall"):
+    for text in ("EM", "capped", "EM micro", "By category", "World knowledge", "Overall",
+                 "Headline [95%]"):  # fmt: skip
         assert text in result.output
+    assert re.search(r"exact_match 0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\]", result.output)
     payload = {r["probe"]: r for r in json.loads(out.read_text())["results"]}
     assert payload["triviaqa"]["options"]["max_new_tokens"] == 2
     assert payload["lama-squad"]["options"]["mode"] == "generate"
