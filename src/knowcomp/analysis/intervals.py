@@ -17,8 +17,9 @@ Which method, and why:
   and the paired t-test (`scipy.stats.ttest_rel`).
 - **Clustered items** (LAMA facts share a relation): a binary score or drop gets a
   cluster-robust standard error of the mean (Miller 2024, "Adding Error Bars to Evals", uses
-  the sandwich form; here its leave-one-cluster-out jackknife, CR3, which covers better with
-  a few dozen relations) and a t interval and t test on G-1 degrees of freedom; a continuous
+  the sandwich form; here the leave-one-cluster-out jackknife, CR3, the same for clusters of
+  equal size and more cautious for unequal ones) and a t interval and t test on G-1 degrees
+  of freedom; a continuous
   one gets a cluster bootstrap (resampling whole clusters, written here since scipy's
   bootstrap resamples items). With fewer than two clusters, or no spread at all (within or
   between clusters), the unclustered method is used and the method name says so.
@@ -95,9 +96,9 @@ def cluster_codes(clusters: Sequence[object] | np.ndarray | None) -> np.ndarray 
 
 def clustered_se(values: np.ndarray, codes: np.ndarray) -> float:
     """Cluster-robust standard error of the mean of `values` (items in clusters `codes`): the
-    leave-one-cluster-out jackknife (CR3), which holds its coverage with a few dozen clusters
-    better than the plain sandwich estimator (it under-covered at 40 relations in our
-    simulations, the jackknife did not)."""
+    leave-one-cluster-out jackknife (CR3). With clusters of equal size it equals the sandwich
+    estimator with its G/(G-1) factor; with unequal sizes (LAMA relations differ a lot) it is
+    the more cautious of the two, as recommended for a few dozen clusters."""
     groups = int(codes.max()) + 1
     sums = np.bincount(codes, weights=values, minlength=groups)
     sizes = np.bincount(codes, minlength=groups)
