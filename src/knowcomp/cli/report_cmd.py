@@ -37,7 +37,8 @@ def report(db: Path, out: Path | None, choice_metric: str, quiet: bool) -> None:
     \b
     Writes:
       report.html     everything below in one self-contained page (no external files)
-      tables/         Tables 1, 3-6 of The Cost of Compression (.md, .csv, .tex)
+      tables/         Tables 1, 3-6 of The Cost of Compression, and every drop with its
+                      paired 95% interval (.md, .csv, .tex)
       plots/          drops against sparsity per group and per probe, final layer
                       structured vs unstructured, drop against the share of parameters
                       compressed, layer-wise similarity to the uncompressed model
@@ -45,7 +46,8 @@ def report(db: Path, out: Path | None, choice_metric: str, quiet: bool) -> None:
       drops.csv       every compressed trial x probe with its baseline and drop
       similarity.csv  per compressed trial and layer, attention and hidden cosine
       forgetting/     facts and items the baseline got right and a compressed model missed
-      findings.md     whether the study's four headline findings hold on this data
+      findings.md     whether the study's four headline findings hold on this data,
+                      each verdict with its paired test
 
     Scores are each probe's headline metric (LAMA: P@1 micro; multiple choice and LAMBADA:
     accuracy, or acc_norm with --choice-metric acc_norm; QA: exact match) in percent; drops

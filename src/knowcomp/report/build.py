@@ -170,6 +170,14 @@ def _notes(frame: Frame) -> list[str]:
     if missing:
         listed = "; ".join(f"{m} seed {s}" for m, s in missing)
         notes.append(f"No baseline for: {listed}. Those trials show their scores but no drop.")
+    unpaired = [p for p in frame.points if p.baseline is not None and p.drop_ci is None]
+    if unpaired:
+        notes.append(
+            f"{len(unpaired)} of {len(frame.points)} drops have no per-item records to pair "
+            "(a results file written before records were kept, or records of another "
+            "protocol): they show without an interval, and findings resting on them are not "
+            "tested."
+        )
     try:
         import knowcomp.probes.categories  # noqa: F401
     except ImportError:
