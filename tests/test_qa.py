@@ -4,6 +4,7 @@ the category layout: fast tests on tiny random decoders and hand-made data."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -343,7 +344,9 @@ def result(probe: str, category: str, **metrics: float) -> ProbeResult:
 
 
 def test_headline_metric_per_probe():
-    assert categories.headline_metric(result("arc-easy", "w", acc=0.4, acc_norm=0.5)) == "acc_norm"
+    arc = result("arc-easy", "w", acc=0.4, acc_norm=0.5)
+    assert categories.headline_metric(arc) == "acc"  # both studies report acc
+    assert categories.headline_metric(arc, choice_metric="acc_norm") == "acc_norm"
     assert categories.headline_metric(result("boolq", "r", acc=0.4, acc_norm=0.5)) == "acc"
     assert categories.headline_metric(result("lambada", "l", acc=0.2, perplexity=40.0)) == "acc"
     assert categories.headline_metric(result("triviaqa", "w", exact_match=0.1, capped=0.0)) == (
@@ -354,6 +357,10 @@ def test_headline_metric_per_probe():
     nan = result("lama-squad", "w", **{"p@1_micro": float("nan")})
     assert categories.headline_score(nan) is None
     assert categories.headline_metric(result("my-task", "w", acc=0.3, acc_norm=0.2)) == "acc"
+    lambada = result("lambada", "l", acc=0.2, perplexity=40.0)
+    assert categories.headline_metric(lambada, choice_metric="acc_norm") == "acc"  # has no norm
+    with pytest.raises(KnowcompError, match="unknown choice metric 'f1'; choose from acc, acc_n"):
+        categories.headline_metric(arc, choice_metric="f1")
 
 
 def test_every_registered_probe_has_a_known_category():
@@ -377,19 +384,22 @@ def test_study_layout_shows_missing_probes_as_none_never_zero():
     layout = categories.study_layout(results)
     scores = dict(layout.tasks)
     assert list(scores) == list(categories.STUDY_TASKS)
-    assert scores["arc-easy"] == 0.6 and scores["arc-challenge"] is None
+    assert scores["arc-easy"] == 0.5 and scores["arc-challenge"] is None
     assert scores["webqs"] is None and "boolq" not in scores
     world, common, language = layout.categories
-    assert world.short_name == "World" and world.score == pytest.approx(0.4)
+    assert world.short_name == "World" and world.score == pytest.approx(0.35)
     assert world.present == ("arc-easy", "triviaqa") and not world.complete
     assert set(world.missing) == {"arc-challenge", "sciq", "webqs"}
-    assert common.score == pytest.approx(0.7) and common.complete
+    assert common.score == pytest.approx(0.6) and common.complete
     assert language.score == pytest.approx(0.3)
-    assert layout.overall == pytest.approx((0.6 + 0.2 + 0.7 + 0.3) / 4)
+    assert layout.overall == pytest.approx((0.5 + 0.2 + 0.6 + 0.3) / 4)
     headings = [h for h, _ in layout.columns()]
     assert headings[-4:] == ["World", "Common", "Language", "Average"]
-    assert layout.metrics == {"arc-easy": "acc_norm", "triviaqa": "exact_match",
-                              "piqa": "acc_norm", "lambada": "acc"}  # fmt: skip
+    assert layout.metrics == {"arc-easy": "acc", "triviaqa": "exact_match",
+                              "piqa": "acc", "lambada": "acc"}  # fmt: skip
+    normed = categories.study_layout(results, choice_metric="acc_norm")
+    assert dict(normed.tasks)["arc-easy"] == 0.6 and normed.metrics["piqa"] == "acc_norm"
+    assert normed.metrics["lambada"] == "acc"
     empty = categories.study_layout([])
     assert empty.overall is None and all(c.score is None for c in empty.categories)
 
@@ -410,7 +420,7 @@ def test_layout_from_a_score_mapping_and_unknown_probes():
 def test_category_averages_of_a_run():
     layout = categories.category_averages([
         result("lama-trex", "world_knowledge", **{"p@1_micro": 0.1}),
-        result("piqa", "common_reasoning", acc_norm=0.7),
+        result("piqa", "common_reasoning", acc=0.7, acc_norm=0.6),
         result("webqs", "world_knowledge", exact_match=0.3),
     ])  # fmt: skip
     assert [probe for probe, _ in layout.tasks] == ["lama-trex", "webqs", "piqa"]
@@ -448,8 +458,10 @@ def test_eval_prints_exact_match_capped_and_categories(tiny_folder, tmp_path):
                      "--limit", "3", "--max-new-tokens", "2", "--lama-mode", "generate",
                      "--data-dir", str(SHARED_DATA), "--out", str(out))  # fmt: skip
     assert result.exit_code == 0, result.output
-    for text in ("EM", "capped", "EM micro", "By category", "World knowledge", "Overall"):
+    for text in ("EM", "capped", "EM micro", "By category", "World knowledge", "Overall",
+                 "Headline [95%]"):  # fmt: skip
         assert text in result.output
+    assert re.search(r"exact_match 0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\]", result.output)
     payload = {r["probe"]: r for r in json.loads(out.read_text())["results"]}
     assert payload["triviaqa"]["options"]["max_new_tokens"] == 2
     assert payload["lama-squad"]["options"]["mode"] == "generate"

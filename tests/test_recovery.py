@@ -430,11 +430,11 @@ def test_recover_compares_on_probes_and_eval_attaches_the_adapter(folder, tmp_pa
             "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    for text in ("uncompressed", "compressed", "recovered", "piqa (acc_norm)",
-                 "World knowledge average", "overall average"):  # fmt: skip
+    for text in ("uncompressed", "compressed", "recovered", "piqa (acc)", "overall average",
+                 "World knowledge average", "compressed drop [95%]"):  # fmt: skip
         assert text in result.output
     scores = json.loads((out / "knowcomp-recovery.json").read_text())["results"]["scores"]
-    recovered = scores["piqa (acc_norm)"]["recovered"]
+    recovered = scores["piqa (acc)"]["recovered"]
     evaluated = CliRunner().invoke(cli, [
         "eval", str(folder / "model"), "--adapter", str(out), "--probes", "piqa", "--limit", "2",
         "--data-dir", str(SHARED_DATA), "--out", str(tmp_path / "eval.json")])  # fmt: skip
@@ -442,7 +442,7 @@ def test_recover_compares_on_probes_and_eval_attaches_the_adapter(folder, tmp_pa
     assert "with idp adapter" in evaluated.output
     again = json.loads((tmp_path / "eval.json").read_text())
     assert again["recipe"].startswith("prune:l1_unstructured:overall:0.5")  # from the record
-    assert again["results"][0]["metrics"]["acc_norm"] == pytest.approx(recovered)
+    assert again["results"][0]["metrics"]["acc"] == pytest.approx(recovered)
 
 
 def test_eval_refuses_a_folder_that_is_no_adapter(folder, tmp_path):

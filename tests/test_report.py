@@ -8,6 +8,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -59,6 +60,7 @@ def _outcome(
     *,
     sweep: str = "s",
     records: dict[str, list[dict]] | None = None,
+    measured: bool = False,
 ) -> TrialOutcome:
     level = next((s.get("level") for s in steps if s["kind"] == "prune"), None)
     group = steps[0]["group"] if steps else None
@@ -75,12 +77,28 @@ def _outcome(
         "compression": None if recipe is None else {"recipe": recipe, "steps": steps},
         "versions": VERSIONS, "seconds": 1.0,
     }  # fmt: skip
+    if measured:
+        records = {probe: _items(probe, value) for probe, value in scores.items()}
     results = [
         {"probe": probe, "category": CATEGORY[probe], "metrics": _metrics(probe, value),
          "counts": {}, "notes": [], "seconds": 0.1, "records": (records or {}).get(probe)}
         for probe, value in scores.items()
     ]  # fmt: skip
     return TrialOutcome(trial, results)
+
+
+ITEMS = 400  # items per probe in a measured store; scores are multiples of 1/400
+
+
+def _items(probe: str, value: float) -> list[dict]:
+    """Per-item records whose mean is `value`: item i right iff i < value * ITEMS, so a lower
+    score loses items a higher one had (nested); LAMA facts in four relations."""
+    right = round(value * ITEMS)
+    assert right == pytest.approx(value * ITEMS), value
+    if probe.startswith("lama-"):
+        return [{"relation": f"P{i % 4}", "uuid": f"f{i}", "rank": 1 if i < right else 2,
+                 "p@1": float(i < right)} for i in range(ITEMS)]  # fmt: skip
+    return [{"index": i, "gold": 0, "chosen": 0 if i < right else 1} for i in range(ITEMS)]
 
 
 def _prune(group: str, level: float, method: str = "l1_unstructured") -> list[dict]:
@@ -120,9 +138,13 @@ def _minus(drops: tuple[float, float]) -> dict[str, float]:
     return {"lama-trex": BASE["lama-trex"] - drops[0] / 100, "piqa": BASE["piqa"] - drops[1] / 100}
 
 
-def full_store(path: Path) -> Path:
-    """One model with every sweep of the study, plus a second model with a baseline only."""
+def full_store(path: Path, *, measured: bool = False) -> Path:
+    """One model with every sweep of the study, plus a second model with a baseline only.
+    Without `measured`, only two trials have (hand-made) records and they do not add up to
+    their scores, as in a file written before records were kept: no intervals. With it, every
+    result has `ITEMS` records that add up to its score."""
     with ResultsStore(path) as store:
+        store = _Measured(store) if measured else store  # type: ignore[assignment]
         for seed in (0, 1):
             records = {"lama-trex": LAMA_BASE, "piqa": MC_BASE} if seed == 0 else None
             store.write(_outcome("m1", None, [], seed, BASE, records=records))
@@ -150,6 +172,19 @@ def full_store(path: Path) -> Path:
                                      _minus(pair)))  # fmt: skip
         store.write(_outcome("m2", None, [], 0, {"lama-trex": 0.30}))
     return path
+
+
+class _Measured:
+    """A store whose every written result gets records that add up to its score."""
+
+    def __init__(self, store: ResultsStore) -> None:
+        self.store = store
+
+    def write(self, outcome: TrialOutcome) -> int:
+        for result in outcome.results:
+            value = next(iter(v for k, v in result["metrics"].items() if k in ("acc", "p@1_micro")))
+            result["records"] = _items(result["probe"], value)
+        return self.store.write(outcome)
 
 
 @pytest.fixture
@@ -206,7 +241,7 @@ def test_a_trial_without_baseline_has_no_drop(tmp_path):
 def test_tables_show_the_studys_layout_with_missing_probes_as_missing(store_path):
     tables = {t.name: t for t in build_tables(_frame(store_path))}
     assert list(tables) == ["table3_baseline", "table4_quantization", "table5_prune_quant_20",
-                            "table6_prune_quant_40", "table1_seeds", *EXTRA]  # fmt: skip
+                            "table6_prune_quant_40", "table1_seeds", "drops", *EXTRA]  # fmt: skip
     base = to_markdown(tables["table3_baseline"])
     assert "| Model | lama-trex | piqa | winogrande |" in base
     assert "| m1 | 50.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 0.0 |" in base  # seeds 0 and 1
@@ -240,7 +275,7 @@ def test_tables_without_data_are_skipped(tmp_path):
         store.write(_outcome("m", "prune:l1_unstructured:attention:0.5",
                              _prune("attention", 0.5), 0, {"lama-trex": 0.2}))  # fmt: skip
     result = generate_report(path, tmp_path / "out")
-    assert [t.name for t in result.tables] == ["table3_baseline", *EXTRA]
+    assert [t.name for t in result.tables] == ["table3_baseline", "drops", *EXTRA]
     written = sorted(p.name for p in (tmp_path / "out" / "tables").iterdir())
     assert [n for n in written if n.startswith("table")] == [
         "table3_baseline.csv", "table3_baseline.md", "table3_baseline.tex"]  # fmt: skip
@@ -259,10 +294,15 @@ def test_category_averages_table(store_path):
 
 
 # -- findings -----------------------------------------------------------------------------------
-def test_findings_hold_on_data_shaped_like_the_study(store_path):
-    findings = check_findings(_frame(store_path))
+def test_findings_hold_on_data_shaped_like_the_study(measured):
+    findings = check_findings(_frame(measured))
     assert [f.verdict for f in findings] == ["holds"] * 4
     one, two, three, four = findings
+    # tested: the difference of drops, paired on the same items; two comparisons, Holm
+    assert len(one.tests) == 2 and all("Holm-adjusted p" in t for t in one.tests)
+    assert one.tests[0].startswith("drop overall - drop attention (mean over levels) = 12.25 ")
+    assert three.tests[0].startswith("drop feed_forward - drop attention = 8.50 points [")
+    assert two.tests[0].startswith("slope above 50% - slope up to 50% = 3.58 points per 10%")
     assert "overall 18.75 points, attention 6.50, feed_forward 11.50" in one.summary
     # slopes per 10%: below 50% (2.5 + 0.5 + 1.0) / 3; above ((35-10) + (15-2) + (25-4)) / 4 / 3
     assert "1.33 points per 10% sparsity up to 50%, 4.92 above 50%" in two.summary
@@ -271,9 +311,21 @@ def test_findings_hold_on_data_shaped_like_the_study(store_path):
     assert any("levels 20%, 40%, 60%, 80%" in line for line in one.evidence)
 
 
+def test_untested_findings_are_inconclusive(store_path):
+    """A file whose records do not add up to its scores (or has none) cannot be tested."""
+    findings = check_findings(_frame(store_path))
+    assert [f.verdict for f in findings] == ["inconclusive"] * 4
+    assert "overall 18.75 points, attention 6.50, feed_forward 11.50" in findings[0].summary
+    assert findings[0].tests == [
+        "not tested: the results file has no per-item records for "
+        "every compared result (written before records were kept?)"
+    ]
+
+
 def test_findings_that_do_not_hold_and_missing_data(tmp_path):
     path = tmp_path / "s.sqlite"
     with ResultsStore(path) as store:
+        store = _Measured(store)  # type: ignore[assignment]
         store.write(_outcome("m", None, [], 0, {"lama-trex": 0.5}))
         # attention pruning hurts most, and the drop flattens above 50%
         for group, drops in (("overall", (10, 12)), ("attention", (20, 21))):
@@ -291,6 +343,30 @@ def test_findings_that_do_not_hold_and_missing_data(tmp_path):
     assert three.verdict == "does not hold"
     assert "attention 20.00 points, feed-forward 5.00" in three.summary
     assert four.verdict == "not enough data"
+
+
+def test_a_small_difference_is_inconclusive_with_the_items_that_would_settle_it(tmp_path):
+    import math
+
+    from scipy import stats
+
+    path = tmp_path / "s.sqlite"
+    with ResultsStore(path) as store:
+        store = _Measured(store)  # type: ignore[assignment]
+        store.write(_outcome("m", None, [], 0, {"piqa": 0.8}))
+        for group, value in (("attention", 0.7925), ("feed_forward", 0.79)):  # 3 and 4 items
+            store.write(_outcome("m", f"quant:dynamic_int8:{group}", _quant(group), 0,
+                                 {"piqa": value}))  # fmt: skip
+    three = check_findings(_frame(path))[2]
+    assert three.verdict == "inconclusive"
+    (test,) = three.tests
+    assert test.startswith("drop feed_forward - drop attention = 0.25 points [")
+    found = re.search(r"about ([\d,]+) items per probe \(now 400\) would give 80% power", test)
+    # one item of 400 differs: se = sd / sqrt(400), and n (z_.975 + z_.8)^2 se^2 / 0.0025^2 items
+    z = np.r_[1.0, np.zeros(399)]
+    se = z.std(ddof=1) / 20
+    factor = ((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * se / 0.0025) ** 2
+    assert found and int(found.group(1).replace(",", "")) == math.ceil(400 * factor), test
 
 
 def test_findings_with_only_a_baseline_say_not_enough_data(tmp_path):
@@ -347,7 +423,7 @@ def test_report_writes_every_part(written):
     facts = list(csv.DictReader((out / "forgetting" / "forgetting_facts.csv").open()))
     assert [f["uuid"] for f in facts] == ["u1", "u3"]
     findings = (out / "findings.md").read_text()
-    assert findings.count("**holds**") == 4
+    assert findings.count("**inconclusive**") == 4  # its records do not add up: untested
 
 
 def test_html_is_self_contained(written):
@@ -390,8 +466,8 @@ def _run(*args: str):
 def test_report_command_prints_findings_and_writes_the_folder(store_path, tmp_path):
     result = _run("report", str(store_path), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
-    assert "1. Pruning all modules (overall) hurts most: holds" in result.output
-    assert "4. Structured final-layer pruning hurts more than unstructured: holds" in result.output
+    assert "1. Pruning all modules (overall) hurts most: inconclusive" in result.output
+    assert "test: not tested: the results file has no per-item records" in result.output
     assert (tmp_path / "out" / "report.html").is_file()
 
 
@@ -434,17 +510,13 @@ def test_report_command_errors(tmp_path):
 
 
 # -- end to end ---------------------------------------------------------------------------------
-@pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
-def test_report_of_a_real_tiny_study(tmp_path):
-    """A real study on a random 2-layer Llama, then its report: every part is there."""
+def _tiny_llama(folder: Path) -> Path:
+    """A random 2-layer Llama saved with SmolLM2's tokenizer: a model folder to study."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from knowcomp.models import load_model
-    from knowcomp.study import run_study
-    from knowcomp.study.spec import spec_from_dict
 
-    folder = tmp_path / "tiny-llama"
     tokenizer = load_model("smollm2-135m").tokenizer
     config = AutoConfig.for_model(
         "llama", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -454,6 +526,33 @@ def test_report_of_a_real_tiny_study(tmp_path):
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
+def test_run_prints_each_drop_with_its_interval(tmp_path):
+    import yaml
+
+    spec = {"name": "tiny-run", "models": [str(_tiny_llama(tmp_path / "tiny"))],
+            "probes": ["lama-trex", "piqa"], "limit": 1, "output": str(tmp_path / "r.sqlite"),
+            "recipes": ["prune:l1_unstructured:overall:0.9"]}  # fmt: skip
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = _run("run", str(path), "--no-report")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("done")]
+    assert len(lines) == 2 and "(drop" not in lines[0]  # the baseline runs first
+    assert re.search(r"lama-trex 0\.\d{3} \(drop -?\d+\.\d \[-?\d+\.\d, -?\d+\.\d\] "
+                     r"points, p = [\d.e-]+\)", lines[1]), lines[1]  # fmt: skip
+
+
+@pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
+def test_report_of_a_real_tiny_study(tmp_path):
+    """A real study on a random 2-layer Llama, then its report: every part is there."""
+    from knowcomp.study import run_study
+    from knowcomp.study.spec import spec_from_dict
+
+    folder = _tiny_llama(tmp_path / "tiny-llama")
     spec = spec_from_dict({
         "name": "tiny-report", "models": [str(folder)], "probes": ["lama-trex", "piqa"],
         "limit": 1, "output": str(tmp_path / "r.sqlite"),
@@ -467,7 +566,8 @@ def test_report_of_a_real_tiny_study(tmp_path):
     })  # fmt: skip
     run_study(spec)
     result = generate_report(tmp_path / "r.sqlite", tmp_path / "out")
-    assert [t.name for t in result.tables] == ["table3_baseline", "table4_quantization", *EXTRA]
+    assert [t.name for t in result.tables] == ["table3_baseline", "table4_quantization",
+                                               "drops", *EXTRA]  # fmt: skip
     assert {p.name.removesuffix("_tiny-llama") for p in result.plots} == {
         "drop_vs_sparsity", "probe_drops", "drop_vs_fraction"}  # fmt: skip
     verdicts = [f.verdict for f in result.findings]
@@ -477,6 +577,30 @@ def test_report_of_a_real_tiny_study(tmp_path):
     assert ("prune:l1_unstructured:overall:0.7", "lama-trex") in summary
     page = result.html.read_text()
     assert "tiny-report" in page and "http" not in page
+    # every drop is paired on the stored records, and its interval is the paired test's
+    from knowcomp.analysis.intervals import paired_drop
+    from knowcomp.analysis.items import aligned, item_values
+
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        frame = load_frame(store)
+        point = next(p for p in frame.points if p.probe == "lama-trex")
+        base_key = frame.baseline_keys[(point.model, point.seed, "lama-trex")]
+        runs = [item_values(store.records(k, "lama-trex"), "p@1_micro") for k in
+                (base_key, point.trial_key)]  # fmt: skip
+    pair = aligned(runs)
+    expected = paired_drop(pair.rows[0], pair.rows[1], pair.clusters).scaled(100)
+    assert point.drop_ci == expected and point.drop_ci.value == pytest.approx(point.drop)
+    assert len(pair.keys) >= 20  # one fact per relation whose object is one token
+    exported = tmp_path / "r.csv"
+    done = _run("results", str(tmp_path / "r.sqlite"), "-f", "csv", "-o", str(exported))
+    assert done.exit_code == 0, done.output
+    listed = list(csv.DictReader(exported.open()))
+    row = next(r for r in listed if r["trial_key"] == point.trial_key
+               and r["probe"] == "lama-trex")  # fmt: skip
+    assert float(row["drop_low"]) == pytest.approx(expected.low)
+    assert float(row["headline_high"]) >= float(row["headline"]) >= float(row["headline_low"])
+    shown = _run("results", str(tmp_path / "r.sqlite"), "--probe", "piqa")
+    assert shown.exit_code == 0 and "Drop, points [95%]" in shown.output
 
 
 def test_lama_generate_mode_and_unscored_metrics(tmp_path):
@@ -533,3 +657,86 @@ def test_probe_kinds_and_headline_metrics():
     ]
     for metrics, kind, headline in cases:
         assert (probe_kind(metrics), headline_metric(metrics)) == (kind, headline), metrics
+
+
+# -- intervals ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> Path:
+    """The full store with every result's per-item records (`ITEMS` per probe)."""
+    return full_store(tmp_path_factory.mktemp("measured") / "m.sqlite", measured=True)
+
+
+def test_tables_show_each_drop_and_score_with_its_interval(measured):
+    from scipy import stats
+
+    from knowcomp.analysis.intervals import paired_drop
+
+    frame = _frame(measured)
+    tables = {t.name: t for t in build_tables(frame)}
+    drops = to_markdown(tables["drops"])
+    # overall pruning at 20%: 20 of 400 PIQA items lost, none gained
+    base = np.r_[np.ones(320), np.zeros(80)]
+    pruned = np.r_[np.ones(300), np.zeros(100)]
+    expected = paired_drop(base, pruned).scaled(100)
+    assert expected.value == pytest.approx(5.0)
+    row = next(line for line in drops.splitlines() if "overall:0.2 |" in line)
+    assert f"| 5.0 [{expected.low:.1f}, {expected.high:.1f}] |" in row
+    assert row.startswith("| m1 | prune:l1_unstructured:overall:0.2 | 0 |")
+    rows = list(csv.DictReader(to_csv(tables["drops"]).splitlines()))
+    mine = next(r for r in rows if r["Compression"] == "prune:l1_unstructured:overall:0.2")
+    assert float(mine["piqa p"]) == pytest.approx(stats.binomtest(20, 20).pvalue, rel=1e-3)
+    assert float(mine["piqa low"]) == pytest.approx(expected.low, abs=1e-4)
+    latex = to_latex(tables["drops"])
+    assert "& lama-trex & low & high & piqa & low & high" in latex
+    # a score from one seed: its own interval (Wilson: the relations all score alike)
+    ci = stats.binomtest(120, 400).proportion_ci(method="wilson")
+    base_md = to_markdown(tables["table3_baseline"])
+    assert f"| m2 | 30.0 [{100 * ci.low:.1f}, {100 * ci.high:.1f}] | – | – |" in base_md
+    assert "| m1 | 50.0 ± 0.0 |" in base_md  # two seeds: the spread between them
+    write_report(measured, measured.parent / "report")
+    listed = list(csv.DictReader((measured.parent / "report" / "drops.csv").open()))
+    row = next(r for r in listed if r["recipe"] == "prune:l1_unstructured:overall:0.2"
+               and r["probe"] == "piqa")  # fmt: skip
+    assert float(row["drop_low"]) == pytest.approx(expected.low, abs=1e-3)
+    assert row["items"] == "400" and "McNemar" in row["test"]
+    cats = to_markdown(tables["categories"])
+    line = next(x for x in cats.splitlines() if "| prune:l1_unstructured:overall:0.2 |" in x)
+    assert re.search(r"\| 45\.0 \[4\d\.\d, 4\d\.\d\] \| 75\.0 \[7\d\.\d, 7\d\.\d\] \|", line)
+    # the averaged drop over probes of a kind (plots) has a bootstrap interval around it
+    arm = next(a for a in arms(frame) if a.recipe == "prune:l1_unstructured:overall:0.2")
+    averaged = arm.drop()
+    assert averaged.mean == pytest.approx(5.0) and averaged.low < 5.0 < averaged.high
+
+
+def test_the_report_of_a_measured_store_draws_bands_and_tests_findings(measured, tmp_path):
+    result = generate_report(measured, tmp_path / "out")
+    assert (tmp_path / "out" / "tables" / "drops.md").is_file()
+    svg = (tmp_path / "out" / "plots" / "probe_drops_m1.svg").read_text()
+    assert "<svg" in svg
+    assert {f.verdict for f in result.findings} == {"holds"}
+
+
+def test_recovered_share_has_an_interval_or_says_the_loss_is_too_small(tmp_path):
+    path = tmp_path / "r.sqlite"
+    recovery = {"method": "lora", "label": "lora", "settings": "r=8", "trainable_params": 10,
+                "log": {"tokens": 8, "steps": 1, "seconds": 1.0}}  # fmt: skip
+    with ResultsStore(path) as store:
+        store.write(_outcome("m", None, [], 0, {"piqa": 0.80}, measured=True))
+        for recipe, lost, back in (
+            ("prune:l1_unstructured:overall:0.5", 0.20, 0.10),
+            ("prune:l1_unstructured:overall:0.1", 0.005, 0.0),
+        ):
+            steps = _prune("overall", float(recipe.rsplit(":", 1)[1]))
+            store.write(_outcome("m", recipe, steps, 0, {"piqa": 0.80 - lost}, measured=True))
+            healed = _outcome("m", recipe, steps, 0, {"piqa": 0.80 - lost + back}, measured=True)
+            healed.trial["trial_key"] += "|lora"
+            healed.trial["recovery"] = recovery
+            store.write(healed)  # fmt: skip
+        frame = load_frame(store)
+    table = next(t for t in build_tables(frame) if t.name == "recovery")
+    shares = {labels[1]: cells[-1] for labels, cells in table.rows if labels[2] == "lora"}
+    half = shares["prune:l1_unstructured:overall:0.5"]
+    assert half.mean == pytest.approx(50.0) and half.low < 50.0 < half.high
+    assert half.low > 30 and half.high < 70
+    assert shares["prune:l1_unstructured:overall:0.1"] == "none: loss not significant"
+    assert "none: loss not significant" in to_markdown(table)

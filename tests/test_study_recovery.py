@@ -322,7 +322,10 @@ def test_the_recovery_table_has_the_studys_layout_and_the_recovered_share(tmp_pa
         store.write(TrialOutcome(_row("l", PRUNE, lora), _results(0.45, 0.55, 0.50)))  # 0.5
         idp = _recovery("idp:prompts=4", 640, 4.0, 3.5)
         store.write(TrialOutcome(_row("i", PRUNE, idp), _results(0.30, 0.40, 0.35)))  # 0.35
-        frame = load_frame(store)
+        frame = load_frame(store, choice_metric="acc_norm")  # acc is the default headline
+        plain = load_frame(store)
+    first = {t.name: t for t in build_tables(plain)}["recovery"].rows[0][1]
+    assert [round(c.mean, 6) for c in first[:2]] == [55, 65]  # acc
     assert len(frame.points) == 3 and len(frame.recovered) == 6  # kept apart
     tables = {t.name: t for t in build_tables(frame)}
     main = tables["recovery"]

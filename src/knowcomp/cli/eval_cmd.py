@@ -202,16 +202,35 @@ def _print_table(model: str, results) -> None:
     table.add_column("Scored", justify="right")
     for _, label in used:
         table.add_column(label, justify="right")
+    table.add_column("Headline [95%]", justify="right")
     table.add_column("Seconds", justify="right")
     for r in results:
         items = r.counts.get("facts", r.counts.get("items", 0))
         cells = [_fmt(r.metrics.get(key)) for key, _ in used]
-        table.add_row(r.probe, f"{r.counts.get('scored', 0)}/{items}", *cells, f"{r.seconds:.1f}")
+        table.add_row(r.probe, f"{r.counts.get('scored', 0)}/{items}", *cells, _headline(r),
+                      f"{r.seconds:.1f}")  # fmt: skip
     console.print(table)
     _print_categories(results)
     for r in results:
         for note in r.notes:
             console.print(f"[yellow]note:[/] {r.probe}: {note}")
+
+
+def _headline(result) -> str:
+    """`acc 0.600 [0.550, 0.648]`: the headline with its 95% interval over the items (Wilson;
+    relation-clustered for LAMA), from the result's per-item records."""
+    from knowcomp.analysis.intervals import score_interval
+    from knowcomp.analysis.items import item_values
+    from knowcomp.probes.categories import headline_metric
+
+    name = headline_metric(result)
+    if name is None:
+        return ""
+    values = item_values(result.records, name, stored=float(result.metrics[name]))
+    if values is None:
+        return f"{name} {result.metrics[name]:.3f}"
+    e = score_interval(values.values, values.clusters)
+    return f"{name} {e.describe(3)}"
 
 
 def _print_categories(results) -> None:

@@ -60,6 +60,10 @@ def _register() -> None:
 
     cli.add_command(similarity_cmd.similarity)
 
+    from knowcomp.cli import plan_cmd
+
+    cli.add_command(plan_cmd.plan)
+
 
 _register()
 

@@ -274,6 +274,9 @@ def _rows(stages: dict[str, list]) -> list[tuple[str, list[float | None]]]:
 
 
 def _print_comparison(stages: dict[str, list]) -> None:
+    from knowcomp.analysis.compare import headline_drop
+
+    names = list(stages)
     table = Table(
         title="Knowledge before and after recovery (headline metric per probe)",
         title_justify="left",
@@ -281,21 +284,66 @@ def _print_comparison(stages: dict[str, list]) -> None:
     table.add_column("Probe")
     for name in stages:
         table.add_column(name, justify="right")
+    drops = [n for n in names[1:] if "uncompressed" in stages]
+    for name in drops:
+        table.add_column(f"{name} drop [95%]", justify="right")
     table.add_column("recovered", justify="right")
-    for label, scores in _rows(stages):
+    shares = _share_intervals(stages)
+    for i, (label, scores) in enumerate(_rows(stages)):
         base, compressed, recovered = scores
-        table.add_row(label, *[_fmt(s) for s in scores], _share(base, compressed, recovered))
+        cells = []
+        for name in drops:
+            probe_row = i < len(stages["uncompressed"])
+            drop = headline_drop(stages["uncompressed"][i], stages[name][i]) if probe_row else None
+            cells.append("" if drop is None else drop.describe())
+        share = _share(base, compressed, recovered)
+        if share and label in shares:
+            share += f" {shares[label]}"
+        table.add_row(label, *[_fmt(s) for s in scores], *cells, share)
     console.print(table)
     console.print(
-        "recovered = (recovered - compressed) / (uncompressed - compressed), where "
-        "compression lost something"
+        "drop: uncompressed minus this stage on the same items, in points, with its paired 95% "
+        "interval (McNemar / Agresti-Min; relation-clustered for LAMA). recovered = (recovered "
+        "- compressed) / (uncompressed - compressed), where compression lost something, with "
+        "its bootstrap interval where the loss is clearly above zero",
+        highlight=False,
     )
 
 
 def _share(base, compressed, recovered) -> str:
-    if None in (base, compressed, recovered) or base <= compressed:
-        return ""
-    return f"{100 * (recovered - compressed) / (base - compressed):+.0f}%"
+    from knowcomp.analysis.intervals import recovered_share
+
+    share = recovered_share(base, compressed, recovered)
+    return "" if share is None else f"{100 * share:+.0f}%"
+
+
+def _share_intervals(stages: dict[str, list]) -> dict[str, str]:
+    """Row label -> `[low, high]` of the recovered share, per probe and for the overall
+    average (probes as strata), where every stage has per-item records."""
+    from knowcomp.analysis.intervals import Stratum, Undefined, recovered_share_estimate
+    from knowcomp.analysis.items import aligned, item_values
+    from knowcomp.probes.categories import headline_metric
+
+    if list(stages) != ["uncompressed", "compressed", "recovered"]:
+        return {}
+    out, strata = {}, []
+    for i, first in enumerate(stages["uncompressed"]):
+        name = headline_metric(first)
+        runs = [item_values(stages[n][i].records, name) for n in stages] if name else []
+        complete = bool(runs) and all(r is not None for r in runs)
+        pair = aligned(runs) if complete else None  # type: ignore[arg-type]
+        if pair is None:
+            continue
+        stratum = Stratum(pair.rows, None)
+        strata.append(stratum)
+        found = recovered_share_estimate([stratum])
+        if not isinstance(found, Undefined):
+            out[f"{first.probe} ({name})"] = f"[{100 * found.low:+.0f}%, {100 * found.high:+.0f}%]"
+    if strata and len(strata) == len(stages["uncompressed"]):
+        found = recovered_share_estimate(strata)
+        if not isinstance(found, Undefined):
+            out["overall average"] = f"[{100 * found.low:+.0f}%, {100 * found.high:+.0f}%]"
+    return out
 
 
 def _print_latency(timing: dict[str, float]) -> None:

@@ -8,7 +8,8 @@ import click
 
 from knowcomp.cli.format import console, err_console
 
-_VERDICT_STYLE = {"holds": "green", "does not hold": "red", "not enough data": "dim"}
+_VERDICT_STYLE = {"holds": "green", "does not hold": "red", "inconclusive": "yellow",
+                  "not enough data": "dim"}  # fmt: skip
 
 
 @click.command("report")
@@ -21,14 +22,23 @@ _VERDICT_STYLE = {"holds": "green", "does not hold": "red", "not enough data": "
     "Default: beside DB, named after it with '-report' (runs/study.sqlite -> "
     "runs/study-report/).",
 )
+@click.option(
+    "--choice-metric",
+    type=click.Choice(["acc", "acc_norm"]),
+    default="acc",
+    show_default=True,
+    help="Headline of the multiple-choice probes: accuracy (both studies' number) or "
+    "lm-evaluation-harness's length-normalised acc_norm.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the path of report.html.")
-def report(db: Path, out: Path | None, quiet: bool) -> None:
+def report(db: Path, out: Path | None, choice_metric: str, quiet: bool) -> None:
     """Write the report of results file DB (from `knowcomp run`) into a folder.
 
     \b
     Writes:
       report.html     everything below in one self-contained page (no external files)
-      tables/         Tables 1, 3-6 of The Cost of Compression (.md, .csv, .tex)
+      tables/         Tables 1, 3-6 of The Cost of Compression, and every drop with its
+                      paired 95% interval (.md, .csv, .tex)
       plots/          drops against sparsity per group and per probe, final layer
                       structured vs unstructured, drop against the share of parameters
                       compressed, layer-wise similarity to the uncompressed model
@@ -36,10 +46,12 @@ def report(db: Path, out: Path | None, quiet: bool) -> None:
       drops.csv       every compressed trial x probe with its baseline and drop
       similarity.csv  per compressed trial and layer, attention and hidden cosine
       forgetting/     facts and items the baseline got right and a compressed model missed
-      findings.md     whether the study's four headline findings hold on this data
+      findings.md     whether the study's four headline findings hold on this data,
+                      each verdict with its paired test
 
-    Scores are each probe's headline metric (LAMA: P@1 micro; multiple choice: accuracy;
-    QA: exact match) in percent; drops are baseline minus compressed, in points.
+    Scores are each probe's headline metric (LAMA: P@1 micro; multiple choice and LAMBADA:
+    accuracy, or acc_norm with --choice-metric acc_norm; QA: exact match) in percent; drops
+    are baseline minus compressed, in points.
     """
     from knowcomp.report import generate_report
 
@@ -49,7 +61,7 @@ def report(db: Path, out: Path | None, quiet: bool) -> None:
         if not quiet:
             err_console.print(message, style="dim", highlight=False, markup=False)
 
-    result = generate_report(db, out, progress=progress)
+    result = generate_report(db, out, progress=progress, choice_metric=choice_metric)
     if quiet:
         click.echo(str(result.html))
         return
@@ -61,6 +73,8 @@ def report(db: Path, out: Path | None, quiet: bool) -> None:
             highlight=False,
         )
         console.print(f"   {finding.summary}", highlight=False, markup=False)
+        for line in finding.tests:
+            console.print(f"   test: {line}", highlight=False, markup=False)
         for line in finding.evidence:
             console.print(f"   - {line}", highlight=False, markup=False)
     for note in result.notes:

@@ -20,6 +20,10 @@ FLAT_COLUMNS = (
     "sparsity", "params_compressed", "params_model", "bytes_before", "bytes_after",
     "eval_seconds", "trial_key",
 )  # fmt: skip
+# the headline score and, against the baseline of the same model and seed, the paired drop
+# (fractions for the score, points for the drop; empty without per-item records)
+UNCERTAINTY_COLUMNS = ("headline_metric", "headline", "headline_low", "headline_high",
+                       "drop_points", "drop_low", "drop_high", "drop_p", "drop_test")  # fmt: skip
 
 
 @click.command("results")
@@ -36,7 +40,10 @@ def results(
     """List the results stored in DB (a study's SQLite file), filtered, or export them.
 
     CSV has one row per trial x probe with every metric as a column; JSON lines keep each
-    row whole (compression report and package versions included).
+    row whole (compression report and package versions included). Each row also has its
+    headline score with its 95% interval and, for a compressed or recovered trial, its drop
+    against the baseline (same model and seed) with the paired interval and p-value, computed
+    from the stored per-item records.
     """
     from knowcomp.outputs import check_output_file, write_atomically
     from knowcomp.study import ResultsStore
@@ -47,6 +54,8 @@ def results(
         check_output_file(out)
     with ResultsStore(db, readonly=True) as store:
         rows = store.rows(model=model, probe=probe, sweep=sweep)
+        if rows:
+            _add_uncertainty(store, rows)
     if not rows:
         raise KnowcompError(
             f"no results in {db} match the filters; drop or change --model, --probe or --sweep"
@@ -65,6 +74,29 @@ def results(
         console.print(f"{len(rows)} rows written to {out}")
 
 
+def _add_uncertainty(store, rows: list[dict[str, Any]]) -> None:
+    """Each row's `uncertainty`: headline, score interval, paired drop (see the columns)."""
+    from knowcomp.report.frame import load_frame
+
+    frame = load_frame(store)
+    found: dict[tuple[str, str], Any] = {}
+    for b in frame.baselines:
+        found[(b.trial_key, b.probe)] = (b.metric, b.value, b.score_ci, None, None)
+    for p in (*frame.points, *frame.recovered):
+        found[(p.trial_key, p.probe)] = (p.metric, p.value, p.score_ci, p.drop, p.drop_ci)
+    for row in rows:
+        metric, value, score, drop, ci = found.get((row["trial_key"], row["probe"]),
+                                                   (None,) * 5)  # fmt: skip
+        row["uncertainty"] = {
+            "headline_metric": metric, "headline": value,
+            "headline_low": score.low if score else None,
+            "headline_high": score.high if score else None,
+            "drop_points": ci.value if ci else drop,
+            "drop_low": ci.low if ci else None, "drop_high": ci.high if ci else None,
+            "drop_p": ci.p_value if ci else None, "drop_test": ci.method if ci else None,
+        }  # fmt: skip
+
+
 def _metric_names(rows: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r["metrics"]))
 
@@ -72,11 +104,13 @@ def _metric_names(rows: list[dict[str, Any]]) -> list[str]:
 def _write_csv(rows: list[dict[str, Any]], handle) -> None:
     metrics = _metric_names(rows)
     writer = csv.writer(handle)
-    writer.writerow([*FLAT_COLUMNS, *metrics])
+    writer.writerow([*FLAT_COLUMNS, *UNCERTAINTY_COLUMNS, *metrics])
     for r in rows:
         flat = {**r, "recover": _recover(r)}
         writer.writerow(
-            [flat.get(c) for c in FLAT_COLUMNS] + [r["metrics"].get(m) for m in metrics]
+            [flat.get(c) for c in FLAT_COLUMNS]
+            + [r["uncertainty"].get(c) for c in UNCERTAINTY_COLUMNS]
+            + [r["metrics"].get(m) for m in metrics]
         )
 
 
@@ -85,7 +119,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
                          "exact_match", "perplexity") if m in _metric_names(rows)]  # fmt: skip
     table = Table(title=f"{len(rows)} results", title_justify="left")
     over = "Sparsity (compressed layers)"  # zeros over the layers the recipe touched
-    for column in ("Model", "Sweep", "Level", "Seed", "Limit", "Probe", over, *shown):
+    extra = ("Headline [95%]", "Drop, points [95%]", "p")
+    for column in ("Model", "Sweep", "Level", "Seed", "Limit", "Probe", over, *shown, *extra):
         table.add_column(
             column, justify="left" if column in ("Model", "Sweep", "Probe") else "right"
         )
@@ -96,8 +131,29 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         sweep = r["sweep"] + (f" + {_recover(r)}" if r.get("recovery") else "")
         limit = "full" if r["limit_items"] is None else str(r["limit_items"])
         table.add_row(r["model"], sweep, level, str(r["seed"]), limit, r["probe"], sparsity,
-                      *cells)  # fmt: skip
+                      *cells, *_uncertainty_cells(r["uncertainty"]))  # fmt: skip
     console.print(table)
+    console.print(
+        "Headline: the probe's one number (P@1 micro for LAMA, acc for multiple choice, exact "
+        "match for QA) with its 95% interval over items; drop: baseline minus this trial on "
+        "the same items, paired interval and test (McNemar's exact test; relation-clustered "
+        "for LAMA). Empty where the file has no per-item records.",
+        style="dim",
+        highlight=False,
+    )
+
+
+def _uncertainty_cells(u: dict[str, Any]) -> list[str]:
+    score = ""
+    if u["headline"] is not None:
+        score = f"{u['headline_metric']} {u['headline']:.3f}"
+        if u["headline_low"] is not None:
+            score += f" [{u['headline_low']:.3f}, {u['headline_high']:.3f}]"
+    drop = "" if u["drop_points"] is None else f"{u['drop_points']:.1f}"
+    if u["drop_low"] is not None:
+        drop += f" [{u['drop_low']:.1f}, {u['drop_high']:.1f}]"
+    p = "" if u["drop_p"] is None else f"{u['drop_p']:.2g}"
+    return [score, drop, p]
 
 
 def _recover(row: dict[str, Any]) -> str | None:

@@ -204,6 +204,7 @@ class _ProgressListener:
         self.trials: TaskID | None = None
         self.probe: TaskID | None = None
         self.started_at = time.perf_counter()
+        self.baselines: dict[tuple, dict[str, dict]] = {}  # setting -> probe -> result
 
     def __enter__(self) -> _ProgressListener:
         self.bar.__enter__()
@@ -237,8 +238,14 @@ class _ProgressListener:
             self.bar.remove_task(self.probe)
             self.probe = None
         self.bar.advance(self.trials, 1)
-        scores = ", ".join(f"{r['probe']} {_headline(r['metrics']):.3f}" for r in outcome.results)
-        console.print(f"[green]done[/] {trial.label} seed {trial.seed}: {scores}")
+        setting = tuple(outcome.trial.get(k) for k in ("model", "seed", "limit_items",
+                                                       "lama_mode", "dtype"))  # fmt: skip
+        if outcome.trial.get("recipe") is None:
+            self.baselines[setting] = {r["probe"]: r for r in outcome.results}
+        base = self.baselines.get(setting, {}) if outcome.trial.get("recipe") else {}
+        scores = ", ".join(_scored(r, base.get(r["probe"])) for r in outcome.results)
+        console.print(f"[green]done[/] {trial.label} seed {trial.seed}: {scores}",
+                      highlight=False)  # fmt: skip
         recovery = outcome.trial.get("recovery")
         if recovery:
             log = recovery["log"]
@@ -249,8 +256,17 @@ class _ProgressListener:
                           f"loss {log['first_loss']:.3f} -> {log['last_loss']:.3f}")  # fmt: skip
 
 
+def _scored(result: dict, baseline: dict | None) -> str:
+    """`piqa 0.600`, and against a baseline run in this session, its paired drop."""
+    from knowcomp.analysis.compare import describe_drop, headline_drop
+
+    text = f"{result['probe']} {_headline(result['metrics']):.3f}"
+    drop = describe_drop(headline_drop(baseline, result)) if baseline else ""
+    return f"{text} ({drop})" if drop else text
+
+
 def _headline(metrics: dict) -> float:
-    for key in ("p@1_micro", "exact_match", "acc"):
-        if key in metrics:
-            return float(metrics[key])
-    return float("nan")
+    from knowcomp.probes.categories import headline_name
+
+    name = headline_name(metrics)
+    return float(metrics[name]) if name else float("nan")

@@ -7,12 +7,16 @@ reports nine tasks, then the World / Common / Language averages, then the overal
 `study_layout` builds that row from a run's results, and `category_averages` averages whatever
 probes a run has, by category (what `knowcomp eval` prints under its table).
 
-One number per probe, its headline (`headline_metric`): `acc_norm` where lm-evaluation-harness
-reports it for the task (ARC, PIQA, HellaSwag, SciQ), `acc` where lm-eval reports only that
-(BoolQ, WinoGrande, LAMBADA), `exact_match` for the QA probes, and for LAMA `p@1_micro`
-(`exact_match_micro` in generate mode). A probe that did not run, or whose headline is not a
-number, is missing: it shows as None, never as zero, and averages are taken over the probes
-present, with the missing ones listed.
+One number per probe, its headline (`headline_name`), defined here and nowhere else: P@1
+(micro: every fact weighs the same, the first study's convention) for LAMA, exact match of the
+generated object (micro) in LAMA's generate mode, exact match for the QA probes, and accuracy
+(`acc`) for the multiple-choice tasks and LAMBADA, as both reference studies report them.
+`acc_norm` (length-normalised picks, lm-evaluation-harness's second number) stays available:
+pass `choice_metric="acc_norm"` (the report's `--choice-metric acc_norm`). The rule reads the
+metric names a result carries rather than a table of probe names, so a stored result of a
+user's task file resolves the same way without its file. A probe that did not run, or whose
+headline is not a number, is missing: it shows as None, never as zero, and averages are taken
+over the probes present, with the missing ones listed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import mean
+from typing import Any
 
 from knowcomp.errors import KnowcompError
 from knowcomp.probes.base import ProbeResult
@@ -54,20 +59,9 @@ STUDY_TASKS = (
 )  # fmt: skip
 STUDY_CATEGORIES = ("world_knowledge", "common_reasoning", "language_understanding")
 
-# Headline metric per task where lm-eval reports it; other probes follow `_FALLBACK`.
-HEADLINE = {
-    "arc-easy": "acc_norm",
-    "arc-challenge": "acc_norm",
-    "piqa": "acc_norm",
-    "hellaswag": "acc_norm",
-    "sciq": "acc_norm",
-    "boolq": "acc",
-    "winogrande": "acc",
-    "lambada": "acc",
-    "triviaqa": "exact_match",
-    "webqs": "exact_match",
-}
-_FALLBACK = ("exact_match", "exact_match_micro", "p@1_micro", "acc")
+# The headline is the first of these a result has (LAMA ranked, LAMA generated, QA, accuracy).
+HEADLINE_ORDER = ("p@1_micro", "exact_match_micro", "exact_match", "acc")
+CHOICE_METRICS = ("acc", "acc_norm")  # what `choice_metric` may be
 
 Scores = Sequence[ProbeResult] | Mapping[str, float | None]
 
@@ -80,22 +74,37 @@ def check_category(value: object) -> str | None:
     return f"unknown category {value!r}; choose from {', '.join(CATEGORIES)} (or {USER_CATEGORY})"
 
 
-def headline_metric(result: ProbeResult) -> str | None:
-    """The name of `result`'s headline metric (see the module docstring); None if it has none."""
-    name = HEADLINE.get(result.probe)
-    if name is not None and name in result.metrics:
-        return name
-    return next((key for key in _FALLBACK if key in result.metrics), None)
+def check_choice_metric(choice_metric: str) -> None:
+    if choice_metric not in CHOICE_METRICS:
+        raise KnowcompError(
+            f"unknown choice metric {choice_metric!r}; choose from {', '.join(CHOICE_METRICS)}"
+        )
 
 
-def headline_score(result: ProbeResult) -> float | None:
+def headline_name(metrics: Mapping[str, Any], *, choice_metric: str = "acc") -> str | None:
+    """The name of the headline metric among `metrics` (see the module docstring): the first
+    of `HEADLINE_ORDER` whose value is a number, `acc_norm` instead of `acc` when
+    `choice_metric` asks for it and the probe has it; None if there is none."""
+    check_choice_metric(choice_metric)
+    order = HEADLINE_ORDER
+    if choice_metric == "acc_norm":
+        order = ("p@1_micro", "exact_match_micro", "exact_match", "acc_norm", "acc")
+    return next((name for name in order if _number(metrics.get(name)) is not None), None)
+
+
+def headline_metric(result: ProbeResult, *, choice_metric: str = "acc") -> str | None:
+    """The name of `result`'s headline metric; None if it has none."""
+    return headline_name(result.metrics, choice_metric=choice_metric)
+
+
+def headline_score(result: ProbeResult, *, choice_metric: str = "acc") -> float | None:
     """The headline metric's value, or None where there is none or it is not a number."""
-    name = headline_metric(result)
+    name = headline_metric(result, choice_metric=choice_metric)
     return _number(result.metrics.get(name)) if name else None
 
 
-def _number(value: float | None) -> float | None:
-    if value is None or isinstance(value, bool):
+def _number(value: Any) -> float | None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
         return None
     value = float(value)
     return None if math.isnan(value) else value
@@ -142,16 +151,18 @@ class Layout:
                 ("Average", self.overall)]  # fmt: skip
 
 
-def _collect(results: Scores) -> tuple[dict[str, float | None], dict[str, str], dict[str, str]]:
+def _collect(
+    results: Scores, choice_metric: str = "acc"
+) -> tuple[dict[str, float | None], dict[str, str], dict[str, str]]:
     """Scores, metric names and categories by probe, from results or a {probe: score} map."""
     if isinstance(results, Mapping):
         scores = {probe: _number(value) for probe, value in results.items()}
         return scores, {}, {probe: category_of(probe) for probe in scores}
     scores, metrics, categories = {}, {}, {}
     for result in results:
-        scores[result.probe] = headline_score(result)
+        scores[result.probe] = headline_score(result, choice_metric=choice_metric)
         categories[result.probe] = result.category
-        name = headline_metric(result)
+        name = headline_metric(result, choice_metric=choice_metric)
         if name is not None and scores[result.probe] is not None:
             metrics[result.probe] = name
     return scores, metrics, categories
@@ -195,10 +206,12 @@ def study_layout(
     results: Scores,
     tasks: Sequence[str] = STUDY_TASKS,
     categories: Sequence[str] = STUDY_CATEGORIES,
+    *,
+    choice_metric: str = "acc",
 ) -> Layout:
     """The second study's row for `results`: `tasks` in order (a probe not in `results` is None),
     the averages of `categories`, and the overall average of the present tasks."""
-    scores, metrics, known = _collect(results)
+    scores, metrics, known = _collect(results, choice_metric)
     category = {probe: known.get(probe) or category_of(probe) for probe in tasks}
     unknown = [c for c in categories if c not in CATEGORIES]
     if unknown:
@@ -206,10 +219,10 @@ def study_layout(
     return _layout(tasks, categories, scores, metrics, category)
 
 
-def category_averages(results: Scores) -> Layout:
+def category_averages(results: Scores, *, choice_metric: str = "acc") -> Layout:
     """Every probe in `results`, grouped by category in `CATEGORIES` order, with the average of
     each category that has a probe, and the overall average."""
-    scores, metrics, category = _collect(results)
+    scores, metrics, category = _collect(results, choice_metric)
     order = {c: i for i, c in enumerate(CATEGORIES)}
     tasks = sorted(scores, key=lambda p: order.get(category[p], len(order)))
     present = [c for c in CATEGORIES if c in category.values()]

@@ -2,14 +2,16 @@
 
 `write_report(db, out)` writes everything into folder `out` and returns `out/report.html`:
 
-- `tables/`: Tables 1 and 3 to 6 of *The Cost of Compression* as Markdown, CSV and LaTeX;
+- `tables/`: Tables 1 and 3 to 6 of *The Cost of Compression* as Markdown, CSV and LaTeX,
+  and every drop with its paired 95% interval (`drops`);
 - `plots/`: drops against sparsity per group, per probe, final layer structured vs
   unstructured, drop against the fraction of parameters compressed (PNG and SVG);
 - `drops.csv`: every compressed trial x probe with its baseline score and drop;
 - `plots/similarity_*` and `similarity.csv`: layer-wise similarity of each compressed trial to
   the uncompressed model (Hoang et al., 2024, Fig. 5), when the study measured it;
 - `forgetting/`: facts and items the baseline got right and a compressed model got wrong;
-- `findings.md`: whether each of the study's four headline findings holds on this data;
+- `findings.md`: whether each of the study's four headline findings holds on this data, each
+  verdict with its paired test;
 - `report.html`: all of it in one self-contained page.
 """
 

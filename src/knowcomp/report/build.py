@@ -28,8 +28,9 @@ from knowcomp.study.store import (
 )
 
 DROP_COLUMNS = ("model", "sweep", "recipe", "kind", "group", "method", "level", "seed", "probe",
-                "probe_kind", "metric", "baseline", "value", "drop_points", "majority",
-                "sparsity", "fraction_compressed")  # fmt: skip
+                "probe_kind", "metric", "baseline", "value", "drop_points", "drop_low",
+                "drop_high", "p_value", "items", "test", "majority", "sparsity",
+                "fraction_compressed")  # fmt: skip
 
 
 class ReportError(KnowcompError):
@@ -72,9 +73,17 @@ def check_results_file(db: Path, *, shown: Path | None = None) -> None:
 
 
 def generate_report(
-    db: Path, out: Path, *, progress: Callable[[str], None] | None = None
+    db: Path,
+    out: Path,
+    *,
+    progress: Callable[[str], None] | None = None,
+    choice_metric: str = "acc",
 ) -> ReportResult:
-    """Write tables, plots, findings, forgetting CSVs and `report.html` into `out`."""
+    """Write tables, plots, findings, forgetting CSVs and `report.html` into `out`;
+    multiple-choice probes show `choice_metric` (`acc`, the studies' number, or `acc_norm`)."""
+    from knowcomp.probes.categories import check_choice_metric
+
+    check_choice_metric(choice_metric)
     say = progress or (lambda message: None)
     db, out = Path(db), Path(out)
     with _readable_copy(db) as source:
@@ -87,13 +96,14 @@ def generate_report(
             store = ResultsStore(source, readonly=True)
         except StoreError as err:
             raise ReportError(str(err)) from None
-        return _generate(store, db, out, say)
+        return _generate(store, db, out, say, choice_metric)
 
 
-def _generate(store: ResultsStore, db: Path, out: Path, say: Callable[[str], None]) -> ReportResult:
+def _generate(store: ResultsStore, db: Path, out: Path, say: Callable[[str], None],
+              choice_metric: str) -> ReportResult:  # fmt: skip
     with store:
         say(f"reading {db}")
-        frame = load_frame(store)
+        frame = load_frame(store, choice_metric=choice_metric)
         say(f"{frame.rows} results: {len(frame.models)} model(s), {len(frame.probes)} probe(s), "
             f"{len({p.recipe for p in frame.points})} compression(s)")  # fmt: skip
         say("comparing items with the baseline (per-fact forgetting)")
@@ -163,6 +173,14 @@ def _notes(frame: Frame) -> list[str]:
             "scores differ from lm-eval's for a tokenizer that adds a BOS token, and slightly "
             "for items whose context is empty. Rerun into a new results file to rescore them."
         )
+    unpaired = [p for p in frame.points if p.baseline is not None and p.drop_ci is None]
+    if unpaired:
+        notes.append(
+            f"{len(unpaired)} of {len(frame.points)} drops have no per-item records to pair "
+            "(a results file written before records were kept, or records of another "
+            "protocol): they show without an interval, and findings resting on them are not "
+            "tested."
+        )
     try:
         import knowcomp.probes.categories  # noqa: F401
     except ImportError:
@@ -174,16 +192,19 @@ def _notes(frame: Frame) -> list[str]:
 
 
 def _write_drops(frame: Frame, path: Path) -> Path:
-    """Every compressed trial x probe with its baseline: the data behind every plot."""
+    """Every compressed trial x probe with its baseline: the data behind every plot, with the
+    paired drop's 95% interval, p-value, items paired and test (empty without records)."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(DROP_COLUMNS)
         for p in frame.points:
-            c = p.compression
+            c, ci = p.compression, p.drop_ci
+            interval = ["", "", "", "", ""] if ci is None else [
+                _num(ci.low), _num(ci.high), _num(ci.p_value), ci.n, ci.method]  # fmt: skip
             writer.writerow([
                 p.model, p.sweep, p.recipe, c.kind, c.group, c.method, _num(c.level), p.seed,
                 p.probe, p.kind, p.metric, _num(p.baseline), _num(p.value), _num(p.drop),
-                _num(p.majority), _num(p.sparsity), _num(p.fraction),
+                *interval, _num(p.majority), _num(p.sparsity), _num(p.fraction),
             ])  # fmt: skip
     return path
 

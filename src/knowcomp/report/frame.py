@@ -15,11 +15,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from knowcomp.analysis.intervals import Estimate
+from knowcomp.probes.categories import headline_name
+from knowcomp.report.uncertainty import Intervals
 from knowcomp.study.store import ResultsStore
 
 STRUCTURED_METHODS = frozenset({"ln_structured", "random_structured"})
-# LAMA (ranked, then generated), QA, multiple choice and LAMBADA: the first study's numbers
-HEADLINE_METRICS = ("p@1_micro", "exact_match_micro", "exact_match", "acc")
 PROBE_KINDS = {
     "lama": "LAMA probes (P@1)",
     "mc": "multiple-choice probes (accuracy)",
@@ -30,15 +31,10 @@ GROUP_LABELS = {"overall": "Overall", "attention": "Att", "feed_forward": "FF"}
 GROUP_ORDER = ("overall", "attention", "feed_forward")
 
 
-def headline_metric(metrics: dict[str, Any]) -> str | None:
-    """The one number a table shows for a probe: P@1 (micro) for LAMA (exact match of the
-    generated object in LAMA's generate mode), exact match for QA, accuracy otherwise. A
-    metric that is not a number (NaN: nothing scored) does not count."""
-    for name in HEADLINE_METRICS:
-        value = metrics.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-            return name
-    return None
+def headline_metric(metrics: dict[str, Any], *, choice_metric: str = "acc") -> str | None:
+    """The one number a table, plot and finding shows for a probe, as
+    `knowcomp.probes.categories.headline_name` defines it for every command."""
+    return headline_name(metrics, choice_metric=choice_metric)
 
 
 def probe_kind(metrics: dict[str, Any]) -> str:
@@ -116,6 +112,8 @@ class BaselinePoint:
     majority: float | None
     category: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    trial_key: str = ""
+    score_ci: Estimate | None = field(default=None, compare=False, repr=False)  # fractions
 
 
 @dataclass(frozen=True)
@@ -139,6 +137,8 @@ class Point:
     category: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     recovery: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    score_ci: Estimate | None = field(default=None, compare=False, repr=False)  # fractions
+    drop_ci: Estimate | None = field(default=None, compare=False, repr=False)  # points
 
     @property
     def method(self) -> str | None:
@@ -166,6 +166,8 @@ class Frame:
     trial_keys: dict[tuple[str, str, int, str], str] = field(default_factory=dict)
     baseline_keys: dict[tuple[str, int, str], str] = field(default_factory=dict)
     old_input_rule: set[str] = field(default_factory=set)  # trial keys scored before rule 2
+    choice_metric: str = "acc"  # the headline of multiple-choice probes: acc or acc_norm
+    intervals: Intervals = field(default_factory=Intervals)  # per-item data, bootstrap draws
 
 
 def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -192,16 +194,20 @@ def _model_labels(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], str]:
     return labels
 
 
-def load_frame(store: ResultsStore) -> Frame:
-    """Read every row of the store into a `Frame`."""
+def load_frame(
+    store: ResultsStore, *, choice_metric: str = "acc", with_intervals: bool = True
+) -> Frame:
+    """Read every row of the store into a `Frame`; multiple-choice probes show `choice_metric`
+    (`acc`, the studies' number, or `acc_norm`). With `with_intervals`, each result's records
+    are read too, for the intervals of its score and of its drop (`report.uncertainty`)."""
     rows = store.rows()
-    frame = Frame(rows=len(rows))
+    frame = Frame(rows=len(rows), choice_metric=choice_metric)
     labels = _model_labels(rows)
     base: dict[tuple[str, int, str], tuple[float, float | None]] = {}
     compressed = []
     for row in rows:
         metrics = row["metrics"] or {}
-        metric = headline_metric(metrics)
+        metric = headline_metric(metrics, choice_metric=choice_metric)
         if metric is None:
             continue
         label = labels[(row["model"], *_setting(row))]
@@ -215,11 +221,15 @@ def load_frame(store: ResultsStore) -> Frame:
             known = frame.versions.setdefault(package, [])
             if version not in known:
                 known.append(str(version))
+        key = row["trial_key"]
+        if with_intervals:
+            frame.intervals.add(key, row["probe"], store.records(key, row["probe"]), metric,
+                                float(metrics[metric]))  # fmt: skip
         if row["recipe"] is None:
             majority = metrics.get("majority")
             point = BaselinePoint(label, row["seed"], row["probe"], probe_kind(metrics), metric,
-                                  float(metrics[metric]), majority, row["category"],
-                                  metrics)  # fmt: skip
+                                  float(metrics[metric]), majority, row["category"], metrics,
+                                  key, frame.intervals.score(key, row["probe"]))  # fmt: skip
             frame.baselines.append(point)
             base[(label, row["seed"], row["probe"])] = (point.value, majority)
             frame.baseline_keys[(label, row["seed"], row["probe"])] = row["trial_key"]
@@ -228,6 +238,11 @@ def load_frame(store: ResultsStore) -> Frame:
     for label, row, metric in compressed:
         metrics = row["metrics"]
         found = base.get((label, row["seed"], row["probe"]))
+        key, probe = row["trial_key"], row["probe"]
+        base_key = frame.baseline_keys.get((label, row["seed"], probe))
+        if base_key is not None:
+            frame.intervals.baseline_of[(key, probe)] = base_key
+        drop_ci = frame.intervals.drop(key, probe)
         comp = describe(row["compression"], row["recipe"])
         recovery = row.get("recovery")
         if recovery:  # what the training table needs of the trial row
@@ -251,6 +266,8 @@ def load_frame(store: ResultsStore) -> Frame:
                 category=row["category"],
                 metrics=metrics,
                 recovery=recovery or None,
+                score_ci=frame.intervals.score(key, probe),
+                drop_ci=None if drop_ci is None else drop_ci.scaled(100),
             )
         )
         if not recovery:

@@ -26,9 +26,11 @@ td.missing { color: #aaa; text-align: center; }
 figure { margin: 1em 0 2em; } figure img { max-width: 100%; height: auto; }
 .verdict { font-weight: bold; padding: .1em .4em; border-radius: .3em; }
 .holds { background: #d9f2d9; } .fails { background: #f8d7d7; } .nodata { background: #eee; }
+.open { background: #fdf1c7; }
 code { background: #f4f4f4; padding: 0 .2em; }
 """
-_VERDICT_CLASS = {"holds": "holds", "does not hold": "fails", "not enough data": "nodata"}
+_VERDICT_CLASS = {"holds": "holds", "does not hold": "fails", "inconclusive": "open",
+                  "not enough data": "nodata"}  # fmt: skip
 
 
 @dataclass
@@ -96,13 +98,16 @@ def _findings(findings: list[Finding]) -> str:
     out = ["<h2 id='findings'>Findings check</h2>",
            "<p class='note'>The four headline findings of <i>The Cost of Compression</i> "
            "(Namburi et al., 2023), checked on this data. Drops are baseline minus compressed "
-           "headline score, in percentage points.</p>"]  # fmt: skip
+           "headline score, in percentage points; each verdict rests on a paired test of "
+           "the compared drops on the same items.</p>"]  # fmt: skip
     for f in findings:
         css = _VERDICT_CLASS.get(f.verdict, "nodata")
         evidence = "".join(f"<li>{esc(e)}</li>" for e in f.evidence)
+        tests = "".join(f"<p>Test: {esc(t)}</p>" for t in f.tests)
         out.append(
             f"<h3>{f.number}. {esc(f.claim)}: <span class='verdict {css}'>{esc(f.verdict)}"
-            f"</span></h3><p>{esc(f.summary)}</p>" + (f"<ul>{evidence}</ul>" if evidence else "")
+            f"</span></h3><p>{esc(f.summary)}</p>{tests}"
+            + (f"<ul>{evidence}</ul>" if evidence else "")
         )
     return "\n".join(out)
 

@@ -2,7 +2,9 @@
 
 Every plot shows the drop in the headline score (baseline minus compressed, in percentage
 points; higher is worse), averaged over the probes of one kind in each panel, with error bars
-for the spread over seeds where there are several. Panels of multiple-choice probes draw the
+for the spread over seeds where there are several, and, for one seed, a band for the 95%
+interval over items (the paired drop's for one probe, a stratified bootstrap's for an average
+over probes; `report.uncertainty`). Panels of multiple-choice probes draw the
 majority-class level: the drop that would leave the model no better than always answering the
 most frequent label. Figures are drawn with matplotlib's object API on the Agg canvas, so no
 global backend is switched and no window opens.
@@ -204,6 +206,18 @@ def _line(ax, series: Series, value: Callable[[Arm], Cell | None]) -> bool:
         ax.errorbar(xs, ys, yerr=errs, capsize=3, **kwargs)
     else:
         ax.plot(xs, ys, **kwargs)
+    banded = [(x, c) for x, c in points if c.has_interval]
+    if banded:  # the 95% interval over items, one seed: a band (bars where x repeats)
+        lows = [c.low for _, c in banded]
+        highs = [c.high for _, c in banded]
+        bx = [x for x, _ in banded]
+        if joined and len(banded) > 1:
+            ax.fill_between(bx, lows, highs, color=series.color, alpha=0.15, linewidth=0)
+        else:
+            ys_b = [c.mean for _, c in banded]
+            ax.errorbar(bx, ys_b, yerr=[[y - lo for y, lo in zip(ys_b, lows, strict=True)],
+                                        [hi - y for y, hi in zip(ys_b, highs, strict=True)]],
+                        fmt="none", ecolor=series.color, alpha=0.5, capsize=2)  # fmt: skip
     return True
 
 
@@ -241,12 +255,12 @@ def _per_probe(frame: Frame, model: str, series: list[Series], folder: Path, nam
     fig, axes = _figure(len(probes))
     for ax, probe in zip(axes, probes, strict=True):
         for s in series:
-            _line(ax, s, lambda arm, probe=probe: arm.drop([probe]))
+            _line(ax, s, lambda arm, probe=probe: arm.drop_of(probe))
         _decorate(ax, probe, "Pruning level (%)", majority_drop(frame, model, [probe]))
     title = f"{model}: drop per probe against sparsity"
     fig.suptitle(title, fontsize=11)
-    caption = ("Drop of each probe's headline score; dashed: the majority-class level "
-               "(multiple-choice probes).")  # fmt: skip
+    caption = ("Drop of each probe's headline score; band: its 95% paired interval over items; "
+               "dashed: the majority-class level (multiple-choice probes).")  # fmt: skip
     return _save(fig, folder, name, title, caption)
 
 

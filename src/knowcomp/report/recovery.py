@@ -10,8 +10,10 @@ category present), the overall average, and the recovered share of the overall a
 
 computed per seed where compression lost something (uncompressed > compressed), then averaged
 over seeds: 100% means recovery won back everything compression lost, 0% nothing, a negative
-share that recovery lost more. Scores are each probe's headline as `knowcomp.probes.categories`
-defines it (acc_norm where lm-evaluation-harness reports it), in percent, averaged over seeds.
+share that recovery lost more (`knowcomp.analysis.intervals.recovered_share`, the one
+definition `knowcomp recover` uses too). Scores are each probe's headline as
+`knowcomp.probes.categories` defines it (the report's choice metric for multiple choice), in
+percent, averaged over seeds.
 
 A second table gives, per recovery method, its trainable parameters (and their share of the
 model's), the training tokens and steps, the first and last training loss, and the seconds it
@@ -24,11 +26,14 @@ from collections.abc import Iterable, Sequence
 from statistics import fmean
 from typing import Any
 
+from knowcomp.analysis.intervals import Undefined, recovered_share
 from knowcomp.report.frame import BaselinePoint, Frame, Point
 from knowcomp.report.stats import Cell, cell
+from knowcomp.report.uncertainty import Intervals, share_interval
 
 NONE = "–"
 SHARE = "Recovered share"
+NO_SHARE = "none: loss not significant"  # the loss's interval reaches zero: no ratio to show
 TRAINING_COLUMNS = ("Trainable params", "% of model", "Tokens", "Steps", "First loss",
                     "Last loss", "Train s")  # fmt: skip
 
@@ -55,7 +60,7 @@ def _categories(known: dict[str, str], tasks: Sequence[str]) -> list[str]:
 
 def _layouts(
     points: Iterable[BaselinePoint | Point], tasks: Sequence[str], categories: Sequence[str],
-    known: dict[str, str],
+    known: dict[str, str], choice_metric: str = "acc",
 ) -> dict[int, Any]:  # fmt: skip
     """Per seed, the row's `Layout` (a task that did not run is missing, never zero)."""
     from knowcomp.probes.base import ProbeResult
@@ -68,7 +73,7 @@ def _layouts(
     layouts = {}
     for seed, results in by_seed.items():
         rows = [results.get(t) or ProbeResult(t, known[t], {}, {}) for t in tasks]
-        layouts[seed] = study_layout(rows, tasks, categories)
+        layouts[seed] = study_layout(rows, tasks, categories, choice_metric=choice_metric)
     return layouts
 
 
@@ -83,22 +88,42 @@ def _cells(layouts: dict[int, Any], width: int) -> list[Cell | None]:
     return [cell(v) for v in values]
 
 
-def recovered_share(base: float | None, compressed: float | None, recovered: float | None):
-    """(recovered - compressed) / (base - compressed), or None where compression lost nothing
-    or a score is missing."""
-    if base is None or compressed is None or recovered is None or base <= compressed:
-        return None
-    return (recovered - compressed) / (base - compressed)
-
-
-def _share(base: dict[int, Any], compressed: dict[int, Any], recovered: dict[int, Any]):
+def _share(
+    base: dict[int, Any],
+    compressed: dict[int, Any],
+    recovered: dict[int, Any],
+    keys: tuple[dict, dict, dict] | None = None,
+    intervals: Intervals | None = None,
+):
+    """The recovered share of the overall average, in percent: mean over seeds; for one seed
+    with per-item records, with its stratified-bootstrap interval, or a note where the loss is
+    too small for a share (`knowcomp.analysis.intervals.share_from_draws`)."""
     shares = []
     for seed, layout in recovered.items():
         if seed in base and seed in compressed:
             share = recovered_share(base[seed].overall, compressed[seed].overall, layout.overall)
             if share is not None:
                 shares.append(100 * share)
-    return cell(shares)
+    if len(recovered) != 1 or keys is None or intervals is None:
+        return cell(shares)
+    ((seed, layout),) = recovered.items()
+    if seed not in base or seed not in compressed:
+        return cell(shares)
+    probes = [p for p, score in layout.tasks if score is not None
+              and dict(base[seed].tasks).get(p) is not None
+              and dict(compressed[seed].tasks).get(p) is not None]  # fmt: skip
+    draws = []
+    for probe in probes:
+        trio = tuple(k.get((seed, probe)) for k in keys)
+        draws.append(None if None in trio else intervals.draws(trio, probe))
+    interval = share_interval(draws)
+    if isinstance(interval, Undefined):
+        return NO_SHARE
+    return cell(shares, None if interval is None else (100 * interval[0], 100 * interval[1]))
+
+
+def _keys(points: Iterable[BaselinePoint | Point]) -> dict[tuple[int, str], str]:
+    return {(p.seed, p.probe): p.trial_key for p in points}
 
 
 def recovery_tables(frame: Frame) -> list[Any]:
@@ -122,11 +147,13 @@ def recovery_tables(frame: Frame) -> list[Any]:
         ["Model", "Compression", "Recovery"],
         [*tasks, *averages, "Average", SHARE],
         note=(
-            "Headline score in percent (acc_norm where lm-evaluation-harness reports it, acc, "
-            "exact match for QA, P@1 for LAMA), then the category averages and the average of "
-            "all tasks. Recovered share = (recovered - compressed) / (uncompressed - "
-            "compressed) on the average, in percent: 100 = all that compression lost is back; "
-            "'–' where compression lost nothing. Means over seeds."
+            f"Headline score in percent ({frame.choice_metric} for multiple choice, accuracy "
+            "for LAMBADA, exact match for QA, P@1 micro for LAMA), then the category averages "
+            "and the average of all tasks. Recovered share = (recovered - compressed) / "
+            "(uncompressed - compressed) on the average, in percent: 100 = all that "
+            "compression lost is back; '–' where compression lost nothing. Means over seeds; "
+            "for one seed, a stratified-bootstrap 95% interval, and no share where the loss's "
+            "own interval reaches zero."
         ),
     )
     training = Table(
@@ -142,22 +169,25 @@ def recovery_tables(frame: Frame) -> list[Any]:
         ),
     )
     for model in models:
+        choice = frame.choice_metric
         base = _layouts((b for b in frame.baselines if b.model == model), tasks, categories,
-                        known)  # fmt: skip
+                        known, choice)  # fmt: skip
         width = len(main.probes) - 1  # every column but the recovered share
         main.rows.append(([model, "uncompressed", NONE], [*_cells(base, width), None]))
         recipes = list(dict.fromkeys(p.recipe for p in frame.recovered if p.model == model))
         for recipe in recipes:
             plain = _layouts((p for p in frame.points if p.model == model and p.recipe == recipe),
-                             tasks, categories, known)  # fmt: skip
+                             tasks, categories, known, choice)  # fmt: skip
             main.rows.append(([model, recipe, NONE], [*_cells(plain, width), None]))
             mine = [p for p in frame.recovered if p.model == model and p.recipe == recipe]
             for method in sorted(dict.fromkeys(p.method for p in mine), key=_method_order):
                 points = [p for p in mine if p.method == method]
-                rec = _layouts(points, tasks, categories, known)
-                main.rows.append(
-                    ([model, recipe, str(method)], [*_cells(rec, width), _share(base, plain, rec)])
-                )
+                rec = _layouts(points, tasks, categories, known, choice)
+                keys = (_keys(b for b in frame.baselines if b.model == model),
+                        _keys(p for p in frame.points if p.model == model and p.recipe == recipe),
+                        _keys(points))  # fmt: skip
+                share = _share(base, plain, rec, keys, frame.intervals)
+                main.rows.append(([model, recipe, str(method)], [*_cells(rec, width), share]))
                 training.rows.append(
                     ([model, recipe, str(method), _settings(points)], _training(frame, points))
                 )

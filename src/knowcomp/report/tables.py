@@ -17,7 +17,8 @@ from pathlib import Path
 
 from knowcomp.report.frame import GROUP_ORDER, Frame
 from knowcomp.report.recovery import recovery_tables
-from knowcomp.report.stats import Arm, Cell, arms, baseline_score, cell
+from knowcomp.report.stats import Arm, Cell, arms, baseline_score, cell, draws_interval
+from knowcomp.report.uncertainty import mean_of_draws
 
 MISSING = "–"
 NAMED_LEVELS = {0.2: ("table5", "Table 5"), 0.4: ("table6", "Table 6")}
@@ -36,8 +37,14 @@ class Table:
     def has_spread(self) -> bool:
         return any(isinstance(c, Cell) and c.n > 1 for _, cells in self.rows for c in cells)
 
+    @property
+    def has_interval(self) -> bool:
+        return any(isinstance(c, Cell) and c.has_interval for _, cells in self.rows for c in cells)
 
-def fmt(value: Cell | str | None, *, latex: bool = False) -> str:
+
+def fmt(value: Cell | str | None, *, latex: bool = False, interval: bool = True) -> str:
+    """`45.0`, `45.0 ± 1.2` (several seeds), `45.0 [40.1, 49.9]` (one seed, with its 95%
+    interval over items; `interval=False` leaves it out, for formats that give it columns)."""
     if value is None:
         return "--" if latex else MISSING
     if isinstance(value, str):
@@ -45,6 +52,8 @@ def fmt(value: Cell | str | None, *, latex: bool = False) -> str:
     if value.n > 1:
         pm = r" $\pm$ " if latex else " ± "
         return f"{value.mean:.1f}{pm}{value.std:.1f}"
+    if interval and value.has_interval:
+        return f"{value.mean:.1f} [{value.low:.1f}, {value.high:.1f}]"
     return f"{value.mean:.1f}"
 
 
@@ -54,6 +63,7 @@ def build_tables(frame: Frame) -> list[Table]:
     tables = [_baseline_table(frame), _quant_table(frame, all_arms)]
     tables += _prune_quant_tables(frame, all_arms)
     tables.append(_seed_table(frame, all_arms))
+    tables.append(drops_table(frame, all_arms))
     tables.append(category_table(frame, all_arms))
     tables += recovery_tables(frame)
     return [t for t in tables if t is not None and t.rows]
@@ -125,15 +135,43 @@ def _seed_table(frame: Frame, all_arms: list[Arm]) -> Table:
     return table
 
 
+def drops_table(frame: Frame, all_arms: list[Arm]) -> Table:
+    """Every compression's drop against its baseline, per seed: the paired drop in points with
+    its 95% interval over the same items (McNemar's exact test for the p-value)."""
+    table = Table("drops", "Drop against the uncompressed baseline, in points [95% interval]",
+                  ["Model", "Compression", "Seed"], frame.probes, note=_DROP_NOTE)  # fmt: skip
+    for model in frame.models:
+        for arm in all_arms:
+            if arm.model != model:
+                continue
+            for seed in arm.seeds:
+                one = Arm(arm.model, arm.recipe, arm.compression,
+                          [p for p in arm.points if p.seed == seed], arm.intervals)  # fmt: skip
+                cells = [one.drop_of(p) for p in frame.probes]
+                if any(c is not None for c in cells):
+                    table.rows.append(([model, arm.recipe, str(seed)], cells))
+    return table
+
+
+_DROP_NOTE = (
+    "Baseline minus compressed headline score on the same items, in percentage points "
+    "(positive: knowledge lost). The interval is paired: Agresti-Min for a difference of "
+    "matched proportions, with McNemar's exact test (p in the CSV); LAMA's facts share a "
+    "relation, so LAMA drops use a relation-clustered (jackknife) standard error and t test. "
+    "A drop without an interval has no per-item records to pair."
+)
+
+
 def _seeds(seeds: list[int]) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
 _UNITS = (
-    "Headline score in percent: P@1 (micro) for LAMA, accuracy for multiple choice, exact "
-    "match for QA. A LAMA probe named PROBE@cost-of-compression is scored under the first "
-    "study's protocol (string match of the top token, several-token objects counted wrong), "
-    "the others under LAMA's template protocol."
+    "Headline score in percent: P@1 (micro) for LAMA, accuracy for multiple choice (acc_norm "
+    "when the report was asked for it) and LAMBADA, exact match for QA. A LAMA probe named "
+    "PROBE@cost-of-compression is scored under the first study's protocol (string match of "
+    "the top token, several-token objects counted wrong), the others under LAMA's template "
+    "protocol."
 )
 
 
@@ -148,18 +186,31 @@ def category_table(frame: Frame, all_arms: list[Arm]) -> Table | None:
 
     def averages(points: list) -> dict[str, Cell | None]:
         by_seed: dict[int, list[ProbeResult]] = {}
+        keys: dict[tuple[int, str], str] = {}
         for p in points:
             result = ProbeResult(p.probe, p.category or "custom", p.metrics, {})
             by_seed.setdefault(p.seed, []).append(result)
+            keys[(p.seed, p.probe)] = p.trial_key
         values: dict[str, list[float]] = {}
+        members: dict[str, tuple[str, ...]] = {}
         for results in by_seed.values():
-            layout = category_averages(results)
+            layout = category_averages(results, choice_metric=frame.choice_metric)
             for average in layout.categories:
                 if average.score is not None:
                     values.setdefault(average.category, []).append(100 * average.score)
+                    members[average.category] = average.present
             if layout.overall is not None:
                 values.setdefault("average", []).append(100 * layout.overall)
-        return {key: cell(v) for key, v in values.items()}
+                members["average"] = tuple(p for a in layout.categories for p in a.present)
+        out = {}
+        for key, v in values.items():
+            interval = None
+            if len(by_seed) == 1:
+                (seed,) = by_seed
+                draws = [frame.intervals.score_draws(keys[(seed, p)], p) for p in members[key]]
+                interval = draws_interval(mean_of_draws(draws))
+            out[key] = cell(v, interval)
+        return out
 
     rows: list[tuple[list[str], dict[str, Cell | None]]] = []
     for model in frame.models:
@@ -177,10 +228,9 @@ def category_table(frame: Frame, all_arms: list[Arm]) -> Table | None:
         "Averages by knowledge category",
         ["Model", "Compression"],
         [DISPLAY_NAMES.get(c, c) for c in columns] + ["Average"],
-        note="Mean headline score in percent of each category's probes, and of all probes; "
-        "each probe's headline as knowcomp.probes.categories defines it (acc_norm where "
-        "lm-evaluation-harness reports it), so multiple-choice cells can differ from the "
-        "tables above.",
+        note="Mean headline score in percent of each category's probes, and of all probes "
+        "(the headline of the tables above); for one seed, the 95% interval of a stratified "
+        "bootstrap (items resampled within each probe, LAMA's by relation).",
     )
     for labels, found in rows:
         if found:
@@ -214,24 +264,33 @@ def _md(text: str) -> str:
 
 def to_csv(table: Table) -> str:
     """Numbers in percent at full precision; with several seeds, `std` and `n` columns too
-    (`std` empty for a single seed, every cell empty for a missing probe)."""
-    spread = table.has_spread
+    (`std` empty for a single seed, every cell empty for a missing probe); with intervals,
+    `low` and `high` columns (and `p` for drops)."""
+    spread, interval = table.has_spread, table.has_interval
+    tested = any(isinstance(c, Cell) and c.p_value is not None
+                 for _, cells in table.rows for c in cells)  # fmt: skip
     header = list(table.labels)
     for probe in table.probes:
-        header += [probe, f"{probe} std", f"{probe} n"] if spread else [probe]
+        header.append(probe)
+        header += [f"{probe} std", f"{probe} n"] if spread else []
+        header += [f"{probe} low", f"{probe} high"] if interval else []
+        header += [f"{probe} p"] if tested else []
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for labels, cells in table.rows:
         row: list[object] = list(labels)
         for c in cells:
-            if isinstance(c, str):
-                row += [c, "", 1] if spread else [c]
-            elif spread:
-                std = "" if c is None or c.n < 2 else f"{c.std:.6g}"
-                row += ["", "", 0] if c is None else [f"{c.mean:.6g}", std, c.n]
-            else:
-                row.append("" if c is None else f"{c.mean:.6g}")
+            number = isinstance(c, Cell)
+            row.append(c if isinstance(c, str) else f"{c.mean:.6g}" if number else "")
+            if spread:
+                std = f"{c.std:.6g}" if number and c.n > 1 else ""
+                row += [std, c.n if number else (1 if isinstance(c, str) else 0)]
+            if interval:
+                has = number and c.has_interval
+                row += [f"{c.low:.6g}", f"{c.high:.6g}"] if has else ["", ""]
+            if tested:
+                row.append(f"{c.p_value:.4g}" if number and c.p_value is not None else "")
         writer.writerow(row)
     return buffer.getvalue()
 
@@ -246,20 +305,30 @@ def tex_escape(text: str) -> str:
 
 
 def to_latex(table: Table) -> str:
-    """A booktabs `table` environment; missing cells are `--`."""
-    spec = "l" * len(table.labels) + "r" * len(table.probes)
-    header = " & ".join(tex_escape(h) for h in table.labels + table.probes)
+    """A booktabs `table` environment; missing cells are `--`; intervals in their own `low`
+    and `high` columns after each value."""
+    interval = table.has_interval
+    per_probe = 3 if interval else 1
+    spec = "l" * len(table.labels) + "r" * len(table.probes) * per_probe
+    heads = [tex_escape(h) for h in table.labels]
+    for probe in table.probes:
+        heads += [tex_escape(probe), "low", "high"] if interval else [tex_escape(probe)]
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
         rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",
-        header + r" \\",
+        " & ".join(heads) + r" \\",
         r"\midrule",
     ]
     for labels, cells in table.rows:
-        values = [tex_escape(x) for x in labels] + [fmt(c, latex=True) for c in cells]
+        values = [tex_escape(x) for x in labels]
+        for c in cells:
+            values.append(fmt(c, latex=True, interval=False))
+            if interval:
+                has = isinstance(c, Cell) and c.has_interval
+                values += [f"{c.low:.1f}", f"{c.high:.1f}"] if has else ["", ""]
         lines.append(" & ".join(values) + r" \\")
     caption = tex_escape(table.title + (f". {table.note}" if table.note else ""))
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}",
