@@ -62,6 +62,26 @@ def test_each_group_counts_its_own_zeros_before(tiny):
     assert report.compressed.zeros == attention.zeros + feed_forward.zeros
 
 
+def test_each_step_counts_the_zeros_it_found_and_added(tiny):
+    session = CompressionSession(with_planted_zeros(tiny("llama")))
+    report = session.apply(
+        parse_recipe("prune:l1_unstructured:overall:0.3,quant:dynamic_int8:all_linear")
+    )
+    prune, quant = report.step_zeros
+    assert (prune.step, prune.method, prune.over) == (
+        1,
+        "l1_unstructured",
+        "the 14 layers of overall",
+    )
+    assert prune.zeros_before == 352 and prune.zeros_after == round(0.3 * prune.weight_params)
+    # the quantization step finds the pruned zeros plus the tied head's 64 already there
+    assert quant.zeros_before == prune.zeros_after + 64
+    assert quant.zeros_after == report.total.zeros >= quant.zeros_before
+    assert quant.describe().startswith("step 2 (dynamic_int8 on the 15 layers of all_linear): ")
+    stored = json.loads(report.to_json())["step_zeros"]
+    assert [s["zeros_added"] for s in stored] == [prune.zeros_added, quant.zeros_added]
+
+
 def test_zeros_before_come_from_the_original_weights_after_a_restore(tiny):
     session = calibrated_session(with_planted_zeros(tiny("llama")))
     session.apply(parse_recipe("prune:l1_unstructured:feed_forward:0.6"))
@@ -179,6 +199,15 @@ def test_compress_shows_zeros_before_and_the_headline_quietly(planted_folder, tm
     assert "headline: sparsity 50.00% over the 8 layers of attention" in text
     assert "over all 15 linear layers (lm_head, tied to the embeddings, included)" in text
     assert "compressing" not in result.output  # no progress display when not on a terminal
+
+
+def test_compress_of_several_steps_lists_what_each_step_added(planted_folder):
+    recipe = "prune:l1_unstructured:overall:0.3,quant:dynamic_int8:all_linear"
+    result = CliRunner().invoke(cli, ["compress", str(planted_folder), "-r", recipe])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "step 1 (l1_unstructured on the 14 layers of overall): 1.91% were zero before it" in text
+    assert "step 2 (dynamic_int8 on the 15 layers of all_linear): " in text
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")

@@ -155,5 +155,8 @@ def _print_report(report, load_notes: list[str]) -> None:
         )
     console.print(table)
     console.print(f"headline: {report.headline()}", highlight=False)
+    if len(report.step_zeros) > 1:  # a group row sums its steps; here each step on its own
+        for step in report.step_zeros:
+            console.print(f"  {step.describe()}", highlight=False)
     for note in [*load_notes, *report.notes]:
         console.print(f"[yellow]note:[/] {note}")

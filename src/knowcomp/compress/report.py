@@ -144,6 +144,41 @@ class GroupReport:
         )
 
 
+@dataclass(frozen=True)
+class StepZeros:
+    """Zeros of one recipe step's layers just before and just after that step: what this
+    step added, where a group row sums every step on the group."""
+
+    step: int  # 1-based, in recipe order
+    method: str
+    group: str
+    over: str
+    weight_params: int
+    zeros_before: int
+    zeros_after: int
+
+    @classmethod
+    def of(cls, index: int, planned: PlannedStep, before: int, after: int) -> StepZeros:
+        names = planned.layers
+        return cls(index, planned.step.method.name, planned.step.group,
+                   _layers_of(len(names), planned.step.group),
+                   sum(layer.weight_params for layer in names), before, after)  # fmt: skip
+
+    @property
+    def zeros_added(self) -> int:
+        return self.zeros_after - self.zeros_before
+
+    def describe(self) -> str:
+        """`step 2 (dynamic_int8 on the 211 layers of all_linear): 16.94% were zero before it,
+        it added 0.01%`."""
+        params = self.weight_params or 1
+        return (
+            f"step {self.step} ({self.method} on {self.over}): "
+            f"{self.zeros_before / params:.2%} were zero before it, "
+            f"it added {self.zeros_added / params:.2%}"
+        )
+
+
 @dataclass
 class CompressionReport:
     model: str
@@ -156,6 +191,7 @@ class CompressionReport:
     compressed: GroupReport  # the union of the layers the recipe touched: the headline
     notes: list[str] = field(default_factory=list)
     calibration: dict[str, Any] | None = None  # source, nsamples, seqlen, seed (calibrated steps)
+    step_zeros: list[StepZeros] = field(default_factory=list)  # one per recipe step
 
     def headline(self) -> str:
         """One line: the sparsity over the compressed layers, then over all linear layers."""
@@ -165,7 +201,10 @@ class CompressionReport:
         return f"{main}; {self.total.sparsity:.2%} over {self.total.over}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for record, step in zip(out["step_zeros"], self.step_zeros, strict=True):
+            record["zeros_added"] = step.zeros_added
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -211,13 +250,15 @@ def build_report(
     seed: int,
     notes: list[str],
     zeros_before: dict[str, int] | None = None,
+    step_zeros: list[StepZeros] | None = None,
     head: tuple[str, bool] | None = None,
     model_name: str | None = None,
     family: str = "",
     calibration: dict[str, Any] | None = None,
 ) -> CompressionReport:
     """Count everything from the model as it is now. `zeros_before` holds, per touched layer,
-    its exactly-zero weights before the recipe (layers missing from it are unchanged); `head`
+    its exactly-zero weights before the recipe (layers missing from it are unchanged);
+    `step_zeros` the zeros of each step's layers around that step; `head`
     is the LM head's name and whether it was tied to the input embeddings."""
     modules = dict(model.named_modules())
     counts = _LayerCounts(
@@ -248,6 +289,7 @@ def build_report(
         notes=notes,
         calibration=calibration,
         compressed=compressed,
+        step_zeros=list(step_zeros or []),
     )
 
 

@@ -24,7 +24,13 @@ from knowcomp.compress.calibration import Calibration, CalibrationSpec, build_ca
 from knowcomp.compress.layerwise import InputStats, calibrate_layers
 from knowcomp.compress.recipe import Recipe, Step
 from knowcomp.compress.registry import CalibratedMethod, PruneMethod, QuantMethod
-from knowcomp.compress.report import CompressionReport, LayerBaseline, build_report, zero_count
+from knowcomp.compress.report import (
+    CompressionReport,
+    LayerBaseline,
+    StepZeros,
+    build_report,
+    zero_count,
+)
 from knowcomp.errors import RecipeError
 from knowcomp.models.loading import LoadedModel
 from knowcomp.modules.groups import LinearLayer, classify_linear_layers, resolve_group
@@ -122,8 +128,10 @@ class CompressionSession:
             note = self._untie_head()
             if note:
                 notes.append(note)
+        steps: list[StepZeros] = []
         with torch.no_grad():
-            for p in planned:
+            for i, p in enumerate(planned, 1):
+                before = self._zeros_now(p)
                 if isinstance(p.step.method, CalibratedMethod):
                     calibration = self.calibration(seed)
                     advance = progress(_describe_step(p), len(p.layers)) if progress else None
@@ -132,6 +140,7 @@ class CompressionSession:
                     self._prune(p, seed)
                 else:
                     self._quantize(p)
+                steps.append(StepZeros.of(i, p, before, self._zeros_now(p)))
         if calibration is not None:
             names = ", ".join(
                 dict.fromkeys(
@@ -150,6 +159,7 @@ class CompressionSession:
             seed=seed,
             notes=notes,
             zeros_before=self._undo.zeros_before,
+            step_zeros=steps,
             head=self._head,
             model_name=self.loaded.spec,
             family=self.loaded.family.value,
@@ -210,6 +220,9 @@ class CompressionSession:
             calibration.tokens,
             compress,
         )
+
+    def _zeros_now(self, p: PlannedStep) -> int:
+        return sum(zero_count(self._modules[layer.name]) for layer in p.layers)
 
     def _count_zeros_before(self, name: str, module: nn.Module) -> None:
         """Count the layer's exact zeros just before the recipe first changes it, so the
