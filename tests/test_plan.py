@@ -29,7 +29,7 @@ def test_plan_gives_the_items_for_the_power_of_mcnemars_test():
     assert result.exit_code == 0, result.output
     expected = items_for_power(0.645, 0.03)
     assert _items(result.output) == expected.items
-    assert f"discordance {expected.discordance:.1%} (the worst case" in result.output
+    assert f"discordance {expected.discordance:.1%}: the worst case" in result.output
     stronger = _plan("piqa", "--score", "64.5", "--drop", "3", "--power", "0.9")
     assert _items(stronger.output) > expected.items
 
@@ -42,12 +42,12 @@ def test_plan_from_a_pilot_uses_its_measured_discordance(tmp_path):
     with ResultsStore(pilot) as store:
         drops = [abs(p.drop) for p in load_frame(store).points if p.probe == "piqa"]
     rate = sum(drops) / len(drops) / 100
-    assert f"discordance {rate:.1%} measured on {len(drops)} compressed trial(s)" in result.output
-    assert re.search(r"baseline\s+acc\s+80\.0%", result.output), result.output
+    assert f"discordance {rate:.1%}: measured on {len(drops)} compressed trial(s)" in result.output
+    assert "the pilot's baseline: acc 80.0%" in result.output
     assert _items(result.output) == items_for_power(0.8, 0.05, rate).items
     one = _plan("piqa", "--drop", "5", "--from", str(pilot), "--recipe",
                 "prune:l1_unstructured:overall:0.2")  # fmt: skip
-    assert "discordance 5.0% measured on 1 compressed trial(s)" in one.output
+    assert "discordance 5.0%: measured on 1 compressed trial(s)" in one.output
     assert _items(one.output) < _items(_plan("piqa", "--score", "80", "--drop", "5").output)
 
 

@@ -89,40 +89,25 @@ def plan(
     found = items_for_power(base, drop / 100, discordance, power)
     effect = measured.design_effect if measured is not None else 1.0
     items = math.ceil(found.items * effect)
-    console.print(
-        f"[bold]{checked.name}[/]: detecting a drop of {drop:g} points from a "
-        f"baseline of {100 * base:.1f}% with {power:.0%} power",
-        highlight=False,
-    )
+    say = lambda text: console.print(text, highlight=False)  # noqa: E731
+    say(f"[bold]{checked.name}[/]: a drop of {drop:g} points from a baseline of "
+        f"{100 * base:.1f}%, {power:.0%} power")  # fmt: skip
     if measured is None:
-        console.print(
-            f"  discordance {found.discordance:.1%} (the worst case these scores "
-            "allow; a pilot with --from usually measures far less)",
-            highlight=False,
-        )
+        say(f"  discordance {found.discordance:.1%}: the worst case these scores allow "
+            "(--from measures it on a pilot)")  # fmt: skip
     else:
-        console.print(
-            f"  discordance {measured.discordance:.1%} measured on {measured.trials} compressed "
-            f"trial(s) of {pilot} ({measured.items:,} items each; baseline {measured.metric} "
-            f"{100 * measured.baseline:.1f}%)",
-            highlight=False,
-        )
+        say(f"  discordance {measured.discordance:.1%}: measured on {measured.trials} "
+            f"compressed trial(s) of the pilot, {measured.items:,} items each")  # fmt: skip
+        say(f"  the pilot's baseline: {measured.metric} {100 * measured.baseline:.1f}%")
         if effect > 1:
-            console.print(
-                f"  design effect {effect:.2f} (facts share a relation): "
-                f"{found.items:,} independent items x {effect:.2f}",
-                highlight=False,
-            )
-    console.print(
-        f"  [bold]{items:,} items[/] (McNemar's exact test, two-sided 5%: power "
-        f"{found.power:.3f} at {found.items:,} items; Connor's normal approximation "
-        f"{found.approximate:,})",
-        highlight=False,
-    )
+            say(f"  design effect {effect:.2f} (facts share a relation): {found.items:,} "
+                f"independent items x {effect:.2f}")  # fmt: skip
+    say(f"  [bold]{items:,} items[/] (McNemar's exact test, two-sided 5%: exact power "
+        f"{found.power:.3f}; normal approximation {found.approximate:,})")  # fmt: skip
     total = _size(checked)
     if total is not None:
         part = f"{items / total:.0%} of them" if items <= total else "fewer than this needs"
-        console.print(f"  {checked.name} has {total:,} items at full size: {part}", highlight=False)
+        say(f"  {checked.name} has {total:,} items at full size: {part}")
 
 
 def _check_numbers(score: float | None, drop: float, power: float) -> None:
