@@ -70,10 +70,8 @@ SENTENCES = [
     "[X] was born in [Y] .",
     "The capital of [X] is [Y] .",
     "[X] works as a [Y] in the city.",
-    "[X] speaks [Y] at home .",
     "People say [X] plays the [Y] well.",
     "[X] is a member of [Y] .",
-    "[X] died in [Y] last year .",
     "In [Y] , [X] met a friend .",
 ]
 
@@ -321,7 +319,7 @@ def test_a_study_under_the_protocol_runs_every_family_and_resumes(tmp_path, mode
     spec = {
         "name": "coc",
         "models": [str(model_dirs[f]) for f in ("llama", "bert", "t5")],
-        "probes": ["lama-squad", "lama-conceptnet-subset"],
+        "probes": ["lama-squad"],
         "limit": 2,
         "lama_protocol": COC,
         "data_dir": str(SHARED_DATA),
@@ -338,8 +336,7 @@ def test_a_study_under_the_protocol_runs_every_family_and_resumes(tmp_path, mode
     stored = _results(out)
     assert len(stored) == 3
     for probes in stored.values():
-        names = ["lama-conceptnet-subset@cost-of-compression", "lama-squad@cost-of-compression"]
-        assert sorted(probes) == sorted(names * 2)  # baseline and pruned
+        assert probes == ["lama-squad@cost-of-compression"] * 2  # baseline and pruned
     table = (tmp_path / "r-report" / "tables" / "table3_baseline.md").read_text()
     assert "lama-squad@cost-of-compression" in table and "first study's protocol" in table
     again = runner.invoke(cli, ["run", str(path)])
@@ -349,9 +346,7 @@ def test_a_study_under_the_protocol_runs_every_family_and_resumes(tmp_path, mode
                                     "--no-report", "--model", str(model_dirs["bert"])])  # fmt: skip
     assert templates.exit_code == 0 and "2 trial(s) run" in templates.output, templates.output
     assert sorted(set(_results(out)[str(model_dirs["bert"])])) == [
-        "lama-conceptnet-subset", "lama-conceptnet-subset@cost-of-compression",
-        "lama-squad", "lama-squad@cost-of-compression",
-    ]  # fmt: skip
+        "lama-squad", "lama-squad@cost-of-compression"]  # fmt: skip
     with sqlite3.connect(out) as con:
         stored_protocols = sorted(con.execute("SELECT lama_protocol FROM trials WHERE model = ?",
                                               (str(model_dirs["bert"]),)).fetchall())  # fmt: skip
