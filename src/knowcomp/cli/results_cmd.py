@@ -116,8 +116,10 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     table = Table(title=f"{len(rows)} results", title_justify="left")
     extra = ("Headline 95%", "Drop [95%]", "p")
     for column in ("Model", "Sweep", "Level", "Seed", "Probe", "Sparsity", *shown, *extra):
-        named = column in ("Model", "Sweep", "Probe")  # whole, never wrapped: numbers wrap
-        table.add_column(column, justify="left" if named else "right", no_wrap=named)
+        whole = column in ("Sweep", "Probe")  # never wrapped (a model path may fold)
+        left = whole or column == "Model"
+        table.add_column(column, justify="left" if left else "right", no_wrap=whole,
+                         overflow="fold" if column == "Model" else "ellipsis")  # fmt: skip
     for r in rows:
         level = "" if r["level"] is None else f"{r['level']:g}"
         cells = [_fmt(r["metrics"].get(m)) for m in shown]
