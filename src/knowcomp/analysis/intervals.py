@@ -142,9 +142,10 @@ def score_interval(
     groups = _clusters_that_matter(codes)
     binary = _is_binary(x)
     if groups is not None and np.ptp(x) > 0 and clustered_se(x, codes) > 0:
-        if binary:
-            return _t_estimate(mean, clustered_se(x, codes), n, groups,
-                               f"clustered SE ({groups} clusters)")  # fmt: skip
+        if binary:  # a share: the interval stays within 0 and 1
+            e = _t_estimate(mean, clustered_se(x, codes), n, groups,
+                            f"clustered SE ({groups} clusters)")  # fmt: skip
+            return replace(e, low=max(e.low, 0.0), high=min(e.high, 1.0))
         low, high = _percentile(cluster_bootstrap_means(x[None, :], codes, n_resamples)[:, 0])
         return Estimate(mean, low, high, n, f"cluster bootstrap ({groups} clusters)",
                         clusters=groups)  # fmt: skip

@@ -90,7 +90,8 @@ def plan(
     effect = measured.design_effect if measured is not None else 1.0
     items = math.ceil(found.items * effect)
     say = lambda text: console.print(text, highlight=False)  # noqa: E731
-    say(f"[bold]{checked.name}[/]: a drop of {drop:g} points from a baseline of "
+    points = "point" if drop == 1 else "points"
+    say(f"[bold]{checked.name}[/]: a drop of {drop:g} {points} from a baseline of "
         f"{100 * base:.1f}%, {power:.0%} power")  # fmt: skip
     if measured is None:
         say(f"  discordance {found.discordance:.1%}: the worst case these scores allow "

@@ -119,11 +119,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
                          "exact_match", "perplexity") if m in _metric_names(rows)]  # fmt: skip
     table = Table(title=f"{len(rows)} results", title_justify="left")
     over = "Sparsity (compressed layers)"  # zeros over the layers the recipe touched
-    extra = ("Headline [95%]", "Drop, points [95%]", "p")
+    extra = ("Headline 95%", "Drop [95%]", "p")
     for column in ("Model", "Sweep", "Level", "Seed", "Limit", "Probe", over, *shown, *extra):
-        table.add_column(
-            column, justify="left" if column in ("Model", "Sweep", "Probe") else "right"
-        )
+        whole = column in ("Sweep", "Probe")  # never wrapped (a model path may fold)
+        left = whole or column == "Model"
+        table.add_column(column, justify="left" if left else "right", no_wrap=whole,
+                         overflow="fold" if column == "Model" else "ellipsis")  # fmt: skip
     for r in rows:
         level = "" if r["level"] is None else f"{r['level']:g}"
         cells = [_fmt(r["metrics"].get(m)) for m in shown]
@@ -134,21 +135,20 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
                       *cells, *_uncertainty_cells(r["uncertainty"]))  # fmt: skip
     console.print(table)
     console.print(
-        "Headline: the probe's one number (P@1 micro for LAMA, acc for multiple choice, exact "
-        "match for QA) with its 95% interval over items; drop: baseline minus this trial on "
-        "the same items, paired interval and test (McNemar's exact test; relation-clustered "
-        "for LAMA). Empty where the file has no per-item records.",
+        "Headline 95%: the interval over items of the probe's one number (P@1 micro for LAMA, "
+        "acc for multiple choice, exact match for QA); drop: baseline minus this trial on the "
+        "same items, in points, with its paired interval and test (McNemar's exact test; "
+        "relation-clustered for LAMA). Empty where the file has no per-item records.",
         style="dim",
         highlight=False,
     )
 
 
 def _uncertainty_cells(u: dict[str, Any]) -> list[str]:
+    """The headline's interval, the drop in points with its interval, the drop's p-value."""
     score = ""
-    if u["headline"] is not None:
-        score = f"{u['headline_metric']} {u['headline']:.3f}"
-        if u["headline_low"] is not None:
-            score += f" [{u['headline_low']:.3f}, {u['headline_high']:.3f}]"
+    if u["headline_low"] is not None:
+        score = f"[{u['headline_low']:.3f}, {u['headline_high']:.3f}]"
     drop = "" if u["drop_points"] is None else f"{u['drop_points']:.1f}"
     if u["drop_low"] is not None:
         drop += f" [{u['drop_low']:.1f}, {u['drop_high']:.1f}]"
