@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -121,7 +122,7 @@ Scores are `acc` for the choice tasks and P@1 micro for LAMA.
     if args.write:
         from bench_global_prune import write_section
 
-        write_section(args.write, section, MARK)
+        write_section(Path(args.write), section, MARK)
     print(section)
 
 
