@@ -40,7 +40,12 @@ def t5_tokenizer(texts: Iterable[str], vocab_size: int = 400) -> T5Tokenizer:
     )
     trained.train_from_iterator([*BASE_TEXT, *texts], trainer)
     vocab = json.loads(trained.to_str())["model"]["vocab"]
-    return T5Tokenizer(vocab=[(piece, score) for piece, score in vocab], extra_ids=0)
+    # The trainer's scores vary in their last digits from run to run, and it orders pieces of
+    # equal score at random: round and sort them, so that the pieces, their ids (and with them
+    # the seeded random model's outputs) are the same every run.
+    pieces = sorted((piece, round(score, 2)) for piece, score in vocab[3:])
+    pieces.sort(key=lambda ps: -ps[1])  # stable: equal scores stay in piece order
+    return T5Tokenizer(vocab=[*map(tuple, vocab[:3]), *pieces], extra_ids=0)
 
 
 def bart_tokenizer(texts: Iterable[str], vocab_size: int = 500) -> BartTokenizer:
