@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console, human_bytes
+from knowcomp.cli.options import choose_placement, placement_options
 from knowcomp.cli.progress import compression_progress
 from knowcomp.errors import KnowcompError
 
@@ -38,6 +39,7 @@ EXAMPLE = "prune:l1_unstructured:overall:0.2,quant:dynamic_int8:all_linear"
     "--nsamples", default=64, show_default=True, help="Calibration blocks (calibrated methods)."
 )
 @click.option("--seqlen", default=512, show_default=True, help="Tokens per calibration block.")
+@placement_options
 def compress(
     model: str,
     recipe: str,
@@ -48,6 +50,9 @@ def compress(
     calibration: Path | None,
     nsamples: int,
     seqlen: int,
+    device: str,
+    dtype: str,
+    device_map: str | None,
 ) -> None:
     """Compress MODEL with a recipe and show, per group, what changed.
 
@@ -67,6 +72,7 @@ def compress(
     from knowcomp.models.sources import resolve
 
     parsed = parse_recipe(recipe)  # every check that needs no model happens before loading
+    placement = choose_placement(device, dtype, device_map, parsed)
     spec = CalibrationSpec(
         str(calibration) if calibration else DEFAULT_SOURCE, nsamples, seqlen, seed
     )
@@ -74,7 +80,9 @@ def compress(
     if out is not None:
         _check_out_dir(out, force)
     with err_console.status(f"loading {model}"):
-        loaded = load_model(model, require_tokenizer=False)  # a note says what is skipped
+        loaded = load_model(  # without a tokenizer, a note says what is skipped
+            model, require_tokenizer=False, **placement.load_kwargs()
+        )
     session = CompressionSession(loaded, calibration=spec)
     with err_console.status("preparing"):
         session.plan(parsed, seed=seed)  # checks against this model, before any weight changes

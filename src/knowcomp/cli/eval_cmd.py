@@ -11,7 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console
-from knowcomp.cli.options import add_bos_option
+from knowcomp.cli.options import (
+    ChosenPlacement,
+    add_bos_option,
+    choose_placement,
+    placement_options,
+)
 from knowcomp.cli.progress import compression_progress
 from knowcomp.outputs import write_atomically
 
@@ -76,6 +81,7 @@ COLUMNS = (
 )
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write results (JSON).")
 @click.option("--force", is_flag=True, help="Let --out replace a file knowcomp did not write.")
+@placement_options
 def eval_(
     model: str,
     probes: str,
@@ -91,6 +97,9 @@ def eval_(
     adapter: Path | None,
     out: Path | None,
     force: bool,
+    device: str,
+    dtype: str,
+    device_map: str | None,
 ) -> None:
     """Measure what MODEL knows with knowledge probes, and print a results table.
 
@@ -115,6 +124,7 @@ def eval_(
 
         recipe = recipe or adapter_record(adapter).recipe or None
     parsed = parse_recipe(recipe) if recipe else None
+    placement = choose_placement(device, dtype, device_map, parsed)
     resolve(model)
     if out is not None:
         check_output_file(out, force=force, ours=_is_eval_json)
@@ -125,7 +135,7 @@ def eval_(
     )  # fmt: skip
     totals = [p.count(base) for p in chosen]  # reads the data: a missing dataset fails here
     with err_console.status(f"loading {model}"):
-        loaded = load_model(model)
+        loaded = load_model(model, **placement.load_kwargs())
     if parsed is not None:
         with compression_progress() as progress:
             report = CompressionSession(loaded).apply(parsed, seed=seed, progress=progress)
@@ -135,7 +145,14 @@ def eval_(
 
     def save(results: list) -> None:  # after every probe, so an interrupt keeps what is done
         if out is not None:
-            _save(out, model, recipe, results, complete=len(results) == len(chosen))
+            _save(
+                out,
+                model,
+                recipe,
+                results,
+                complete=len(results) == len(chosen),
+                placement=placement,
+            )
             saved[:] = results
 
     try:
@@ -177,8 +194,13 @@ def run_probes(loaded, chosen: list, totals: list[int], base, *, label: str = ""
     return results
 
 
-def _save(out: Path, model: str, recipe: str | None, results: list, *, complete: bool) -> None:
+def _save(
+    out: Path, model: str, recipe: str | None, results: list, *, complete: bool,
+    placement: ChosenPlacement,
+) -> None:  # fmt: skip
     payload = {"model": model, "recipe": recipe, "complete": complete,
+               "device": placement.device, "dtype": placement.dtype,
+               "device_map": placement.device_map,
                "results": [r.to_dict() for r in results]}  # fmt: skip
     write_atomically(out, json.dumps(payload, indent=1))
 
