@@ -61,3 +61,18 @@ def example_input(loaded: LoadedModel, length: int = 7) -> dict[str, torch.Tenso
     if loaded.family.value == "encoder-decoder":
         batch["decoder_input_ids"] = ids
     return batch
+
+
+def save_tiny_llama(folder, tokenizer, **overrides) -> None:
+    """A random 2-layer Llama with `tokenizer`'s vocabulary (seeded), saved with the tokenizer
+    into `folder`: a real model folder for the CLI and studies. `overrides` change the config."""
+    from transformers import AutoModelForCausalLM
+
+    shape = dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        intermediate_size=64, vocab_size=len(tokenizer),
+    )  # fmt: skip
+    config = AutoConfig.for_model("llama", **(shape | overrides))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

@@ -29,9 +29,9 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from knowcomp.cli.main import cli
+from tests.conftest import save_tiny_llama
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LATIN1 = "caf\xe9 na\xefve".encode("latin-1")  # bytes that are not UTF-8
@@ -56,14 +56,8 @@ def _tokenizer():
 
 
 def _save_tiny_llama(folder: Path, tokenizer) -> None:
-    config = AutoConfig.for_model(
-        "llama", hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, intermediate_size=16, vocab_size=len(tokenizer),
-        tie_word_embeddings=True,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_tiny_llama(folder, tokenizer, hidden_size=8, num_hidden_layers=1,
+                    intermediate_size=16, tie_word_embeddings=True)  # fmt: skip
 
 
 def _copy_model(good: Path, folder: Path, drop: tuple[str, ...] = ()) -> Path:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from knowcomp.cli.main import cli
 from knowcomp.compress.calibration import Calibration, CalibrationSpec, build_calibration
@@ -19,6 +18,7 @@ from knowcomp.report.frame import load_frame
 from knowcomp.study import ResultsStore, expand, run_study
 from knowcomp.study.spec import SpecError, spec_from_dict
 from knowcomp.study.store import TrialOutcome
+from tests.conftest import save_tiny_llama
 from tests.test_lama import SHARED_DATA
 from tests.tokenizer_matrix import build
 
@@ -30,15 +30,8 @@ def bos_model_dir(tmp_path_factory) -> Path:
     """A random 2-layer Llama saved with a tokenizer that adds `<s>` first (Llama 2 style)."""
     folder = tmp_path_factory.mktemp("tiny-llama-bos")
     tokenizer = build("llama2")
-    config = AutoConfig.for_model(
-        "llama", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, intermediate_size=64, vocab_size=len(tokenizer),
-        max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    save_tiny_llama(folder, tokenizer, max_position_embeddings=512, **ids)
     return folder
 
 

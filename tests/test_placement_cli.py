@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from knowcomp.cli.main import cli
+from tests.conftest import save_tiny_llama
 from tests.test_lama import SHARED_DATA
 from tests.tokenizer_matrix import build
 
@@ -19,15 +19,7 @@ from tests.tokenizer_matrix import build
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = build("gpt2")
-    config = AutoConfig.for_model(
-        "llama", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, intermediate_size=64, vocab_size=len(tokenizer),
-        max_position_embeddings=512,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_tiny_llama(folder, build("gpt2"), max_position_embeddings=512)
     return folder
 
 

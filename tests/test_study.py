@@ -20,7 +20,6 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from knowcomp.cli.main import cli
 from knowcomp.models import load_model
@@ -36,6 +35,7 @@ from knowcomp.study import (
 )
 from knowcomp.study.spec import spec_from_dict
 from knowcomp.study.store import Owner, TrialOutcome
+from tests.conftest import save_tiny_llama
 
 pytestmark = pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
 
@@ -44,15 +44,8 @@ pytestmark = pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenize
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random 2-layer Llama saved as a folder, with SmolLM2's tokenizer: a real model spec."""
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = load_model("smollm2-135m").tokenizer
-    config = AutoConfig.for_model(
-        "llama", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, intermediate_size=64, vocab_size=len(tokenizer),
-        max_position_embeddings=512, tie_word_embeddings=True,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_tiny_llama(folder, load_model("smollm2-135m").tokenizer, max_position_embeddings=512,
+                    tie_word_embeddings=True)  # fmt: skip
     return folder
 
 

@@ -64,8 +64,7 @@ def choose_placement(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "float32" if dtype == "auto" else dtype
     placement = check_placement(device, dtype, device_map)
-    for step in recipe.steps if recipe is not None else ():
-        problem = step.method.placement_problem(placement.device, placement.dtype)
-        if problem is not None:
-            raise KnowcompError(problem)
+    problem = recipe and recipe.placement_problem(placement.device, placement.dtype)
+    if problem:
+        raise KnowcompError(problem)
     return ChosenPlacement(device, dtype, device_map)

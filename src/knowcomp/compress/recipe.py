@@ -62,6 +62,14 @@ class Recipe:
     def to_dicts(self) -> list[dict[str, Any]]:
         return [step.to_dict() for step in self.steps]
 
+    def placement_problem(self, device: Any, dtype: Any) -> str | None:
+        """Why a step cannot run with this torch device and dtype, or None if all can."""
+        for step in self.steps:
+            problem = step.method.placement_problem(device, dtype)
+            if problem is not None:
+                return problem
+        return None
+
     @property
     def has_quantization(self) -> bool:
         return any(step.method.kind == "quant" for step in self.steps)

@@ -213,22 +213,11 @@ def _generate_batch(
     following = out.logits[:, -1].argmax(-1)
     next_position = mask.sum(-1)
     alive = list(range(len(prompts)))  # batch row -> prompt index
-    tokens: list[list[int]] = [[] for _ in prompts]
-    finished: list[Generation | None] = [None] * len(prompts)
+    answers = Answers(extras, decode, rule, eos_ids, progress)
     while True:
-        keep = []
-        for row, index in enumerate(alive):
-            generated = tokens[index]
-            generated.append(int(following[row]))
-            ending = _ending(generated, extras[index], decode, rule, eos_ids)
-            if ending is None:
-                keep.append(row)
-            else:
-                finished[index] = ending
-        if progress is not None and len(keep) < len(alive):
-            progress(len(alive) - len(keep))
+        keep = answers.step(alive, following)
         if not keep:
-            return finished  # type: ignore[return-value]
+            return answers.done()
         if len(keep) < len(alive):
             rows = torch.tensor(keep, device=device)
             cache.batch_select_indices(rows)
@@ -241,6 +230,43 @@ def _generate_batch(
         cache = out.past_key_values
         following = out.logits[:, -1].argmax(-1)
         next_position = next_position + 1
+
+
+class Answers:
+    """Each prompt's generated tokens and, once it has ended, its answer: one step at a time."""
+
+    def __init__(
+        self,
+        extras: list[tuple[str, ...]],
+        decode: Callable[[Sequence[int]], str],
+        rule: StopRule,
+        eos_ids: frozenset[int] | set[int],
+        progress: Callable[[int], Any] | None,
+    ) -> None:
+        self.extras, self.decode, self.rule, self.eos_ids = extras, decode, rule, eos_ids
+        self.progress = progress
+        self.tokens: list[list[int]] = [[] for _ in extras]
+        self.finished: list[Generation | None] = [None] * len(extras)
+
+    def step(self, alive: list[int], following: torch.Tensor) -> list[int]:
+        """Append row i's new token `following[i]` to prompt `alive[i]`; the rows still
+        generating (the others' answers are kept, and `progress` is told)."""
+        keep = []
+        for row, index in enumerate(alive):
+            self.tokens[index].append(int(following[row]))
+            ending = _ending(
+                self.tokens[index], self.extras[index], self.decode, self.rule, self.eos_ids
+            )
+            if ending is None:
+                keep.append(row)
+            else:
+                self.finished[index] = ending
+        if self.progress is not None and len(keep) < len(alive):
+            self.progress(len(alive) - len(keep))
+        return keep
+
+    def done(self) -> list[Generation]:
+        return self.finished  # type: ignore[return-value]
 
 
 def _ending(

@@ -37,9 +37,9 @@ from knowcomp.probes import engine
 from knowcomp.probes.generate import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_TOKENS,
+    Answers,
     Generation,
     StopRule,
-    _ending,
     eos_ids_of,
 )
 from knowcomp.probes.mc.seq2seq import decoder_start_id
@@ -132,26 +132,16 @@ def _generate_batch(
     following = torch.full((len(prompts),), start_id, dtype=torch.long, device=device)
     cache = None
     alive = list(range(len(prompts)))  # batch row -> prompt index
-    tokens: list[list[int]] = [[] for _ in prompts]
-    finished: list[Generation | None] = [None] * len(prompts)
+    answers = Answers(extras, decode, rule, eos_ids, progress)
     while True:
         out = model(encoder_outputs=BaseModelOutput(last_hidden_state=states),
                     attention_mask=mask, decoder_input_ids=following[:, None],
                     past_key_values=cache, use_cache=True)  # fmt: skip
         cache = out.past_key_values
         following = out.logits[:, -1].argmax(-1)
-        keep = []
-        for row, index in enumerate(alive):
-            tokens[index].append(int(following[row]))
-            ending = _ending(tokens[index], extras[index], decode, rule, eos_ids)
-            if ending is None:
-                keep.append(row)
-            else:
-                finished[index] = ending
-        if progress is not None and len(keep) < len(alive):
-            progress(len(alive) - len(keep))
+        keep = answers.step(alive, following)
         if not keep:
-            return finished  # type: ignore[return-value]
+            return answers.done()
         if len(keep) < len(alive):
             rows = torch.tensor(keep, device=device)
             cache.batch_select_indices(rows)

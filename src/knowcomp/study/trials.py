@@ -160,10 +160,9 @@ def validate(spec: StudySpec) -> list[Trial]:
                 parsed = parse_recipe(recipe)
             except KnowcompError as err:  # a RecipeError names the step; add the sweep
                 raise SpecError(f"recipe sweep '{sweep.name}': {err}") from None
-            for step in parsed.steps:
-                problem = step.method.placement_problem(placement.device, placement.dtype)
-                if problem is not None:
-                    raise SpecError(f"recipe sweep '{sweep.name}': {problem}")
+            problem = parsed.placement_problem(placement.device, placement.dtype)
+            if problem is not None:
+                raise SpecError(f"recipe sweep '{sweep.name}': {problem}")
             if sweep.recover:
                 _check_recoverable(spec, sweep.name, parsed)
     if spec.recovers:

@@ -14,12 +14,14 @@ tokens are counted as `multi_token` and left out of every metric alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
-from knowcomp.probes.engine import Request
+from knowcomp.probes import engine
+from knowcomp.probes.engine import Request, Scored
 from knowcomp.probes.inputs import InputRule, as_rule
 from knowcomp.probes.lama.items import SLOT, ClozeItem
 from knowcomp.probes.mc.requests import token_ids
@@ -109,3 +111,31 @@ class ClozeBuilder:
                 return "no_context"
             context = [rule.prefix_id]
         return Request(tuple(context), (len(context) - 1,), (target,))
+
+
+def score_clozes(
+    loaded: Any,
+    chosen: list[tuple[ClozeItem, dict[str, Any]]],
+    rule: InputRule | None,
+    *,
+    unscorable: Callable[[dict[str, Any], str], None],
+    max_tokens: int | None = None,
+    progress: Any = None,
+) -> list[tuple[dict[str, Any], Request, Scored]]:
+    """Build each fact's request for `loaded` and score them in one engine run: (record,
+    request, result) for every fact that has a request; `unscorable(record, reason)` for the
+    others (`multi_token`, `no_slot`, ...)."""
+    builder = ClozeBuilder(loaded.tokenizer, loaded.family, loaded.name, rule)
+    requests, targets = [], []
+    for item, record in chosen:
+        built = builder.build(item)
+        if isinstance(built, str):
+            unscorable(record, built)
+        else:
+            requests.append(built)
+            targets.append(record)
+    scored = engine.score(
+        loaded.model, loaded.family, requests, pad_id=engine.pad_id_of(loaded.tokenizer),
+        max_tokens=max_tokens, progress=progress,
+    )  # fmt: skip
+    return list(zip(targets, requests, scored, strict=True))

@@ -12,14 +12,13 @@ from knowcomp.data import dataset_files
 from knowcomp.errors import DataError, KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes import engine
 from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
 from knowcomp.probes.generate import rule_for
 from knowcomp.probes.inputs import InputRule, input_rule
 from knowcomp.probes.lama import evidence, string_match
 from knowcomp.probes.lama import items as lama_items
 from knowcomp.probes.lama.candidates import score_candidates
-from knowcomp.probes.lama.cloze import ClozeBuilder
+from knowcomp.probes.lama.cloze import score_clozes
 from knowcomp.probes.lama.generated import generation_metrics, score_generated
 from knowcomp.probes.lama.metrics import aggregate, fact_scores
 from knowcomp.probes.lama.protocols import COST_OF_COMPRESSION, TEMPLATES, check_protocol
@@ -131,21 +130,11 @@ class LamaProbe(Probe):
         self, loaded: LoadedModel, chosen: list, options: RunOptions, rule: InputRule | None
     ) -> None:
         """Rank the object's token among the whole vocabulary at the slot."""
-        builder = ClozeBuilder(loaded.tokenizer, loaded.family, loaded.name, rule)
-        requests, targets = [], []
-        for item, record in chosen:
-            built = builder.build(item)
-            if isinstance(built, str):
-                record["skipped"] = built
-            else:
-                requests.append(built)
-                targets.append(record)
-        scored = engine.score(
-            loaded.model, loaded.family, requests,
-            pad_id=engine.pad_id_of(loaded.tokenizer),
+        scored = score_clozes(
+            loaded, chosen, rule, unscorable=lambda record, why: record.update(skipped=why),
             max_tokens=options.max_tokens, progress=options.progress,
         )  # fmt: skip
-        for record, result in zip(targets, scored, strict=True):
+        for record, _, result in scored:
             record.update(
                 rank=result.first_rank,
                 prediction=loaded.tokenizer.decode([result.first_top]),  # as is: " " may win

@@ -22,10 +22,9 @@ from typing import Any
 
 from knowcomp.errors import DataError
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes import engine
 from knowcomp.probes.base import ProbeResult, RunOptions
-from knowcomp.probes.inputs import decoder_rule
-from knowcomp.probes.lama.cloze import ClozeBuilder
+from knowcomp.probes.inputs import InputRule, decoder_rule
+from knowcomp.probes.lama.cloze import score_clozes
 from knowcomp.probes.lama.evidence import Deduplicated, drop_duplicate_sentences
 from knowcomp.probes.lama.items import Relations
 from knowcomp.probes.lama.protocols import COST_OF_COMPRESSION, result_name
@@ -56,29 +55,21 @@ def count(probe: Any, options: RunOptions) -> int:
 Chosen = list[tuple[Any, dict[str, Any]]]  # (cloze item, its record)
 
 
-def score(loaded: LoadedModel, chosen: Chosen, options: RunOptions) -> None:
+def score(loaded: LoadedModel, chosen: Chosen, options: RunOptions, rule: InputRule | None) -> None:
     """Fill each record: `prediction` (the decoded top token), `rank` (the object token's rank,
     None for several tokens), `correct` and `p@1`; or `skipped` with why the fact has no
     single slot (left out of every metric)."""
-    rule = decoder_rule(loaded, options.add_bos)
-    builder = ClozeBuilder(loaded.tokenizer, loaded.family, loaded.name, rule)
-    requests, targets = [], []
-    for item, record in chosen:
-        built = builder.build(item)
-        if built == MULTI_TOKEN:
+
+    def unscorable(record: dict[str, Any], why: str) -> None:
+        if why == MULTI_TOKEN:  # in the denominator, always wrong
             record.update({MULTI_TOKEN: True, "prediction": None, "rank": None,
                            "correct": False, "p@1": 0.0})  # fmt: skip
-        elif isinstance(built, str):
-            record["skipped"] = built
         else:
-            requests.append(built)
-            targets.append(record)
-    scored = engine.score(
-        loaded.model, loaded.family, requests,
-        pad_id=engine.pad_id_of(loaded.tokenizer),
-        max_tokens=options.max_tokens, progress=options.progress,
-    )  # fmt: skip
-    for record, request, result in zip(targets, requests, scored, strict=True):
+            record["skipped"] = why
+
+    scored = score_clozes(loaded, chosen, rule, unscorable=unscorable,
+                          max_tokens=options.max_tokens, progress=options.progress)  # fmt: skip
+    for record, request, result in scored:
         prediction = loaded.tokenizer.decode([result.first_top])
         label = loaded.tokenizer.decode([request.targets[0]])
         correct = normalized(prediction) == normalized(label)
@@ -110,7 +101,8 @@ def run(probe: Any, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
         for relation in sorted(facts.relations)
         for item in take(facts.relations[relation], options.limit, options.seed)
     ]  # fmt: skip
-    score(loaded, chosen, options)
+    rule = decoder_rule(loaded, options.add_bos)
+    score(loaded, chosen, options, rule)
     records = [record for _, record in chosen]
     skipped = Counter(r["skipped"] for r in records if "skipped" in r)
     empty = sorted(r for r, v in facts.relations.items() if not v)
@@ -135,7 +127,7 @@ def run(probe: Any, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
             "seed": options.seed,
             "mode": options.lama_mode,
             "protocol": COST_OF_COMPRESSION,
-            **(rule.record() if (rule := decoder_rule(loaded, options.add_bos)) else {}),
+            **(rule.record() if rule is not None else {}),
         },
         seconds=time.perf_counter() - start,
         notes=_notes(counts, skipped, empty),

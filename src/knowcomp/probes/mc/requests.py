@@ -56,6 +56,15 @@ def pair_request(
 ) -> Request:
     """The engine request that scores every token of `continuation` after `context`."""
     context_ids, cont = split_pair(tokenizer_or_rule, context, continuation)
+    check_continuation(context, continuation, cont, max_length)
+    tokens = (context_ids + cont)[-(max_length + 1) :]
+    inputs = tokens[:-1]
+    first = len(inputs) - len(cont)
+    return Request(tuple(inputs), tuple(range(first, len(inputs))), tuple(cont))
+
+
+def check_continuation(context: str, continuation: str, cont: list[int], max_length: int) -> None:
+    """A one-line error unless the continuation's tokens `cont` exist and fit the window."""
     if not cont:
         raise KnowcompError(
             f"the continuation {continuation!r} after {context[-40:]!r} has no tokens; "
@@ -66,10 +75,6 @@ def pair_request(
             f"a continuation of {len(cont)} tokens does not fit the model's {max_length}-token "
             "window; shorten the choices"
         )
-    tokens = (context_ids + cont)[-(max_length + 1) :]
-    inputs = tokens[:-1]
-    first = len(inputs) - len(cont)
-    return Request(tuple(inputs), tuple(range(first, len(inputs))), tuple(cont))
 
 
 def model_max_length(loaded: LoadedModel) -> int:

@@ -34,6 +34,7 @@ from knowcomp.errors import KnowcompError
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine
 from knowcomp.probes.engine import Request, Scored
+from knowcomp.probes.mc.requests import check_continuation
 
 
 def encode(tokenizer: Any, text: str, special: bool | None = None) -> list[int]:
@@ -100,16 +101,7 @@ def pair_request(
             f"the context {context[-40:]!r} has no tokens for the encoder (its tokenizer adds "
             "no special tokens); give every item a non-empty context"
         )
-    if not cont:
-        raise KnowcompError(
-            f"the continuation {continuation!r} after {context[-40:]!r} has no tokens; "
-            "every choice must be non-empty text"
-        )
-    if len(cont) > max_length:
-        raise KnowcompError(
-            f"a continuation of {len(cont)} tokens does not fit the model's {max_length}-token "
-            "window; shorten the choices"
-        )
+    check_continuation(context, continuation, cont, max_length)
     return Request(
         input_ids=tuple(context_ids[-max_length:]),
         positions=tuple(range(len(cont))),
