@@ -76,3 +76,20 @@ def save_tiny_llama(folder, tokenizer, **overrides) -> None:
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+def results_file_without(db, column: str) -> None:
+    """A knowcomp results file as written before `trials.column` existed, with one baseline
+    trial in it."""
+    import sqlite3
+
+    from knowcomp.study.store import ResultsStore
+
+    ResultsStore(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"ALTER TABLE trials DROP COLUMN {column}")
+        conn.execute(
+            "INSERT INTO trials (trial_key, study, spec_hash, model, sweep, seed, lama_mode, "
+            "dtype, created) VALUES ('k', 's', 'h', 'm', 'baseline', 0, 'next-token', "
+            "'float32', 0)"
+        )

@@ -25,6 +25,7 @@ from knowcomp.probes.lama.items import SLOT, ClozeItem
 from knowcomp.probes.lama.protocols import check_protocol, probe_of, result_name
 from knowcomp.study import expand, preset_spec
 from knowcomp.study.trials import Trial
+from tests.conftest import results_file_without
 from tests.test_lama import SHARED_DATA, _tokenizer_dir, needs_data, tiny_with
 
 pytestmark = pytest.mark.real_model  # SmolLM2's tokenizer (about a second to load)
@@ -362,14 +363,7 @@ def test_a_results_file_from_before_protocols_gains_the_column(tmp_path):
     from knowcomp.study.store import ResultsStore
 
     db = tmp_path / "old.sqlite"
-    ResultsStore(db).close()
-    with sqlite3.connect(db) as conn:
-        conn.execute("ALTER TABLE trials DROP COLUMN lama_protocol")  # as files written before it
-        conn.execute(
-            "INSERT INTO trials (trial_key, study, spec_hash, model, sweep, seed, lama_mode, "
-            "dtype, created) VALUES ('k', 's', 'h', 'm', 'baseline', 0, 'next-token', "
-            "'float32', 0)"
-        )
+    results_file_without(db, "lama_protocol")
     with ResultsStore(db) as store:
         [trial] = store.trials()
         assert trial["lama_protocol"] is None  # read as templates

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from knowcomp.study import ResultsStore, RunListener, expand, preset_spec, run_s
 from knowcomp.study.spec import SpecError, spec_from_dict
 from knowcomp.study.store import TrialOutcome
 from knowcomp.study.trials import Trial, validate
-from tests.conftest import build_tiny
+from tests.conftest import build_tiny, results_file_without
 from tests.test_models import _save_tiny_with_tokenizer
 from tests.test_recovery import write_corpus
 
@@ -348,14 +347,7 @@ def test_the_recovery_table_has_the_studys_layout_and_the_recovered_share(tmp_pa
 
 def test_a_results_file_from_before_recovery_opens_and_gains_the_column(tmp_path):
     db = tmp_path / "old.sqlite"
-    ResultsStore(db).close()
-    with sqlite3.connect(db) as conn:
-        conn.execute("ALTER TABLE trials DROP COLUMN recovery")  # as files written before it
-        conn.execute(
-            "INSERT INTO trials (trial_key, study, spec_hash, model, sweep, seed, lama_mode, "
-            "dtype, created) VALUES ('k', 's', 'h', 'm', 'baseline', 0, 'next-token', "
-            "'float32', 0)"
-        )
+    results_file_without(db, "recovery")
     with ResultsStore(db) as store:
         [trial] = store.trials()
         assert trial["recovery"] is None

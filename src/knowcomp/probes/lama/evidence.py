@@ -16,9 +16,8 @@ from pathlib import Path
 
 from knowcomp.data import dataset_files, load_google_re
 from knowcomp.data.parsers import relation_of
-from knowcomp.data.records import MASK
 from knowcomp.probes.lama import items
-from knowcomp.probes.lama.items import SLOT, ClozeItem, Relations
+from knowcomp.probes.lama.items import ClozeItem, Relations
 
 
 def trex_sentences(data_dir: Path | None, skip_malformed: bool) -> Relations:
@@ -37,10 +36,9 @@ def google_re_sentences(data_dir: Path | None, skip_malformed: bool) -> Relation
     `several_slots`)."""
     out: Relations = defaultdict(list)
     for fact in load_google_re(data_dir, skip_malformed=skip_malformed):
-        text = fact.masked_sentences[0].replace(MASK, SLOT) if fact.masked_sentences else ""
-        out[fact.relation].append(
-            ClozeItem(fact.relation, fact.uuid, fact.sub_label, fact.obj_label, text)
-        )
+        out[fact.relation].append(ClozeItem(
+            fact.relation, fact.uuid, fact.sub_label, fact.obj_label, items.first_sentence(fact)
+        ))  # fmt: skip
     return dict(out)
 
 

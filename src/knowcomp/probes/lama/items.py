@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from knowcomp.data import (
     load_conceptnet_subset,
@@ -84,10 +85,14 @@ def google_re(data_dir: Path | None, skip_malformed: bool, source: str = "templa
     return dict(out)
 
 
+def first_sentence(record: Any) -> str:
+    """A record's first masked sentence with the slot marked ("" when it has none)."""
+    return record.masked_sentences[0].replace(MASK, SLOT) if record.masked_sentences else ""
+
+
 def squad(data_dir: Path | None, skip_malformed: bool, source: str = "sentences") -> Relations:
     items = [
-        ClozeItem("squad", rec.id, rec.sub_label, rec.obj_label,
-                  rec.masked_sentences[0].replace(MASK, SLOT) if rec.masked_sentences else "")
+        ClozeItem("squad", rec.id, rec.sub_label, rec.obj_label, first_sentence(rec))
         for rec in load_squad_cloze(data_dir, skip_malformed=skip_malformed)
     ]  # fmt: skip
     return {"squad": items}
@@ -96,8 +101,7 @@ def squad(data_dir: Path | None, skip_malformed: bool, source: str = "sentences"
 def conceptnet(data_dir: Path | None, skip_malformed: bool, source: str = "sentences") -> Relations:
     out: Relations = defaultdict(list)
     for rec in load_conceptnet_subset(data_dir, skip_malformed=skip_malformed):
-        text = rec.masked_sentences[0].replace(MASK, SLOT) if rec.masked_sentences else ""
         out[rec.relation].append(
-            ClozeItem(rec.relation, rec.uuid, rec.sub_label, rec.obj_label, text)
+            ClozeItem(rec.relation, rec.uuid, rec.sub_label, rec.obj_label, first_sentence(rec))
         )
     return dict(out)
