@@ -83,7 +83,7 @@ def results_file_without(db, column: str) -> None:
     trial in it."""
     import sqlite3
 
-    from knowcomp.study.store import ResultsStore
+    from knowcomp.store import ResultsStore
 
     ResultsStore(db).close()
     with sqlite3.connect(db) as conn:

@@ -80,7 +80,7 @@ def _sqlite(path: Path, *statements: str, wal: bool = False) -> None:
 
 def _results_file(path: Path, model: str) -> None:
     """A real knowcomp results file with one stored trial (written by the store itself)."""
-    from knowcomp.study.store import ResultsStore, TrialOutcome
+    from knowcomp.store import ResultsStore, TrialOutcome
 
     trial = {"trial_key": "k1", "study": "s", "spec_hash": "h", "model": model,
              "sweep": "baseline", "seed": 0, "limit_items": 3, "lama_mode": "next-token",

@@ -15,9 +15,9 @@ from knowcomp.cli.main import cli
 from knowcomp.compress.calibration import Calibration, CalibrationSpec, build_calibration
 from knowcomp.report.build import _notes
 from knowcomp.report.frame import load_frame
+from knowcomp.store import TrialOutcome
 from knowcomp.study import ResultsStore, expand, run_study
 from knowcomp.study.spec import SpecError, spec_from_dict
-from knowcomp.study.store import TrialOutcome
 from tests.conftest import save_tiny_llama
 from tests.test_lama import SHARED_DATA
 from tests.tokenizer_matrix import build

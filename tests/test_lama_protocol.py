@@ -360,7 +360,7 @@ def test_a_study_under_the_protocol_runs_every_family_and_resumes(tmp_path, mode
 
 
 def test_a_results_file_from_before_protocols_gains_the_column(tmp_path):
-    from knowcomp.study.store import ResultsStore
+    from knowcomp.store import ResultsStore
 
     db = tmp_path / "old.sqlite"
     results_file_without(db, "lama_protocol")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from knowcomp.analysis.power import items_for_power
 from knowcomp.cli.main import cli
 from knowcomp.report import load_frame
-from knowcomp.study.store import ResultsStore
+from knowcomp.store import ResultsStore
 from tests.test_report import full_store
 
 

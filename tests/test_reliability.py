@@ -12,10 +12,10 @@ from pathlib import Path
 
 import yaml
 
+from knowcomp.store import Owner, TrialOutcome
 from knowcomp.study import ResultsStore, run_study
 from knowcomp.study.runner import PendingTrial, RunSummary, _count_left
 from knowcomp.study.spec import spec_from_dict
-from knowcomp.study.store import Owner, TrialOutcome
 from knowcomp.study.trials import Trial
 from tests.test_study import _count, _run_cli, _spec
 from tests.test_study import tiny_model_dir as tiny_model_dir  # the shared fixture

@@ -17,8 +17,9 @@ from knowcomp.report import check_findings, generate_report, load_frame, write_r
 from knowcomp.report.forgetting import find_forgetting
 from knowcomp.report.plots import draw_plots
 from knowcomp.report.stats import arms
-from knowcomp.report.tables import build_tables, to_csv, to_latex, to_markdown
-from knowcomp.study.store import ResultsStore, TrialOutcome
+from knowcomp.report.table import to_csv, to_latex, to_markdown
+from knowcomp.report.tables import build_tables
+from knowcomp.store import ResultsStore, TrialOutcome
 
 VERSIONS = {"python": "3.11.7", "knowcomp": "0.1.0", "torch": "2.13.0+cpu"}
 PARAMS_MODEL = 1000

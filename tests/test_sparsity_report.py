@@ -16,7 +16,7 @@ from knowcomp.cli.main import cli
 from knowcomp.compress import CompressionSession, parse_recipe
 from knowcomp.compress.calibration import Calibration
 from knowcomp.report import load_frame
-from knowcomp.study.store import ResultsStore, TrialOutcome
+from knowcomp.store import ResultsStore, TrialOutcome
 from tests.test_models import _save_tiny_with_tokenizer
 
 Q_PROJ = "model.layers.0.self_attn.q_proj"

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 
 from knowcomp.cli.main import cli
 from knowcomp.models import load_model
+from knowcomp.store import Owner, TrialOutcome
 from knowcomp.study import (
     PRESETS,
     ResultsStore,
@@ -34,7 +35,6 @@ from knowcomp.study import (
     run_study,
 )
 from knowcomp.study.spec import spec_from_dict
-from knowcomp.study.store import Owner, TrialOutcome
 from tests.conftest import save_tiny_llama
 
 pytestmark = pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from knowcomp.cli.main import cli
 from knowcomp.recovery import RecoveryError
+from knowcomp.store import TrialOutcome
 from knowcomp.study import ResultsStore, RunListener, expand, preset_spec, run_study
 from knowcomp.study.spec import SpecError, spec_from_dict
-from knowcomp.study.store import TrialOutcome
 from knowcomp.study.trials import Trial, validate
 from tests.conftest import build_tiny, results_file_without
 from tests.test_models import _save_tiny_with_tokenizer
@@ -311,7 +311,8 @@ def _recovery(label: str, params: int, first: float, last: float) -> dict:
 
 def test_the_recovery_table_has_the_studys_layout_and_the_recovered_share(tmp_path):
     from knowcomp.report import load_frame
-    from knowcomp.report.tables import build_tables, to_csv, to_latex, to_markdown
+    from knowcomp.report.table import to_csv, to_latex, to_markdown
+    from knowcomp.report.tables import build_tables
 
     db = tmp_path / "r.sqlite"
     with ResultsStore(db) as store:

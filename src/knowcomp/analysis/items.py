@@ -1,6 +1,6 @@
 """Per-item values of a metric from a probe's stored records, keyed so two runs pair up.
 
-A probe stores one record per item (`study/store.py`, table `records`); this module reads the
+A probe stores one record per item (`store.py`, table `records`); this module reads the
 value each item contributes to a headline (or continuous) metric, the key that identifies the
 item across runs, and its cluster (the LAMA relation; None where items are independent):
 

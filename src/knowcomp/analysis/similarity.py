@@ -102,7 +102,7 @@ def read_texts(path: Path | str, limit: int | None = None) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"texts file '{path}' does not exist or is not a file; give a text file")
-    from knowcomp.compress.calibration import file_paragraphs
+    from knowcomp.data.readers import file_paragraphs
 
     texts = [t for t in file_paragraphs(path, "texts file") if t]
     if not texts:

@@ -46,7 +46,7 @@ def results(
     from the stored per-item records.
     """
     from knowcomp.outputs import check_output_file, write_atomically
-    from knowcomp.study import ResultsStore
+    from knowcomp.store import ResultsStore
 
     if out is not None:
         if fmt == "table":

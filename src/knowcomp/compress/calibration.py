@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from knowcomp.data.readers import file_paragraphs
 from knowcomp.errors import DataError, RecipeError
 
 DEFAULT_SOURCE = "data"
@@ -160,18 +161,6 @@ def corpus_documents(spec: CalibrationSpec) -> list[str]:
         )
     random.Random(spec.seed or 0).shuffle(unique)
     return unique
-
-
-def file_paragraphs(path: Path, what: str = "calibration file") -> list[str]:
-    """The paragraphs of a UTF-8 text file (split at blank lines, whitespace collapsed);
-    `what` names the file in errors."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{what} '{path}' is not UTF-8 text") from None
-    except OSError as err:
-        raise DataError(f"cannot read {what} '{path}' ({err.strerror})") from None
-    return [" ".join(part.split()) for part in text.split("\n\n")]
 
 
 def _data_documents(data_dir: str | None, datasets: tuple[str, ...]) -> list[str]:

@@ -64,6 +64,13 @@ def read_text(path: Path, what: str, error: type[KnowcompError] = KnowcompError)
         ) from None
 
 
+def file_paragraphs(path: Path, what: str = "calibration file") -> list[str]:
+    """The paragraphs of a UTF-8 text file (split at blank lines, whitespace collapsed);
+    `what` names the file in errors."""
+    text = read_text(path, what, DataError)
+    return [" ".join(part.split()) for part in text.split("\n\n")]
+
+
 def load_yaml(text: str, source: str, error: type[KnowcompError] = KnowcompError) -> Any:
     """Parse YAML that a user wrote (a study spec, a recipe, a task file) strictly.
 

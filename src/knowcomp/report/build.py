@@ -19,8 +19,9 @@ from knowcomp.report.frame import Frame, load_frame
 from knowcomp.report.html import ReportContent, render_html
 from knowcomp.report.plots import Plot, draw_plots
 from knowcomp.report.similarity import draw_similarity, write_similarity
-from knowcomp.report.tables import Table, build_tables, write_tables
-from knowcomp.study.store import (
+from knowcomp.report.table import Table, write_tables
+from knowcomp.report.tables import build_tables
+from knowcomp.store import (
     ResultsStore,
     StoreError,
     connect_readonly,

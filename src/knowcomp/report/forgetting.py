@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from knowcomp.report.frame import Frame
-from knowcomp.study.store import ResultsStore
+from knowcomp.store import ResultsStore
 
 FACT_COLUMNS = ("model", "sweep", "recipe", "seed", "probe", "relation", "uuid", "subject",
                 "object", "baseline_prediction", "prediction", "rank")  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 from knowcomp.analysis.intervals import Estimate
 from knowcomp.probes.categories import headline_name
 from knowcomp.report.uncertainty import Intervals
-from knowcomp.study.store import ResultsStore
+from knowcomp.store import ResultsStore
 
 STRUCTURED_METHODS = frozenset({"ln_structured", "random_structured"})
 PROBE_KINDS = {

@@ -12,7 +12,7 @@ from knowcomp.report.findings import Finding
 from knowcomp.report.forgetting import Forgetting
 from knowcomp.report.frame import Frame
 from knowcomp.report.plots import Plot
-from knowcomp.report.tables import Table, to_html
+from knowcomp.report.table import Table, to_html
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;

@@ -35,7 +35,7 @@ def read_pilot(db: Path, probe: str, recipe: str | None = None) -> Pilot:
     """The pilot's measured numbers for `probe` (only trials of `recipe`, if given); one-line
     errors for a file that is not a results file, has no such trials, or no records."""
     from knowcomp.report.build import check_results_file
-    from knowcomp.study.store import ResultsStore
+    from knowcomp.store import ResultsStore
 
     check_results_file(Path(db))
     with ResultsStore(db) as store:

@@ -128,7 +128,7 @@ def _keys(points: Iterable[BaselinePoint | Point]) -> dict[tuple[int, str], str]
 
 def recovery_tables(frame: Frame) -> list[Any]:
     """The recovery table and the training table; none without recovered trials."""
-    from knowcomp.report.tables import Table
+    from knowcomp.report.table import Table
 
     if not frame.recovered:
         return []

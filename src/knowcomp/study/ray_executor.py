@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from knowcomp.errors import KnowcompError
 
 if TYPE_CHECKING:
+    from knowcomp.store import TrialOutcome
     from knowcomp.study.runner import PendingTrial
     from knowcomp.study.spec import StudySpec
-    from knowcomp.study.store import TrialOutcome
     from knowcomp.study.trials import Trial
 
 

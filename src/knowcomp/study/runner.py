@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 
+from knowcomp.store import Owner, ResultsStore, TrialOutcome, process_alive
 from knowcomp.study.spec import StudySpec
-from knowcomp.study.store import Owner, ResultsStore, TrialOutcome, process_alive
 from knowcomp.study.trials import Trial, validate
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from knowcomp.models.family import Family
-from knowcomp.study.store import TrialOutcome
+from knowcomp.store import TrialOutcome
 from knowcomp.study.trials import Trial
 
 ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
