@@ -8,9 +8,10 @@ import click
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console, human_bytes
-from knowcomp.cli.options import choose_placement, placement_options
+from knowcomp.cli.options import placement_options
 from knowcomp.cli.progress import compression_progress
 from knowcomp.errors import KnowcompError
+from knowcomp.models.placement import choose_placement
 
 EXAMPLE = "prune:l1_unstructured:overall:0.2,quant:dynamic_int8:all_linear"
 

@@ -11,13 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console
-from knowcomp.cli.options import (
-    ChosenPlacement,
-    add_bos_option,
-    choose_placement,
-    placement_options,
-)
+from knowcomp.cli.options import add_bos_option, placement_options
 from knowcomp.cli.progress import compression_progress
+from knowcomp.models.placement import ChosenPlacement, choose_placement
 from knowcomp.outputs import write_atomically
 
 COLUMNS = (

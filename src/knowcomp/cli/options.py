@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import click
 
 add_bos_option = click.option(
@@ -36,35 +33,3 @@ def placement_options(command):
         "--device", default="auto", show_default=True,
         help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps.",
     )(command)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ChosenPlacement:
-    """The device and dtype a command runs on, checked, with `auto` resolved."""
-
-    device: str
-    dtype: str
-    device_map: str | None
-
-    def load_kwargs(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": self.dtype, "device_map": self.device_map}
-
-
-def choose_placement(
-    device: str, dtype: str, device_map: str | None, recipe: Any = None
-) -> ChosenPlacement:
-    """Resolve `auto`, check the placement and every recipe step's needs before any model
-    loads (a one-line error naming the fix otherwise)."""
-    import torch
-
-    from knowcomp.errors import KnowcompError
-    from knowcomp.models.placement import check_placement
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = "float32" if dtype == "auto" else dtype
-    placement = check_placement(device, dtype, device_map)
-    problem = recipe and recipe.placement_problem(placement.device, placement.dtype)
-    if problem:
-        raise KnowcompError(problem)
-    return ChosenPlacement(device, dtype, device_map)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -64,3 +65,35 @@ def check_placement(device: str, dtype: str, device_map: str | None = None) -> P
         raise PlacementError(f"device '{device}': MPS (Apple GPU) is not available here; "
                              "use device: cpu")  # fmt: skip
     return Placement(parsed, DTYPES[dtype], None)
+
+
+@dataclass(frozen=True)
+class ChosenPlacement:
+    """The device and dtype a command runs on, checked, with `auto` resolved."""
+
+    device: str
+    dtype: str
+    device_map: str | None
+
+    def load_kwargs(self) -> dict[str, Any]:
+        return {"device": self.device, "dtype": self.dtype, "device_map": self.device_map}
+
+    def record(self) -> dict[str, str]:
+        """What a result records of where it was computed."""
+        where = {"device": self.device, "dtype": self.dtype}
+        return {**where, "device_map": self.device_map} if self.device_map else where
+
+
+def choose_placement(
+    device: str, dtype: str, device_map: str | None, recipe: Any = None
+) -> ChosenPlacement:
+    """Resolve `auto`, check the placement and every recipe step's needs before any model
+    loads (a one-line error naming the fix otherwise)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = "float32" if dtype == "auto" else dtype
+    placement = check_placement(device, dtype, device_map)
+    problem = recipe and recipe.placement_problem(placement.device, placement.dtype)
+    if problem:
+        raise KnowcompError(problem)
+    return ChosenPlacement(device, dtype, device_map)

@@ -10,34 +10,18 @@ trials compress once (GPTQ or SparseGPT take minutes on a CPU).
 from __future__ import annotations
 
 import json
-import platform
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from knowcomp.models.family import Family
+from knowcomp.pipeline import Pipeline, ProgressFactory
 from knowcomp.store import TrialOutcome
 from knowcomp.study.trials import Trial
 
-ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
-
-
-def package_versions() -> dict[str, str]:
-    """The versions that decide a result, stored with every trial."""
-    versions = {"python": platform.python_version()}
-    for package in ("knowcomp", "torch", "transformers", "torchao"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
 
 class ModelWorker:
-    """One model, loaded once; `run(trial)` compresses it, evaluates it and restores it."""
+    """One model in a `Pipeline`, loaded once; `run(trial)` maps a trial onto its steps:
+    compress (or restore), attach the trial's adapter, probe, and measure similarity."""
 
     def __init__(
         self,
@@ -50,22 +34,15 @@ class ModelWorker:
         similarity: int = 0,
         adapters: Path | None = None,
     ) -> None:
-        from knowcomp.compress import CompressionSession
-        from knowcomp.compress.calibration import CalibrationSpec
-        from knowcomp.models import load_model
+        from knowcomp.models.placement import ChosenPlacement
 
-        self.loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
-        calibration = CalibrationSpec(data_dir=str(data_dir) if data_dir else None)
-        self.session = CompressionSession(self.loaded, calibration=calibration)
+        placement = ChosenPlacement(device, dtype, device_map)
+        self.pipeline = Pipeline(model, placement=placement, data_dir=data_dir)
+        self.loaded = self.pipeline.loaded
         self.data_dir = data_dir
         self.similarity_texts = similarity
         self.adapters = adapters  # folder for trained adapters (one per trial key), or None
         self._reference: Any = None  # the uncompressed outputs, captured on first use
-        self._applied: tuple[tuple[str, int], dict[str, Any]] | None = None  # kept compression
-        self.params_model = sum(p.numel() for p in self.loaded.model.parameters())
-        self.params_linear = sum(b.weight_params for b in self.session.baseline.values())
-        self.bytes_linear = sum(b.bytes for b in self.session.baseline.values())
-        self.versions = package_versions()
 
     def run(
         self,
@@ -81,46 +58,31 @@ class ModelWorker:
         from knowcomp.probes.registry import get_probe
 
         start = time.perf_counter()
+        pipeline = self.pipeline
         measure = trial.recipe is not None and trial.recover is None
         reference = self._similarity_reference() if measure else None
-        row = self._compress(trial, progress)
-        similarity = self._similarity(reference)
+        row = pipeline.compress(trial.recipe, trial.seed, progress).row
+        similarity = pipeline.similarity(reference).rows() if reference is not None else []
         adapter, row["recovery"] = self._recovery(trial, progress)
-        results = []
-        with adapter.attached(self.loaded.model) if adapter is not None else nullcontext():
-            for name in probes:
-                probe = get_probe(name)
-                options = RunOptions(
-                    limit=trial.limit, seed=trial.seed, data_dir=self.data_dir,
-                    lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol,
-                    add_bos=trial.add_bos,
-                )  # fmt: skip
-                if progress is not None:
-                    step = progress(name, probe.count(options))
-                    options = RunOptions(**{**options.__dict__, "progress": step})
-                results.append(probe.run(self.loaded, options).to_dict())
+        options = RunOptions(
+            limit=trial.limit, seed=trial.seed, data_dir=self.data_dir,
+            lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol, add_bos=trial.add_bos,
+        )  # fmt: skip
+        chosen = [get_probe(name) for name in probes]
+        evaluation = pipeline.evaluate(chosen, options, adapter=adapter, progress=progress)
         if adapter is not None and getattr(adapter, "last", None) is not None:
             row["recovery"]["idp_choices"] = adapter.last.choices.tolist()  # prompt use counts
+        versions = {**pipeline.versions, "knowcomp input rule": pipeline.input_rule(trial.add_bos)}
         row.update(
             trial_key=trial.key, study=study, spec_hash=spec_hash, model=trial.model,
-            family=self.loaded.family.value, sweep=trial.sweep, recipe=trial.recipe,
+            family=pipeline.family.value, sweep=trial.sweep, recipe=trial.recipe,
             level=trial.level, seed=trial.seed, limit_items=trial.limit,
             lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol, dtype=trial.dtype,
-            params_linear=self.params_linear,
-            params_model=self.params_model, versions=self._versions(trial),
-            seconds=time.perf_counter() - start,
+            params_linear=pipeline.params_linear, params_model=pipeline.params_model,
+            versions=versions, seconds=time.perf_counter() - start,
         )  # fmt: skip
+        results = [r.to_dict() for r in evaluation.results]
         return TrialOutcome(row, results, similarity)
-
-    def _versions(self, trial: Trial) -> dict[str, str]:
-        """Package versions, and the input rule the trial's probes were scored under."""
-        from knowcomp.probes.inputs import INPUT_RULE, input_rule
-
-        rule = f"{INPUT_RULE}"
-        if self.loaded.family is Family.DECODER:
-            bos = input_rule(self.loaded.tokenizer, trial.add_bos).add_bos
-            rule += f" (BOS {'first' if bos else 'none'}, add_bos {trial.add_bos})"
-        return {**self.versions, "knowcomp input rule": rule}
 
     def _similarity_reference(self) -> Any:
         """The uncompressed model's per-layer outputs on the similarity texts, captured once
@@ -128,51 +90,12 @@ class ModelWorker:
         if not self.similarity_texts:
             return None
         if self._reference is None:
-            from knowcomp.analysis import ReferenceStates, default_texts, make_batches
+            from knowcomp.analysis import default_texts, make_batches
 
             texts = default_texts(self.similarity_texts, data_dir=self.data_dir)
             batches = make_batches(self.loaded.tokenizer, texts)
-            self._restore()
-            self._reference = ReferenceStates.capture(self.loaded.model, batches)
+            self._reference = self.pipeline.reference_states(batches)
         return self._reference
-
-    def _similarity(self, reference: Any) -> list[dict[str, Any]]:
-        """Per-layer similarity of the model as it is now to `reference` (rows for the store)."""
-        if reference is None:
-            return []
-        from knowcomp.analysis import layerwise_similarity
-
-        return layerwise_similarity(reference, self.loaded.model).rows()
-
-    def _restore(self) -> None:
-        self.session.restore()
-        self._applied = None
-
-    def _compress(self, trial: Trial, progress: ProgressFactory | None = None) -> dict[str, Any]:
-        """Apply the trial's recipe; the trial row's compression fields, counted from weights.
-        The model stays compressed after the trial, for a next trial of the same recipe and
-        seed (its recovered trials); any other trial restores it first."""
-        from knowcomp.compress import parse_recipe
-
-        if trial.recipe is None:
-            self._restore()
-            return {"sparsity": 0.0, "params_compressed": 0, "bytes_before": self.bytes_linear,
-                    "bytes_after": self.bytes_linear, "compression": None}  # fmt: skip
-        if self._applied is not None and self._applied[0] == (trial.recipe, trial.seed):
-            return json.loads(json.dumps(self._applied[1]))  # a copy of the kept row
-        self._applied = None
-        report = self.session.apply(parse_recipe(trial.recipe), seed=trial.seed,
-                                    progress=progress)  # fmt: skip
-        compressed = report.compressed  # the union of the layers the recipe touched
-        row = {
-            "sparsity": compressed.sparsity,  # zeros there before included; see `compression`
-            "params_compressed": compressed.weight_params,
-            "bytes_before": report.total.bytes_before,
-            "bytes_after": report.total.bytes_after_compressed,
-            "compression": report.to_dict(),
-        }
-        self._applied = ((trial.recipe, trial.seed), json.loads(json.dumps(row)))
-        return row
 
     def _recovery(
         self, trial: Trial, progress: ProgressFactory | None
@@ -182,7 +105,7 @@ class ModelWorker:
         a recover step."""
         if trial.recover is None:
             return None, None
-        from knowcomp.recovery import RecoveryError, load_adapter, parse_method, recover
+        from knowcomp.recovery import RecoveryError, parse_method
         from knowcomp.recovery.adapters import RECORD
 
         settings = parse_method(trial.recover)
@@ -192,7 +115,7 @@ class ModelWorker:
         adapter, reused = None, False
         if folder is not None and (folder / RECORD).is_file():
             try:
-                adapter = load_adapter(folder, self.loaded.model)
+                adapter = self.pipeline.load_adapter(folder)
                 reused = parse_method(adapter.info.settings) == settings
             except (RecoveryError, OSError, ValueError, KeyError):
                 adapter = None  # unreadable: train again and write over it
@@ -205,7 +128,7 @@ class ModelWorker:
                 advance = progress(f"training {trial.method}", tokens)
                 step = (lambda n, _loss, f=advance: f(n)) if advance is not None else None
             try:
-                adapter = recover(self.loaded, settings, train_settings, step, recipe=trial.recipe)
+                adapter = self.pipeline.train_adapter(settings, train_settings, trial.recipe, step)
             except RecoveryError as err:
                 raise RecoveryError(f"trial {trial.label} on {trial.model}: {err}") from None
             if folder is not None:

@@ -1,0 +1,201 @@
+"""The one load -> compress -> attach an adapter -> probe sequence, for commands and studies.
+
+`knowcomp eval`, `compress`, `recover` and `similarity` and a study's workers all run a model
+through a `Pipeline`: it loads the model once on the chosen device and dtype, compresses it
+with a recipe (keeping that compression for the next call with the same recipe and seed, and
+restoring the touched tensors before any other), trains or loads a recovery adapter and
+attaches it, runs probes with a progress bar each, and measures layer-wise similarity to the
+uncompressed model. The commands only parse their options and print; the study worker maps a
+trial onto the same calls, so a one-shot command and a one-trial study compute the same
+numbers (`tests/test_pipeline.py` checks that they are bit-identical).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from knowcomp.models.placement import ChosenPlacement
+from knowcomp.pipeline.provenance import input_rule_version, package_versions
+
+# progress(description, total) -> advance(n) or None: one bar per probe, training run or
+# calibrated compression step
+ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
+
+
+@dataclass
+class Compressed:
+    """What one compression did, counted from the weights: the trial row's compression fields
+    (`row`) and the full report (None for the uncompressed model or a kept compression)."""
+
+    row: dict[str, Any]
+    report: Any = None
+
+
+@dataclass
+class Evaluation:
+    """The probes' results on the model as it is (compressed, with an adapter or not)."""
+
+    results: list[Any] = field(default_factory=list)  # ProbeResult per probe, in order
+    seconds: float = 0.0
+
+
+class Pipeline:
+    """One model, loaded once; compressed, given an adapter and probed on request."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        placement: ChosenPlacement | None = None,
+        data_dir: Path | None = None,
+        calibration: Any = None,
+        require_tokenizer: bool = True,
+    ) -> None:
+        from knowcomp.compress import CompressionSession
+        from knowcomp.compress.calibration import CalibrationSpec
+        from knowcomp.models import load_model
+
+        self.name = model
+        self.placement = placement or ChosenPlacement("cpu", "float32", None)
+        self.data_dir = data_dir
+        self.loaded = load_model(
+            model, require_tokenizer=require_tokenizer, **self.placement.load_kwargs()
+        )
+        if calibration is None:
+            calibration = CalibrationSpec(data_dir=str(data_dir) if data_dir else None)
+        self.session = CompressionSession(self.loaded, calibration=calibration)
+        self._kept: tuple[tuple[str, int], dict[str, Any]] | None = None
+        self.params_model = sum(p.numel() for p in self.loaded.model.parameters())
+        self.params_linear = sum(b.weight_params for b in self.session.baseline.values())
+        self.bytes_linear = sum(b.bytes for b in self.session.baseline.values())
+        self.versions = {**package_versions(), **self.placement.record()}
+
+    @property
+    def family(self) -> Any:
+        return self.loaded.family
+
+    # -- compression ---------------------------------------------------------------------
+    def plan(self, recipe: Any, seed: int = 0) -> None:
+        """Check `recipe` against this model before any weight changes (one-line errors)."""
+        self.session.plan(_parsed(recipe), seed=seed)
+
+    def compress(
+        self, recipe: Any, seed: int = 0, progress: ProgressFactory | None = None
+    ) -> Compressed:
+        """Compress with `recipe` (a `Recipe`, its text, or None for the uncompressed model).
+
+        The model stays compressed afterwards, so a next call with the same recipe and seed
+        (a recipe's recovered trials) does not compress again; any other call restores the
+        touched tensors first."""
+        if recipe is None:
+            self.restore()
+            return Compressed({"sparsity": 0.0, "params_compressed": 0,
+                               "bytes_before": self.bytes_linear,
+                               "bytes_after": self.bytes_linear, "compression": None})  # fmt: skip
+        parsed = _parsed(recipe)
+        key = (parsed.to_compact(), seed)
+        if self._kept is not None and self._kept[0] == key:
+            return Compressed(json.loads(json.dumps(self._kept[1])))  # a copy of the kept row
+        self.restore()
+        report = self.session.apply(parsed, seed=seed, progress=progress)
+        compressed = report.compressed  # the union of the layers the recipe touched
+        row = {
+            "sparsity": compressed.sparsity,  # zeros there before included; see `compression`
+            "params_compressed": compressed.weight_params,
+            "bytes_before": report.total.bytes_before,
+            "bytes_after": report.total.bytes_after_compressed,
+            "compression": report.to_dict(),
+        }
+        self._kept = (key, json.loads(json.dumps(row)))
+        return Compressed(row, report)
+
+    def restore(self) -> None:
+        """Put back every tensor and module the last compression changed."""
+        self.session.restore()
+        self._kept = None
+
+    # -- recovery ------------------------------------------------------------------------
+    def train_adapter(
+        self,
+        settings: Any,
+        train: Any,
+        recipe: str | None,
+        progress: Callable[[int, float], None] | None = None,
+    ) -> Any:
+        """Train a recovery adapter on the model as it is now (compressed); the model's own
+        weights never change."""
+        from knowcomp.recovery import recover
+
+        return recover(self.loaded, settings, train, progress, recipe=recipe)
+
+    def load_adapter(self, folder: Path) -> Any:
+        from knowcomp.recovery import load_adapter
+
+        return load_adapter(folder, self.loaded.model)
+
+    def attached(self, adapter: Any) -> Any:
+        """A context in which `adapter` (or nothing, for None) is attached to the model."""
+        return adapter.attached(self.loaded.model) if adapter is not None else nullcontext()
+
+    # -- probing -------------------------------------------------------------------------
+    def evaluate(
+        self,
+        probes: list[Any],
+        options: Any,
+        *,
+        adapter: Any = None,
+        progress: ProgressFactory | None = None,
+        after_each: Callable[[list[Any]], None] | None = None,
+    ) -> Evaluation:
+        """Run `probes` (Probe objects) on the model as it is, with `adapter` attached;
+        `after_each(results so far)` after every probe (to save what is done)."""
+        start = time.perf_counter()
+        results: list[Any] = []
+        with self.attached(adapter):
+            for probe in probes:
+                run_options = options
+                if progress is not None:
+                    step = progress(probe.name, probe.count(options))
+                    run_options = replace(options, progress=step)
+                results.append(probe.run(self.loaded, run_options))
+                if after_each is not None:
+                    after_each(results)
+        return Evaluation(results, time.perf_counter() - start)
+
+    def input_rule(self, add_bos: str) -> str:
+        """The input rule the probes are scored under, for the record of a result."""
+        return input_rule_version(self.loaded, add_bos)
+
+    # -- similarity ----------------------------------------------------------------------
+    def reference_states(self, batches: list[Any], progress: Callable[[int], None] | None = None):
+        """The uncompressed model's per-layer outputs on `batches` (restores it first)."""
+        from knowcomp.analysis import ReferenceStates
+
+        self.restore()
+        return ReferenceStates.capture(self.loaded.model, batches, progress=progress)
+
+    def similarity(
+        self,
+        reference: Any,
+        *,
+        adapter: Any = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Any:
+        """Layer-wise similarity of the model as it is now (with `adapter` attached, when
+        given) to the uncompressed `reference`."""
+        from knowcomp.analysis import layerwise_similarity
+
+        with self.attached(adapter):
+            return layerwise_similarity(reference, self.loaded.model, progress=progress)
+
+
+def _parsed(recipe: Any) -> Any:
+    from knowcomp.compress import parse_recipe
+
+    return parse_recipe(recipe) if isinstance(recipe, str) else recipe
