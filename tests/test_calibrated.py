@@ -532,7 +532,7 @@ def test_cli_compress_with_a_calibration_file(tiny, tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     args = ["compress", str(tmp_path / "model"), "-r", "quant:gptq:overall:bits=4", "--json"]
     result = CliRunner().invoke(
-        cli, [*args, "--calibration", str(corpus), "--nsamples", "4", "--seqlen", "32"]
+        cli, [*args, "--calibration", str(corpus), "--nsamples", "4", "--calibration-seqlen", "32"]
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)

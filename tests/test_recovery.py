@@ -386,7 +386,7 @@ def test_budget_errors(loaded, folder):
 def test_recover_command_trains_saves_and_eval_reads_the_adapter(folder, tmp_path):
     out = tmp_path / "adapter"
     args = ["recover", str(folder / "model"), "-r", "prune:l1_unstructured:overall:0.3",
-            "-m", "prompt:tokens=2:lr=0.05", "--tokens", "256", "--seqlen", "32",
+            "-m", "prompt:tokens=2:lr=0.05", "--tokens", "256", "--train-seqlen", "32",
             "--calibration", str(folder / "corpus.txt"), "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -424,7 +424,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def test_recover_compares_on_probes_and_eval_attaches_the_adapter(folder, tmp_path):
     out = tmp_path / "idp"
     args = ["recover", str(folder / "model"), "-r", "prune:l1_unstructured:overall:0.5",
-            "-m", "idp:tokens=2:prompts=2:lr=0.05", "--tokens", "256", "--seqlen", "32",
+            "-m", "idp:tokens=2:prompts=2:lr=0.05", "--tokens", "256", "--train-seqlen", "32",
             "--calibration", str(folder / "corpus.txt"), "--probes", "piqa,lama-trex",
             "--limit", "2", "--data-dir", str(SHARED_DATA), "--no-latency",
             "--out", str(out)]  # fmt: skip

@@ -189,7 +189,7 @@ def test_compress_shows_zeros_before_and_the_headline_quietly(planted_folder, tm
                                   for i in range(20)))  # fmt: skip
     result = CliRunner().invoke(cli, [
         "compress", str(planted_folder), "-r", "prune:wanda:attention:0.5", "--calibration",
-        str(corpus), "--nsamples", "4", "--seqlen", "32",
+        str(corpus), "--nsamples", "4", "--calibration-seqlen", "32",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Zero before" in result.output

@@ -328,10 +328,12 @@ class ResultsStore:
         return out
 
     def similarity(self, *, model: str | None = None) -> list[dict[str, Any]]:
-        """One row per compressed trial x layer: the trial's model, sweep, recipe, level and
-        seed with the layer's attention and hidden cosine to the uncompressed model."""
+        """One row per compressed (or recovered) trial x layer: the trial's model, sweep,
+        recipe, level, seed and recovery method (None without) with the layer's attention and
+        hidden cosine to the uncompressed model."""
         sql = (
-            "SELECT t.trial_key, t.model, t.sweep, t.recipe, t.level, t.seed, s.layer, "
+            "SELECT t.trial_key, t.model, t.sweep, t.recipe, t.level, t.seed, "
+            "json_extract(t.recovery, '$.label') AS method, s.layer, "
             "s.attention_cosine, s.hidden_cosine, s.texts FROM similarity s "
             "JOIN trials t USING (trial_key)"
             + (" WHERE t.model = ?" if model is not None else "")

@@ -8,7 +8,13 @@ import click
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console, human_bytes
-from knowcomp.cli.options import placement_options
+from knowcomp.cli.options import (
+    calibration_options,
+    calibration_spec,
+    force_option,
+    placement_options,
+    recipe_option,
+)
 from knowcomp.cli.progress import compression_progress
 from knowcomp.errors import KnowcompError
 from knowcomp.models.placement import choose_placement
@@ -18,28 +24,16 @@ EXAMPLE = "prune:l1_unstructured:overall:0.2,quant:dynamic_int8:all_linear"
 
 @click.command()
 @click.argument("model")
-@click.option(
-    "--recipe",
-    "-r",
+@recipe_option(
     required=True,
     help=f"Steps kind:method:group[:level][:opt=val], comma-separated (e.g. {EXAMPLE}), "
     "a YAML file, or a named recipe (overall-gpq). See `knowcomp methods`.",
 )
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Save the compressed model.")
 @click.option("--seed", default=0, show_default=True, help="Seed for random methods.")
-@click.option("--force", is_flag=True, help="Write into --out even if it is not empty.")
+@force_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option(
-    "--calibration",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Text file for calibrated methods (gptq, sparsegpt, wanda); paragraphs split at "
-    "blank lines. Default: passages from the data directory (T-REx evidence, BoolQ, SciQ); "
-    "data:boolq,sciq picks some of them.",
-)
-@click.option(
-    "--nsamples", default=64, show_default=True, help="Calibration blocks (calibrated methods)."
-)
-@click.option("--seqlen", default=512, show_default=True, help="Tokens per calibration block.")
+@calibration_options
 @placement_options
 def compress(
     model: str,
@@ -50,7 +44,7 @@ def compress(
     as_json: bool,
     calibration: Path | None,
     nsamples: int,
-    seqlen: int,
+    calibration_seqlen: int,
     device: str,
     dtype: str,
     device_map: str | None,
@@ -62,36 +56,31 @@ def compress(
     already zero before compression are counted apart. Sizes are given dense and in a
     compressed layout (sparse mask + non-zeros). With --out, the model is saved (pruned models
     load with plain transformers, quantized ones with knowcomp) with knowcomp.json beside it.
-    Calibrated methods read --nsamples blocks of --seqlen tokens of calibration text, ordered
-    by --seed.
+    Calibrated methods read --nsamples blocks of --calibration-seqlen tokens of calibration
+    text, ordered by --seed.
     """
 
-    from knowcomp.compress import CompressionSession, parse_recipe
-    from knowcomp.compress.calibration import DEFAULT_SOURCE, CalibrationSpec
+    from knowcomp.compress import parse_recipe
     from knowcomp.compress.drift import output_drift, probe_logits
-    from knowcomp.models import load_model
     from knowcomp.models.sources import resolve
+    from knowcomp.pipeline import Pipeline
 
     parsed = parse_recipe(recipe)  # every check that needs no model happens before loading
     placement = choose_placement(device, dtype, device_map, parsed)
-    spec = CalibrationSpec(
-        str(calibration) if calibration else DEFAULT_SOURCE, nsamples, seqlen, seed
-    )
+    spec = calibration_spec(calibration, nsamples, calibration_seqlen, seed, None)
     resolve(model)
     if out is not None:
         _check_out_dir(out, force)
-    with err_console.status(f"loading {model}"):
-        loaded = load_model(  # without a tokenizer, a note says what is skipped
-            model, require_tokenizer=False, **placement.load_kwargs()
-        )
-    session = CompressionSession(loaded, calibration=spec)
+    with err_console.status(f"loading {model}"):  # without a tokenizer, a note says what is skipped
+        pipeline = Pipeline(model, placement=placement, calibration=spec, require_tokenizer=False)
+    loaded = pipeline.loaded
     with err_console.status("preparing"):
-        session.plan(parsed, seed=seed)  # checks against this model, before any weight changes
+        pipeline.plan(parsed, seed)  # checks against this model, before any weight changes
     before = (
         probe_logits(loaded.model, loaded.tokenizer, loaded.family) if loaded.tokenizer else None
     )
     with compression_progress() as progress:
-        report = session.apply(parsed, seed=seed, progress=progress)
+        report = pipeline.compress(parsed, seed, progress).report
     if before is not None:
         drift = output_drift(before, probe_logits(loaded.model, loaded.tokenizer, loaded.family))
         report.notes.append(

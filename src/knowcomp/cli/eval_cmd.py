@@ -7,13 +7,12 @@ import math
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console
 from knowcomp.cli.options import add_bos_option, placement_options
-from knowcomp.cli.progress import compression_progress
-from knowcomp.models.placement import ChosenPlacement, choose_placement
+from knowcomp.cli.progress import compression_progress, work_progress
+from knowcomp.models.placement import choose_placement
 from knowcomp.outputs import write_atomically
 
 COLUMNS = (
@@ -102,10 +101,10 @@ def eval_(
     Probes: `knowcomp probes` lists them. With --recipe, the model is compressed first and the
     table shows the compressed model's scores; with --adapter, a recovery adapter is attached.
     """
-    from knowcomp.compress import CompressionSession, parse_recipe
-    from knowcomp.models import load_model
+    from knowcomp.compress import parse_recipe
     from knowcomp.models.sources import resolve
     from knowcomp.outputs import check_output_file
+    from knowcomp.pipeline import Pipeline
     from knowcomp.probes.base import RunOptions
     from knowcomp.probes.generate import check_cap
     from knowcomp.probes.lama.protocols import check_protocol
@@ -124,80 +123,58 @@ def eval_(
     resolve(model)
     if out is not None:
         check_output_file(out, force=force, ours=_is_eval_json)
-    base = RunOptions(
+    options = RunOptions(
         limit=limit, seed=seed, data_dir=data_dir, skip_malformed=skip_malformed,
         lama_mode=lama_mode, lama_protocol=lama_protocol, max_new_tokens=max_new_tokens,
         add_bos=add_bos or "auto",
     )  # fmt: skip
-    totals = [p.count(base) for p in chosen]  # reads the data: a missing dataset fails here
+    for probe in chosen:
+        probe.count(options)  # reads the data: a missing dataset fails here, before loading
     with err_console.status(f"loading {model}"):
-        loaded = load_model(model, **placement.load_kwargs())
+        pipeline = Pipeline(model, placement=placement, data_dir=data_dir)
     if parsed is not None:
+        pipeline.plan(parsed, seed)
         with compression_progress() as progress:
-            report = CompressionSession(loaded).apply(parsed, seed=seed, progress=progress)
+            report = pipeline.compress(parsed, seed, progress).report
         console.print(f"compressed with {report.recipe}: {report.headline()}", highlight=False)
+    attached = None
+    if adapter is not None:
+        attached = pipeline.load_adapter(adapter)
+        console.print(f"with {attached.method} adapter from {adapter} ({attached.info.settings})")
 
     saved: list = []
 
     def save(results: list) -> None:  # after every probe, so an interrupt keeps what is done
         if out is not None:
-            _save(
-                out,
-                model,
-                recipe,
-                results,
-                complete=len(results) == len(chosen),
-                placement=placement,
-            )
+            record = {"model": model, "recipe": recipe, "options": _options_record(options),
+                      **placement.record(),
+                      "input_rule": pipeline.input_rule(options.add_bos)}  # fmt: skip
+            _save(out, record, results, complete=len(results) == len(chosen))
             saved[:] = results
 
     try:
-        if adapter is None:
-            results = run_probes(loaded, chosen, totals, base, after_each=save)
-        else:
-            from knowcomp.recovery import load_adapter
-
-            attached = load_adapter(adapter, loaded.model)
-            console.print(
-                f"with {attached.method} adapter from {adapter} ({attached.info.settings})"
+        with work_progress() as progress:
+            evaluation = pipeline.evaluate(
+                chosen, options, adapter=attached, progress=progress, after_each=save
             )
-            with attached.attached(loaded.model):
-                results = run_probes(loaded, chosen, totals, base, after_each=save)
     except KeyboardInterrupt:
         kept = f"{len(saved)} of {len(chosen)} probe(s) kept in {out}" if saved else None
         raise KeyboardInterrupt(kept or "no results were written") from None
-    _print_table(model, results)
+    _print_table(model, evaluation.results)
+    where = ", ".join(f"{k} {v}" for k, v in placement.record().items())
+    console.print(f"{evaluation.seconds:.1f} s of probing on {where}", highlight=False)
     if out is not None:
         console.print(f"results written to {out}")
 
 
-def run_probes(loaded, chosen: list, totals: list[int], base, *, label: str = "",
-               after_each=None) -> list:  # fmt: skip
-    """Run each probe on `loaded` with an item progress bar; `after_each(results so far)`."""
-    from knowcomp.probes.base import RunOptions
-
-    results: list = []
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=err_console, transient=True,
-    ) as bar:  # fmt: skip
-        for probe, total in zip(chosen, totals, strict=True):
-            task = bar.add_task(f"{label}{probe.name}", total=total)
-            advance = lambda n, t=task: bar.advance(t, n)  # noqa: E731
-            results.append(probe.run(loaded, RunOptions(**{**base.__dict__, "progress": advance})))
-            if after_each is not None:
-                after_each(results)
-    return results
+def _options_record(options) -> dict:
+    """The probe options a result depends on, as `eval --out` records them."""
+    keep = ("limit", "seed", "lama_mode", "lama_protocol", "max_new_tokens", "add_bos")
+    return {key: getattr(options, key) for key in keep}
 
 
-def _save(
-    out: Path, model: str, recipe: str | None, results: list, *, complete: bool,
-    placement: ChosenPlacement,
-) -> None:  # fmt: skip
-    payload = {"model": model, "recipe": recipe, "complete": complete,
-               "device": placement.device, "dtype": placement.dtype,
-               "device_map": placement.device_map,
-               "results": [r.to_dict() for r in results]}  # fmt: skip
+def _save(out: Path, record: dict, results: list, *, complete: bool) -> None:
+    payload = {**record, "complete": complete, "results": [r.to_dict() for r in results]}
     write_atomically(out, json.dumps(payload, indent=1))
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 
 add_bos_option = click.option(
@@ -33,3 +36,46 @@ def placement_options(command):
         "--device", default="auto", show_default=True,
         help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps.",
     )(command)  # fmt: skip
+
+
+def recipe_option(*, required: bool, help: str):
+    """`--recipe/-r`: steps kind:method:group[:level][:opt=val], a YAML file or a named recipe."""
+    return click.option("--recipe", "-r", required=required, help=help)
+
+
+force_option = click.option(
+    "--force", is_flag=True, help="Let --out replace or write into what is already there."
+)
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="Data directory to read."
+)
+
+
+def calibration_options(command):
+    """`--calibration`, `--nsamples` and `--calibration-seqlen`: the text calibrated methods
+    (gptq, sparsegpt, wanda) read, as a study spec's `calibration` keys."""
+    command = click.option(
+        "--calibration-seqlen", default=512, show_default=True, type=click.IntRange(min=2),
+        help="Tokens per calibration block.",
+    )(command)  # fmt: skip
+    command = click.option(
+        "--nsamples", default=64, show_default=True, type=click.IntRange(min=1),
+        help="Calibration blocks for calibrated methods (gptq, sparsegpt, wanda).",
+    )(command)  # fmt: skip
+    return click.option(
+        "--calibration", type=click.Path(path_type=Path, dir_okay=False),
+        help="Calibration text: a UTF-8 file (paragraphs split at blank lines), or "
+        "data:NAME[,NAME] for some of the data directory's sources (lama-trex-evidence, "
+        "boolq, sciq); default: all three. data:boolq,sciq keeps LAMA's facts out of it.",
+    )(command)  # fmt: skip
+
+
+def calibration_spec(
+    calibration: Path | None, nsamples: int, seqlen: int, seed: int, data_dir: Path | None
+) -> Any:
+    """The `CalibrationSpec` the calibration options describe."""
+    from knowcomp.compress.calibration import DEFAULT_SOURCE, CalibrationSpec
+
+    source = str(calibration) if calibration else DEFAULT_SOURCE
+    return CalibrationSpec(source, nsamples, seqlen, seed, str(data_dir) if data_dir else None)

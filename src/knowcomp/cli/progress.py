@@ -52,3 +52,41 @@ def compression_progress(
             return lambda n: bar.advance(task, n)
 
         yield layers
+
+
+@contextmanager
+def work_progress(label: str = "") -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A transient display on stderr for a pipeline's work: one bar per probe (items) or
+    training run (tokens), each named `label` + its description, with an ETA; yields the
+    factory `Pipeline.evaluate(progress=...)` takes."""
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=err_console, transient=True,
+    ) as bar:  # fmt: skip
+
+        def start(description: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(f"{label}{description}", total=total)
+            return lambda n: bar.advance(task, n)
+
+        yield start
+
+
+class RichDisplay:
+    """The CLI's `pipeline.Display`: transient rich bars on stderr, one display at a time."""
+
+    def work(self, label: str = ""):
+        return work_progress(label)
+
+    def compression(self):
+        return compression_progress()
+
+    @contextmanager
+    def training(self, description: str, tokens: int) -> Iterator[Callable[[int, float], None]]:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} tokens"),
+            TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+            console=err_console, transient=True,
+        ) as bar:  # fmt: skip
+            task = bar.add_task(description, total=tokens, loss="-")
+            yield lambda n, loss: bar.update(task, advance=n, loss=f"{loss:.3f}")

@@ -214,7 +214,7 @@ def build_calibration(tokenizer: Any, spec: CalibrationSpec) -> Calibration:
         raise DataError(
             f"calibration text from {spec.source!r} has {len(ids):,} tokens, but nsamples x "
             f"seqlen = {spec.nsamples} x {spec.seqlen} needs {need:,}; give more text or "
-            "lower --nsamples / --seqlen"
+            "lower --nsamples / --calibration-seqlen"
         )
     tokens = torch.tensor(ids[:need], dtype=torch.long).view(spec.nsamples, spec.seqlen)
     return Calibration(tokens, spec, used, len(documents))

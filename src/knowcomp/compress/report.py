@@ -192,6 +192,7 @@ class CompressionReport:
     notes: list[str] = field(default_factory=list)
     calibration: dict[str, Any] | None = None  # source, nsamples, seqlen, seed (calibrated steps)
     step_zeros: list[StepZeros] = field(default_factory=list)  # one per recipe step
+    placement: dict[str, Any] | None = None  # device and dtype it ran on (`ChosenPlacement`)
 
     def headline(self) -> str:
         """One line: the sparsity over the compressed layers, then over all linear layers."""

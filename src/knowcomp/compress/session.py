@@ -105,7 +105,7 @@ class CompressionSession:
         if isinstance(limit, int) and calibration.seqlen > limit:
             raise RecipeError(
                 f"calibration seqlen {calibration.seqlen} exceeds the {limit} positions of "
-                f"{self._describe_model()}; lower --seqlen"
+                f"{self._describe_model()}; lower --calibration-seqlen"
             )
         return calibration
 

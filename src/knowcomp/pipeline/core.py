@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,26 @@ from knowcomp.pipeline.provenance import input_rule_version, package_versions
 # progress(description, total) -> advance(n) or None: one bar per probe, training run or
 # calibrated compression step
 ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
+
+
+class Display:
+    """How a pipeline run shows its progress: each method is a context yielding a progress
+    factory (or None). The default shows nothing; the CLI's shows rich bars on stderr, one
+    display at a time."""
+
+    def work(self, label: str = "") -> AbstractContextManager[ProgressFactory | None]:
+        """Probes (items) and training runs (tokens); `label` prefixes each bar."""
+        return nullcontext()
+
+    def compression(self) -> AbstractContextManager[ProgressFactory | None]:
+        """A recipe's compression (a bar per calibrated step, in layers)."""
+        return nullcontext()
+
+    def training(
+        self, description: str, tokens: int
+    ) -> AbstractContextManager[Callable[[int, float], None] | None]:
+        """A training run over `tokens`; yields step(tokens done, loss)."""
+        return nullcontext()
 
 
 @dataclass
@@ -104,6 +124,7 @@ class Pipeline:
             return Compressed(json.loads(json.dumps(self._kept[1])))  # a copy of the kept row
         self.restore()
         report = self.session.apply(parsed, seed=seed, progress=progress)
+        report.placement = self.placement.record()
         compressed = report.compressed  # the union of the layers the recipe touched
         row = {
             "sparsity": compressed.sparsity,  # zeros there before included; see `compression`
@@ -152,6 +173,7 @@ class Pipeline:
         adapter: Any = None,
         progress: ProgressFactory | None = None,
         after_each: Callable[[list[Any]], None] | None = None,
+        label: str = "",
     ) -> Evaluation:
         """Run `probes` (Probe objects) on the model as it is, with `adapter` attached;
         `after_each(results so far)` after every probe (to save what is done)."""
@@ -161,7 +183,7 @@ class Pipeline:
             for probe in probes:
                 run_options = options
                 if progress is not None:
-                    step = progress(probe.name, probe.count(options))
+                    step = progress(f"{label}{probe.name}", probe.count(options))
                     run_options = replace(options, progress=step)
                 results.append(probe.run(self.loaded, run_options))
                 if after_each is not None:

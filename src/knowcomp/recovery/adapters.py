@@ -43,6 +43,7 @@ class AdapterInfo:
     train: dict[str, Any] = field(default_factory=dict)
     log: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)  # `knowcomp recover`'s comparison
+    placement: dict[str, Any] = field(default_factory=dict)  # device and dtype it trained on
 
 
 class Adapter(ABC):

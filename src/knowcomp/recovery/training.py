@@ -42,7 +42,7 @@ class TrainSettings:
         if self.tokens < self.seqlen:
             raise RecoveryError(
                 f"a token budget of {self.tokens} is less than one block of seqlen "
-                f"{self.seqlen}; raise --tokens or lower --seqlen"
+                f"{self.seqlen}; raise --tokens or lower --train-seqlen"
             )
 
     @property

@@ -42,7 +42,8 @@ def _draw(model: str, rows: list[dict[str, Any]], folder: Path, name: str) -> Pl
     for i, key in enumerate(trials):
         layers = sorted((r for r in rows if r["trial_key"] == key), key=lambda r: r["layer"])
         first = layers[0]
-        label = first["recipe"] + (f" (seed {first['seed']})" if several_seeds else "")
+        label = first["recipe"] + (f" + {first['method']}" if first.get("method") else "")
+        label += f" (seed {first['seed']})" if several_seeds else ""
         style = dict(label=label, color=_PALETTE[i % len(_PALETTE)], marker="o", markersize=3,
                      linewidth=1.3)  # fmt: skip
         xs = [r["layer"] for r in layers]
@@ -67,7 +68,8 @@ def _draw(model: str, rows: list[dict[str, Any]], folder: Path, name: str) -> Pl
     title = f"{model}: layer-wise similarity to the uncompressed model (Hoang et al., Fig. 5)"
     fig.suptitle(title, fontsize=11)
     caption = (
-        "Mean cosine similarity, per layer, between each compressed trial and the uncompressed "
+        "Mean cosine similarity, per layer, between each compressed trial (a recovered one with "
+        "its adapter attached) and the uncompressed "
         "model on the same texts "
         f"({', '.join(map(str, texts))} texts): attention rows over the input tokens, per head "
         "and query token (left); each layer's output per token (right). 1.0 = unchanged."

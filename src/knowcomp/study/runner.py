@@ -161,7 +161,7 @@ def _run_local(
                 listener.model_loading(model)
                 options = {"dtype": spec.dtype, "device": spec.device,
                            "device_map": spec.device_map, "data_dir": spec.data_dir,
-                           "similarity": spec.similarity,
+                           "similarity": spec.similarity, "calibration": spec.calibration,
                            "adapters": spec.adapters_folder()}  # fmt: skip
                 worker = ModelWorker(model, **options)
             listener.trial_started(item.trial)

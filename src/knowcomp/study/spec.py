@@ -18,9 +18,13 @@ YAML form (every key but `models` and `recipes` is optional):
       - name: gptq4                                 # a recipe followed by recovery
         recipe: quant:gptq:overall:bits=4
         recover: [lora, "idp:prompts=3"]
+    calibration:               # text of calibrated methods: gptq, sparsegpt, wanda (optional)
+      source: data:boolq,sciq
+      nsamples: 64
+      calibration_seqlen: 512
     recovery:                  # training settings of every recover step (all optional)
       tokens: 32768
-      seqlen: 256
+      train_seqlen: 256        # (`seqlen`, its older name, is still read)
       batch_size: 4
       calibration: data:boolq,sciq
 
@@ -42,9 +46,11 @@ from knowcomp.errors import KnowcompError
 SPEC_KEYS = {
     "name", "models", "probes", "limit", "seeds", "output", "recipes", "lama_mode", "dtype",
     "add_bos", "device", "device_map", "data_dir", "similarity", "recovery", "lama_protocol",
+    "calibration",
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover"}
-RECOVERY_KEYS = {"tokens", "seqlen", "batch_size", "calibration", "save_adapters"}
+RECOVERY_KEYS = {"tokens", "train_seqlen", "seqlen", "batch_size", "calibration", "save_adapters"}
+CALIBRATION_KEYS = {"source", "nsamples", "calibration_seqlen"}
 EXAMPLES = {  # a value of each string key, for error messages
     "name": "name: my-study", "output": "output: runs/my-study.sqlite",
     "data_dir": "data_dir: data", "lama_mode": "lama_mode: next-token",
@@ -117,6 +123,20 @@ class RecoverySettings:
 
 
 @dataclass(frozen=True)
+class CalibrationSettings:
+    """The text calibrated compression methods read (`compress.calibration.CalibrationSpec`,
+    without the seed: each trial calibrates with its own), as `knowcomp compress
+    --calibration/--nsamples/--calibration-seqlen` set it."""
+
+    source: str = "data"
+    nsamples: int = 64
+    seqlen: int = 512
+
+    def key(self) -> dict[str, Any]:
+        return {"source": self.source, "nsamples": self.nsamples, "seqlen": self.seqlen}
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     models: tuple[str, ...]
@@ -134,6 +154,7 @@ class StudySpec:
     data_dir: Path | None = None
     similarity: int = 0  # texts for layer-wise similarity of each compressed trial; 0: off
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    calibration: CalibrationSettings | None = None  # None: the default calibration text
 
     @property
     def recovers(self) -> bool:
@@ -161,6 +182,8 @@ class StudySpec:
             data.pop("add_bos")  # likewise for the default input rule
         if data["lama_protocol"] == "templates":
             data.pop("lama_protocol")  # likewise for the default LAMA protocol
+        if data["calibration"] is None:
+            data.pop("calibration")  # likewise for the default calibration text
         for sweep in data["sweeps"]:
             if not sweep["recover"]:
                 sweep.pop("recover")  # likewise for sweeps without recovery
@@ -226,6 +249,8 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
         values["similarity"] = _similarity(data["similarity"])
     if data.get("recovery") is not None:
         values["recovery"] = _recovery(data["recovery"])
+    if data.get("calibration") is not None:
+        values["calibration"] = _calibration(data["calibration"])
     return StudySpec(**values)
 
 
@@ -310,12 +335,47 @@ def short_method(text: str) -> str:
     return ":".join([settings.method, *changed])
 
 
+def _calibration(value: Any) -> CalibrationSettings:
+    example = "calibration: {source: data:boolq,sciq, nsamples: 64, calibration_seqlen: 512}"
+    if not isinstance(value, dict):
+        raise SpecError(f"'calibration' must be a mapping, e.g. {example}, got {value!r}")
+    unknown = sorted(map(str, set(value) - CALIBRATION_KEYS))
+    if unknown:
+        raise SpecError(f"unknown calibration key(s) {', '.join(unknown)}; allowed: "
+                        + ", ".join(sorted(CALIBRATION_KEYS)))  # fmt: skip
+    values: dict[str, Any] = {}
+    for key, field_name, least in (
+        ("nsamples", "nsamples", 1),
+        ("calibration_seqlen", "seqlen", 2),
+    ):
+        if value.get(key) is not None:
+            number = value[key]
+            if not isinstance(number, int) or isinstance(number, bool) or number < least:
+                raise SpecError(
+                    f"calibration: '{key}' must be an integer of at least {least}, got {number!r}"
+                )
+            values[field_name] = number
+    if value.get("source") is not None:
+        if not isinstance(value["source"], str) or not value["source"].strip():
+            raise SpecError(
+                "calibration: 'source' is 'data', 'data:NAME[,NAME]' or a text file path, "
+                f"got {value['source']!r}"
+            )
+        values["source"] = value["source"].strip()
+    return CalibrationSettings(**values)
+
+
 def _recovery(value: Any) -> RecoverySettings:
     if not isinstance(value, dict):
         raise SpecError(
-            "'recovery' must be a mapping, e.g. recovery: {tokens: 32768, seqlen: 256}, "
+            "'recovery' must be a mapping, e.g. recovery: {tokens: 32768, train_seqlen: 256}, "
             f"got {value!r}"
         )
+    if "train_seqlen" in value:  # the block length's name; `seqlen` is its older name
+        if "seqlen" in value:
+            raise SpecError("recovery: give 'train_seqlen' or its older name 'seqlen', not both")
+        value = {**value, "seqlen": value["train_seqlen"]}
+        del value["train_seqlen"]
     unknown = sorted(map(str, set(value) - RECOVERY_KEYS))
     if unknown:
         raise SpecError(
@@ -327,7 +387,8 @@ def _recovery(value: Any) -> RecoverySettings:
         if value.get(key) is not None:
             number = value[key]
             if not isinstance(number, int) or isinstance(number, bool) or number < 1:
-                raise SpecError(f"recovery: '{key}' must be a positive integer, got {number!r}")
+                name = "train_seqlen" if key == "seqlen" else key
+                raise SpecError(f"recovery: '{name}' must be a positive integer, got {number!r}")
             values[key] = number
     if value.get("calibration") is not None:
         if not isinstance(value["calibration"], str) or not value["calibration"].strip():

@@ -33,6 +33,7 @@ class Trial:
     train: str | None = None  # its training settings (`RecoverySettings.key()` as JSON)
     add_bos: str = "auto"  # BOS first in decoder inputs (`probes.inputs`)
     lama_protocol: str = "templates"  # see `probes.lama.protocols`
+    calibration: str | None = None  # calibration text settings (JSON) when not the default
 
     @property
     def key(self) -> str:
@@ -47,6 +48,8 @@ class Trial:
             values["add_bos"] = self.add_bos
         if self.lama_protocol != "templates":  # likewise for the default LAMA protocol
             values["lama_protocol"] = self.lama_protocol
+        if self.calibration is not None:  # likewise for the default calibration text
+            values["calibration"] = json.loads(self.calibration)
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:20]
 
     @property
@@ -79,6 +82,7 @@ def expand(spec: StudySpec) -> list[Trial]:
     common = {"limit": spec.limit, "lama_mode": spec.lama_mode, "dtype": spec.dtype,
               "add_bos": spec.add_bos, "lama_protocol": spec.lama_protocol}  # fmt: skip
     train = json.dumps(spec.recovery.key(), sort_keys=True) if spec.recovers else None
+    calibration = json.dumps(spec.calibration.key(), sort_keys=True) if spec.calibration else None
     for model in spec.models:
         seeds_used: list[int] = []
         compressed: list[Trial] = []
@@ -87,7 +91,8 @@ def expand(spec: StudySpec) -> list[Trial]:
                 if seed not in seeds_used:
                     seeds_used.append(seed)
                 for level, recipe in sweep.recipes():
-                    plain = Trial(model, sweep.name, recipe, level, seed, **common)
+                    plain = Trial(model, sweep.name, recipe, level, seed, **common,
+                                  calibration=calibration)  # fmt: skip
                     compressed.append(plain)
                     compressed += [replace(plain, recover=m, train=train) for m in sweep.recover]
         if not spec.sweeps:  # a study of baselines only

@@ -33,11 +33,21 @@ class ModelWorker:
         data_dir: Path | None = None,
         similarity: int = 0,
         adapters: Path | None = None,
+        calibration: Any = None,
     ) -> None:
+        from knowcomp.compress.calibration import CalibrationSpec
         from knowcomp.models.placement import ChosenPlacement
 
         placement = ChosenPlacement(device, dtype, device_map)
-        self.pipeline = Pipeline(model, placement=placement, data_dir=data_dir)
+        folder = str(data_dir) if data_dir else None
+        text = (
+            CalibrationSpec(
+                calibration.source, calibration.nsamples, calibration.seqlen, None, folder
+            )
+            if calibration is not None
+            else CalibrationSpec(data_dir=folder)
+        )
+        self.pipeline = Pipeline(model, placement=placement, data_dir=data_dir, calibration=text)
         self.loaded = self.pipeline.loaded
         self.data_dir = data_dir
         self.similarity_texts = similarity
@@ -59,11 +69,12 @@ class ModelWorker:
 
         start = time.perf_counter()
         pipeline = self.pipeline
-        measure = trial.recipe is not None and trial.recover is None
-        reference = self._similarity_reference() if measure else None
+        reference = self._similarity_reference() if trial.recipe is not None else None
         row = pipeline.compress(trial.recipe, trial.seed, progress).row
-        similarity = pipeline.similarity(reference).rows() if reference is not None else []
         adapter, row["recovery"] = self._recovery(trial, progress)
+        similarity = []  # of a compressed or recovered trial (adapter attached) to the original
+        if reference is not None:
+            similarity = pipeline.similarity(reference, adapter=adapter).rows()
         options = RunOptions(
             limit=trial.limit, seed=trial.seed, data_dir=self.data_dir,
             lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol, add_bos=trial.add_bos,
