@@ -102,8 +102,8 @@ def test_calibration_and_block_lengths_have_their_own_names_in_specs(tmp_path):
     from knowcomp.errors import KnowcompError
     from knowcomp.study.trials import expand
 
-    base = {"name": "s", "models": ["m"], "output": str(tmp_path / "s.sqlite"),
-            "recipes": [{"recipe": "prune:sparsegpt:overall:0.5", "recover": ["lora"]}]}  # fmt: skip
+    sweep = {"recipe": "prune:sparsegpt:overall:0.5", "recover": ["lora"]}
+    base = {"name": "s", "models": ["m"], "output": str(tmp_path / "s.sqlite"), "recipes": [sweep]}
 
     def spec(**extra):
         path = tmp_path / "s.yaml"
@@ -135,8 +135,8 @@ def test_calibration_and_block_lengths_have_their_own_names_in_specs(tmp_path):
 
 def test_a_study_calibrates_with_its_spec_text(tmp_path, word_tiny):
     """The spec's calibration settings reach the compression of a study's trials."""
-    from knowcomp.study.worker import ModelWorker
     from knowcomp.study.spec import CalibrationSettings
+    from knowcomp.study.worker import ModelWorker
 
     corpus = write_corpus(tmp_path / "corpus.txt")
     worker = ModelWorker(str(word_tiny), calibration=CalibrationSettings(str(corpus), 3, 16))
