@@ -16,25 +16,29 @@ add_bos_option = click.option(
 )
 
 
-def placement_options(command):
+def placement_options(command=None, *, spec: bool = False):
     """`--device`, `--dtype` and `--device-map`, as a study spec's `device`, `dtype` and
-    `device_map` keys."""
+    `device_map` keys; with `spec=True` (`knowcomp run`) they default to the spec's."""
+    if command is None:
+        return lambda c: placement_options(c, spec=spec)
     from knowcomp.models.placement import DEVICE_MAPS
 
+    replaces = " Replaces the spec's." if spec else ""
     command = click.option(
         "--device-map", type=click.Choice(DEVICE_MAPS), default=None,
         help="Spread the model's layers over the devices accelerate sees (for a model larger "
-        "than one device); --device is then ignored.",
+        f"than one device); --device is then ignored.{replaces}",
     )(command)  # fmt: skip
     command = click.option(
         "--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
-        default="auto", show_default=True,
+        default=None if spec else "auto", show_default=not spec,
         help="Weights and activations: auto is float32 (the studies' numbers); bfloat16 runs "
-        "about 1.75x faster on a CPU (see BENCHMARKS.md).",
+        f"about 1.75x faster on a CPU (see BENCHMARKS.md).{replaces}",
     )(command)  # fmt: skip
     return click.option(
-        "--device", default="auto", show_default=True,
-        help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps.",
+        "--device", default=None if spec else "auto", show_default=not spec,
+        help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N or "
+        f"mps.{replaces}",
     )(command)  # fmt: skip
 
 

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from knowcomp.cli.format import console, err_console
-from knowcomp.cli.options import add_bos_option
+from knowcomp.cli.options import add_bos_option, placement_options
 from knowcomp.errors import KnowcompError
 
 
@@ -47,6 +47,7 @@ from knowcomp.errors import KnowcompError
               help="Results file (SQLite); rerunning on it skips finished trials.")  # fmt: skip
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory to read.")
 @add_bos_option
+@placement_options(spec=True)
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="Run trials here, or as Ray tasks.")  # fmt: skip
 @click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
@@ -74,6 +75,9 @@ def run(
     report: bool,
     dry_run: bool,
     list_presets: bool,
+    device: str | None,
+    dtype: str | None,
+    device_map: str | None,
 ) -> None:
     """Run a compression study: every model x recipe x level x seed, every probe, one results
     file. Finished trials are kept; rerun the same command to resume after a crash.
@@ -93,6 +97,7 @@ def run(
         return
     spec = _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
                        recovery_tokens, lama_protocol, add_bos)  # fmt: skip
+    spec = spec.with_overrides(device=device, dtype=dtype, device_map=device_map)
     if dry_run:
         trials = validate(spec)
         console.print(f"{spec.name}: {len(trials)} trials x {len(spec.probes)} probes "

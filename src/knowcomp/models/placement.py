@@ -84,14 +84,20 @@ class ChosenPlacement:
         return {**where, "device_map": self.device_map} if self.device_map else where
 
 
+def resolve_auto(device: str, dtype: str) -> tuple[str, str]:
+    """`auto` resolved: a CUDA GPU when there is one, else the CPU; float32 (the studies'
+    numbers) unless another dtype is asked for."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device, "float32" if dtype == "auto" else dtype
+
+
 def choose_placement(
     device: str, dtype: str, device_map: str | None, recipe: Any = None
 ) -> ChosenPlacement:
     """Resolve `auto`, check the placement and every recipe step's needs before any model
     loads (a one-line error naming the fix otherwise)."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = "float32" if dtype == "auto" else dtype
+    device, dtype = resolve_auto(device, dtype)
     placement = check_placement(device, dtype, device_map)
     problem = recipe and recipe.placement_problem(placement.device, placement.dtype)
     if problem:

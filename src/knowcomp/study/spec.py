@@ -149,7 +149,7 @@ class StudySpec:
     lama_protocol: str = "templates"  # or "cost-of-compression" (`probes.lama.protocols`)
     dtype: str = "float32"
     add_bos: str = "auto"  # BOS first in decoder inputs: auto | true | false (probes.inputs)
-    device: str = "cpu"
+    device: str = "auto"  # a CUDA GPU when there is one, else the CPU
     device_map: str | None = None
     data_dir: Path | None = None
     similarity: int = 0  # texts for layer-wise similarity of each compressed trial; 0: off
@@ -168,8 +168,9 @@ class StudySpec:
         return self.output.with_name(self.output.stem + "-adapters")
 
     def with_overrides(self, **values: Any) -> StudySpec:
-        """A copy with the given fields replaced (None values are ignored)."""
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+        """A copy with the given fields replaced (None values are ignored; `auto` device and
+        dtype resolved)."""
+        return _resolved(replace(self, **{k: v for k, v in values.items() if v is not None}))
 
     def spec_hash(self) -> str:
         """Identifies the spec's content (not its output path) in every stored trial."""
@@ -251,7 +252,20 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
         values["recovery"] = _recovery(data["recovery"])
     if data.get("calibration") is not None:
         values["calibration"] = _calibration(data["calibration"])
-    return StudySpec(**values)
+    return _resolved(StudySpec(**values))
+
+
+def _resolved(spec: StudySpec) -> StudySpec:
+    """`device: auto` and `dtype: auto` resolved as every command resolves them, so trial keys
+    name the dtype that ran."""
+    from knowcomp.models.placement import resolve_auto
+
+    device, dtype = resolve_auto(spec.device, spec.dtype)
+    return (
+        spec
+        if (device, dtype) == (spec.device, spec.dtype)
+        else replace(spec, device=device, dtype=dtype)
+    )
 
 
 def _add_bos(raw: Any) -> str:

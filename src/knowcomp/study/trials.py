@@ -124,7 +124,7 @@ def validate(spec: StudySpec) -> list[Trial]:
     """Check models, probes, recipes and options before any work; return the trials."""
     from knowcomp.compress import parse_recipe
     from knowcomp.models.loading import check_model
-    from knowcomp.models.placement import check_placement
+    from knowcomp.models.placement import check_placement, resolve_auto
     from knowcomp.probes.base import RunOptions
     from knowcomp.probes.lama.protocols import check_protocol
     from knowcomp.probes.registry import get_probe
@@ -138,7 +138,7 @@ def validate(spec: StudySpec) -> list[Trial]:
     except KnowcompError as err:
         raise SpecError(f"lama_protocol: {err}") from None
     try:
-        placement = check_placement(spec.device, spec.dtype, spec.device_map)
+        placement = check_placement(*resolve_auto(spec.device, spec.dtype), spec.device_map)
     except KnowcompError as err:
         raise SpecError(f"study spec: {err}") from None
     if not spec.probes:
@@ -169,20 +169,20 @@ def validate(spec: StudySpec) -> list[Trial]:
             if problem is not None:
                 raise SpecError(f"recipe sweep '{sweep.name}': {problem}")
             if sweep.recover:
-                _check_recoverable(spec, sweep.name, parsed)
+                _check_recoverable(spec, sweep.name, parsed, placement)
     if spec.recovers:
         _check_recovery(spec, families)
     return expand(spec)
 
 
-def _check_recoverable(spec: StudySpec, sweep: str, recipe: Any) -> None:
+def _check_recoverable(spec: StudySpec, sweep: str, recipe: Any, placement: Any) -> None:
     """Recovery trains through the compressed model: torch.ao's dynamic int8 layers pass no
     gradient (on CPU, `backend=auto` is torch.ao)."""
     from knowcomp.recovery.methods import check_recipe_trainable
 
     try:
         check_recipe_trainable(
-            recipe, on_cpu=spec.device_map is None and spec.device.startswith("cpu")
+            recipe, on_cpu=spec.device_map is None and placement.device.type == "cpu"
         )
     except KnowcompError as err:
         raise SpecError(f"recipe sweep '{sweep}': {err}") from None

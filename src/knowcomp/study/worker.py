@@ -36,9 +36,9 @@ class ModelWorker:
         calibration: Any = None,
     ) -> None:
         from knowcomp.compress.calibration import CalibrationSpec
-        from knowcomp.models.placement import ChosenPlacement
+        from knowcomp.models.placement import ChosenPlacement, resolve_auto
 
-        placement = ChosenPlacement(device, dtype, device_map)
+        placement = ChosenPlacement(*resolve_auto(device, dtype), device_map)
         folder = str(data_dir) if data_dir else None
         text = (
             CalibrationSpec(
