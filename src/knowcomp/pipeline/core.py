@@ -20,12 +20,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+# ProgressFactory: progress(description, total) -> advance(n) or None, one bar per probe,
+# training run or calibrated compression step (the compression session's own type)
+from knowcomp.compress.session import ProgressFactory
 from knowcomp.models.placement import ChosenPlacement
 from knowcomp.pipeline.provenance import input_rule_version, package_versions
-
-# progress(description, total) -> advance(n) or None: one bar per probe, training run or
-# calibrated compression step
-ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
 
 
 class Display:
