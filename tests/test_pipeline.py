@@ -68,6 +68,30 @@ def test_eval_and_a_one_trial_study_give_identical_results(tmp_path, smol_tiny):
     for probe in probes:
         assert rows[probe]["metrics"] == by_eval[probe]["metrics"]
     assert trial["versions"]["device"] == "cpu" and trial["versions"]["dtype"] == "float32"
+    _same_headline_everywhere(tmp_path / "one.sqlite", by_eval["piqa"]["metrics"], RECIPE)
+
+
+def _same_headline_everywhere(db: Path, piqa: dict, recipe: str) -> None:
+    """PIQA's headline is `acc` (not `acc_norm`) in `results`, the report's frame and the
+    category averages alike."""
+    import csv
+    import io
+
+    from knowcomp.probes.base import ProbeResult
+    from knowcomp.probes.categories import category_averages, headline_name
+    from knowcomp.report.frame import load_frame
+
+    assert headline_name(piqa) == "acc"
+    exported = list(csv.DictReader(io.StringIO(_invoke(["results", str(db), "-f", "csv"]))))
+    mine = next(r for r in exported if r["probe"] == "piqa" and r["recipe"] == recipe)
+    assert (mine["headline_metric"], float(mine["headline"])) == ("acc", piqa["acc"])
+    with ResultsStore(db, readonly=True) as store:
+        frame = load_frame(store)
+    point = next(p for p in frame.points if p.probe == "piqa")
+    assert (point.metric, point.value) == ("acc", piqa["acc"])
+    result = ProbeResult(probe="piqa", category="common-reasoning", metrics=piqa, counts={})
+    layout = category_averages([result])
+    assert layout.metrics["piqa"] == "acc"
 
 
 @needs_data
