@@ -62,6 +62,7 @@ class Estimate:
     p_value: float | None = None  # of "no difference", where a test applies
     clusters: int | None = None  # clusters the interval accounts for, if any
     se: float | None = None  # standard error, where the method has one (power uses it)
+    dof: float | None = None  # degrees of freedom of a t interval, where it is one
 
     def scaled(self, factor: float) -> Estimate:
         """The same estimate in other units (x100: fractions to percent or points)."""
@@ -298,8 +299,30 @@ def contrast(strata: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> Estimate
         p = float(2 * stats.t.sf(abs(value) / se, dof))
     else:
         half, p = 0.0, no_spread
-    method = f"paired contrast, t test on {dof:.3g} df" + (" (clustered SE)" if groups else "")
-    return Estimate(value, value - half, value + half, n, method, p, groups or None, se)
+    shown = f"{dof:.3g}" if dof < 100 else f"{dof:.0f}"
+    method = f"paired contrast, t test on {shown} df" + (" (clustered SE)" if groups else "")
+    return Estimate(value, value - half, value + half, n, method, p, groups or None, se, dof)
+
+
+def p_value_against(estimate: Estimate, null: float) -> float | None:
+    """Two-sided p-value of "the true value is `null`" (a threshold or a margin, not only 0)
+    from an estimate with a standard error: t on its degrees of freedom, else normal."""
+    if estimate.se is None:
+        return None
+    if estimate.se == 0:
+        return 1.0 if estimate.value == null else 0.0
+    score = abs(estimate.value - null) / estimate.se
+    if estimate.dof is not None:
+        return float(2 * stats.t.sf(score, estimate.dof))
+    return float(2 * stats.norm.sf(score))
+
+
+def draws_p_value(draws: np.ndarray, null: float) -> float:
+    """Two-sided bootstrap p-value of "the true value is `null`": twice the smaller share of
+    draws on either side of it (one added to each count, so it is never 0)."""
+    below = (np.sum(draws <= null) + 1) / (len(draws) + 1)
+    above = (np.sum(draws >= null) + 1) / (len(draws) + 1)
+    return float(min(1.0, 2 * min(below, above)))
 
 
 def satterthwaite_dof(variances: Sequence[float], dofs: Sequence[int]) -> float:
