@@ -117,9 +117,11 @@ def _share_check(
     is none: the loss it divides by is not clearly above zero."""
     if point is None or draws is None:
         return Check(label, None, null, scale=100.0, unit="%", settle=False), None
-    value, values, lost = of_draws(point[None, :]), of_draws(draws), _losses(draws)
-    if any(percentile_interval(loss)[0] <= 0 for loss in lost):
+    if any(percentile_interval(loss)[0] <= 0 for loss in _losses(draws)):
         return None, "compression lost too little (its loss's 95% interval reaches zero)"
+    with np.errstate(divide="ignore", invalid="ignore"):  # a draw may lose nothing
+        value, values = of_draws(point[None, :]), of_draws(draws)
+    values = values[~np.isnan(values)]
     low, high = percentile_interval(values)
     estimate = Estimate(
         float(value[0]),
