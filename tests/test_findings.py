@@ -47,8 +47,9 @@ def test_a_finding_holds_for_all_models_only_if_it_holds_for_each(tmp_path):
     assert three.verdict == "does not hold"
     assert "It holds for 1 of 2 model(s): m1 holds, m2 does not hold." in three.summary
     assert len(three.tests) == 2 and all("Holm-adjusted p" in t for t in three.tests)
-    assert three.tests[1].startswith("m2, multiple-choice probes (accuracy), dynamic_int8: "
-                                     "drop feed_forward - drop attention = -5.00 points")  # fmt: skip
+    expected = ("m2, multiple-choice probes (accuracy), dynamic_int8: drop feed_forward - drop "
+                "attention = -5.00 points")  # fmt: skip
+    assert three.tests[1].startswith(expected)
     # the same two models, both in the claimed direction: holds for both
     trials = _quant_trials("m1", {"piqa": 0.8}, {"piqa": 0.78}, {"piqa": 0.58})
     trials += _quant_trials("m2", {"piqa": 0.8}, {"piqa": 0.75}, {"piqa": 0.65})
@@ -180,13 +181,13 @@ def _recovered(compression: tuple, method: str, score: float, params: int = 1000
 def test_displaced_knowledge_holds_fails_and_needs_a_loss(tmp_path):
     base = [("m", None, [], {"piqa": 0.8}), (*PRUNED, {"piqa": 0.6})]
     # prompt tuning wins back 80% of a 20-point loss; IDP 10%
-    trials = base + [_recovered(PRUNED, "prompt", 0.76)]
+    trials = [*base, _recovered(PRUNED, "prompt", 0.76)]
     h1 = _findings(_store(tmp_path / "a.sqlite", trials))["H1"]
     assert h1.verdict == "holds", h1.tests
     assert h1.tests[0].startswith("m, prune:sparsegpt:overall:0.5, prompt, multiple-choice "
                                   "probes (accuracy): recovered share = 80.00 % [")  # fmt: skip
     assert "p against 50 = " in h1.tests[0]
-    trials = base + [_recovered(PRUNED, "prompt", 0.76), _recovered(PRUNED, "idp", 0.62)]
+    trials = [*base, _recovered(PRUNED, "prompt", 0.76), _recovered(PRUNED, "idp", 0.62)]
     h1 = _findings(_store(tmp_path / "b.sqlite", trials))["H1"]
     assert h1.verdict == "does not hold" and "It holds for 0 of 1 model(s)" in h1.summary
     # a compression that lost nothing significant leaves nothing to recover: not counted
@@ -195,21 +196,21 @@ def test_displaced_knowledge_holds_fails_and_needs_a_loss(tmp_path):
     h1 = _findings(_store(tmp_path / "c.sqlite", trials))["H1"]
     assert h1.verdict == "saturated" and "lost too little" in h1.evidence[-1]
     # LoRA is not input-side: it says nothing about this claim
-    trials = base + [_recovered(PRUNED, "lora", 0.79)]
+    trials = [*base, _recovered(PRUNED, "lora", 0.79)]
     assert _findings(_store(tmp_path / "d.sqlite", trials))["H1"].verdict == "not enough data"
 
 
 def test_idp_against_lora_needs_fewer_parameters_and_no_worse_score(tmp_path):
     base = [("m", None, [], {"piqa": 0.8}), (*PRUNED, {"piqa": 0.6})]
-    same = base + [_recovered(PRUNED, "idp", 0.7, 300), _recovered(PRUNED, "lora", 0.7, 5000)]
+    same = [*base, _recovered(PRUNED, "idp", 0.7, 300), _recovered(PRUNED, "lora", 0.7, 5000)]
     h2 = _findings(_store(tmp_path / "a.sqlite", same))["H2"]
     assert h2.verdict == "holds", h2.tests
     assert "recovered IDP - recovered LoRA = 0.00 points" in h2.tests[0]
     assert "trainable parameters: IDP 300, LoRA 5,000" in h2.evidence[0]
-    bigger = base + [_recovered(PRUNED, "idp", 0.7, 9000), _recovered(PRUNED, "lora", 0.7, 5000)]
+    bigger = [*base, _recovered(PRUNED, "idp", 0.7, 9000), _recovered(PRUNED, "lora", 0.7, 5000)]
     h2 = _findings(_store(tmp_path / "b.sqlite", bigger))["H2"]
     assert h2.verdict == "does not hold" and "not fewer than LoRA's 5,000" in h2.tests[-1]
-    worse = base + [_recovered(PRUNED, "idp", 0.62, 300), _recovered(PRUNED, "lora", 0.7, 5000)]
+    worse = [*base, _recovered(PRUNED, "idp", 0.62, 300), _recovered(PRUNED, "lora", 0.7, 5000)]
     assert _findings(_store(tmp_path / "c.sqlite", worse))["H2"].verdict == "does not hold"
 
 
