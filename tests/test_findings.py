@@ -232,3 +232,16 @@ def test_claims_without_recovered_trials_say_what_they_need(tmp_path, claim):
     found = _findings(_store(tmp_path / "s.sqlite", [("m", None, [], {"piqa": 0.8})]))
     assert found[claim].verdict == "not enough data"
     assert found[claim].summary.startswith("Not measured here (needs: ")
+
+
+def test_two_settings_of_one_method_are_checked_apart(tmp_path):
+    base = [("m", None, [], {"piqa": 0.8}), (*PRUNED, {"piqa": 0.6})]
+    wide = {**_recovery("idp", 300), "label": "idp:prompts=4"}
+    trials = [*base, (*PRUNED, {"piqa": 0.7}, wide), _recovered(PRUNED, "idp", 0.6, 200),
+              _recovered(PRUNED, "lora", 0.7, 5000)]  # fmt: skip
+    h2 = _findings(_store(tmp_path / "s.sqlite", trials))["H2"]
+    assert [t.split(": recovered IDP")[0] for t in h2.tests] == [
+        "m, prune:sparsegpt:overall:0.5, idp vs lora, multiple-choice probes (accuracy)",
+        "m, prune:sparsegpt:overall:0.5, idp:prompts=4 vs lora, multiple-choice probes (accuracy)",
+    ]
+    assert h2.verdict == "does not hold"  # the 2-prompt IDP trails LoRA by 10 points

@@ -39,15 +39,21 @@ INPUT_SIDE = ("prompt", "idp")  # recovery that only changes the input: "inferen
 
 
 def recovered_arms(frame: Frame) -> dict[tuple[str, str], dict[str, Arm]]:
-    """(model, recipe) -> recovery method -> the recovered trials as one arm."""
+    """(model, recipe) -> recovery label (`lora`, `idp:prompts=4`) -> the recovered trials as
+    one arm: two settings of one method stay apart."""
     out: dict[tuple[str, str], dict[str, Arm]] = defaultdict(dict)
     for p in frame.recovered:
-        method = str((p.recovery or {}).get("method") or p.method)
         arm = out[(p.model, p.recipe)].setdefault(
-            method, Arm(p.model, p.recipe, p.compression, intervals=frame.intervals)
+            str(p.method), Arm(p.model, p.recipe, p.compression, intervals=frame.intervals)
         )
         arm.points.append(p)
     return out
+
+
+def with_method(labelled: dict[str, Arm], method: str) -> list[tuple[str, Arm]]:
+    """The (label, arm) pairs recovered with `method` (`lora`, `prompt`, `prefix`, `idp`)."""
+    return [(label, arm) for label, arm in labelled.items()
+            if str((arm.points[0].recovery or {}).get("method") or label) == method]  # fmt: skip
 
 
 def check_recovery_claims(frame: Frame) -> list[Finding]:
@@ -177,9 +183,10 @@ def _displaced(frame: Frame, recovered, compressed) -> Finding:
     units = []
     for (model, recipe), methods in recovered.items():
         plain = compressed.get((model, recipe))
-        for method in (m for m in INPUT_SIDE if m in methods and plain is not None):
-            trio = [None, plain, methods[method]]
-            for kind, probes in probes_by_kind([plain, methods[method]]).items():
+        chosen = [pair for m in INPUT_SIDE for pair in with_method(methods, m)]
+        for method, arm in chosen if plain is not None else []:
+            trio = [None, plain, arm]
+            for kind, probes in probes_by_kind([plain, arm]).items():
                 unit = Unit(f"{model}, {recipe}, {method}, {kind_label(kind)}", model)
                 point, draws = _point(frame, trio, probes), _draws(frame, trio, probes)
                 check, why = _share_check(
@@ -238,37 +245,44 @@ def _idp_vs_lora(frame: Frame, recovered, compressed) -> Finding:
     )
     units = []
     for (model, recipe), methods in recovered.items():
-        if "idp" not in methods or "lora" not in methods:
-            continue
-        idp, lora = methods["idp"], methods["lora"]
-        for kind, probes in probes_by_kind([idp, lora]).items():
-            terms: list[Term] = [(idp, 1.0), (lora, -1.0)]
-            comparison = Comparison(
-                "recovered IDP - recovered LoRA", specs=[(model, probes, terms)]
-            )
-            unit = Unit(
-                f"{model}, {recipe}, {kind_label(kind)}",
-                model,
-                [
-                    Check(
-                        comparison.label,
-                        evaluate(frame, comparison),
-                        -NON_INFERIORITY_MARGIN,
-                        strata=comparison.strata,
-                    )
-                ],
-            )
-            p_idp, p_lora = _trainable(idp), _trainable(lora)
-            if p_idp is not None and p_lora is not None:
-                unit.evidence.append(f"trainable parameters: IDP {p_idp:,.0f}, LoRA {p_lora:,.0f}")
-                if p_idp >= p_lora:
-                    unit.refuted = (
-                        f"IDP trains {p_idp:,.0f} parameters, not fewer than LoRA's {p_lora:,.0f}"
-                    )
-            else:
-                unit.evidence.append("trainable parameters not recorded")
-            units.append(unit)
+        pairs = [
+            (i, lo) for i in with_method(methods, "idp") for lo in with_method(methods, "lora")
+        ]
+        for (idp_label, idp), (lora_label, lora) in pairs:
+            units += _idp_units(frame, model, recipe, f"{idp_label} vs {lora_label}", idp, lora)
     return finish(finding, units, "recovered trials with both IDP and LoRA on the same compression")
+
+
+def _idp_units(frame: Frame, model: str, recipe: str, pair: str, idp: Arm,
+               lora: Arm) -> list[Unit]:  # fmt: skip
+    """One unit per probe kind: IDP's score against LoRA's, and their parameters."""
+    units = []
+    for kind, probes in probes_by_kind([idp, lora]).items():
+        terms: list[Term] = [(idp, 1.0), (lora, -1.0)]
+        comparison = Comparison("recovered IDP - recovered LoRA", specs=[(model, probes, terms)])
+        unit = Unit(
+            f"{model}, {recipe}, {pair}, {kind_label(kind)}",
+            model,
+            [
+                Check(
+                    comparison.label,
+                    evaluate(frame, comparison),
+                    -NON_INFERIORITY_MARGIN,
+                    strata=comparison.strata,
+                )
+            ],
+        )
+        p_idp, p_lora = _trainable(idp), _trainable(lora)
+        if p_idp is not None and p_lora is not None:
+            unit.evidence.append(f"trainable parameters: IDP {p_idp:,.0f}, LoRA {p_lora:,.0f}")
+            if p_idp >= p_lora:
+                unit.refuted = (
+                    f"IDP trains {p_idp:,.0f} parameters, not fewer than LoRA's {p_lora:,.0f}"
+                )
+        else:
+            unit.evidence.append("trainable parameters not recorded")
+        units.append(unit)
+    return units
 
 
 # -- 3 ----------------------------------------------------------------------------------------
@@ -288,13 +302,16 @@ def _prefix_hurts(frame: Frame, recovered, compressed) -> Finding:
     units = []
     for (model, recipe), methods in recovered.items():
         plain = compressed.get((model, recipe))
-        if "prefix" not in methods or plain is None:
-            continue
-        for kind, probes in probes_by_kind([plain, methods["prefix"]]).items():
-            terms: list[Term] = [(plain, 1.0), (methods["prefix"], -1.0)]
-            comparison = Comparison("compressed - prefix-tuned", specs=[(model, probes, terms)])
-            check = Check(comparison.label, evaluate(frame, comparison), strata=comparison.strata)
-            units.append(Unit(f"{model}, {recipe}, {kind_label(kind)}", model, [check]))
+        for label, prefix in with_method(methods, "prefix") if plain is not None else []:
+            for kind, probes in probes_by_kind([plain, prefix]).items():
+                terms: list[Term] = [(plain, 1.0), (prefix, -1.0)]
+                comparison = Comparison("compressed - prefix-tuned", specs=[(model, probes, terms)])
+                check = Check(
+                    comparison.label, evaluate(frame, comparison), strata=comparison.strata
+                )
+                units.append(
+                    Unit(f"{model}, {recipe}, {label}, {kind_label(kind)}", model, [check])
+                )
     return finish(
         finding, units, "recovered trials with prefix tuning, and their compressed trials"
     )
