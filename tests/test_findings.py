@@ -185,7 +185,7 @@ def test_displaced_knowledge_holds_fails_and_needs_a_loss(tmp_path):
     h1 = _findings(_store(tmp_path / "a.sqlite", trials))["H1"]
     assert h1.verdict == "holds", h1.tests
     assert h1.tests[0].startswith("m, prune:sparsegpt:overall:0.5, prompt, multiple-choice "
-                                  "probes (accuracy): recovered share = 80.00 % [")  # fmt: skip
+                                  "probes (accuracy): recovered share = 80.00% [")  # fmt: skip
     assert "p against 50 = " in h1.tests[0]
     trials = [*base, _recovered(PRUNED, "prompt", 0.76), _recovered(PRUNED, "idp", 0.62)]
     h1 = _findings(_store(tmp_path / "b.sqlite", trials))["H1"]
@@ -224,7 +224,7 @@ def test_prefix_tuning_hurts_and_quantized_models_recover_more(tmp_path):
     assert h4.verdict == "holds", h4.tests
     assert h4.tests[0].startswith("m, lora, multiple-choice probes (accuracy): share "
                                   "quant:gptq:overall - share prune:sparsegpt:overall:0.5 = "
-                                  "60.00 % [")  # fmt: skip
+                                  "60.00% [")  # fmt: skip
 
 
 @pytest.mark.parametrize("claim", ["H1", "H2", "H3", "H4"])

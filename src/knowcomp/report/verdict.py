@@ -163,8 +163,9 @@ def _describe(check: Check, adjusted: float | None) -> str:
     clusters = f"; {e.clusters} clusters" if e.clusters else ""
     against = "" if check.null == 0 else f" against {check.null * check.scale:.4g}"
     p = check.p()
+    gap = "" if check.unit.startswith("%") else " "
     text = (
-        f"{check.label} = {shown.value:.2f} {check.unit} [{shown.low:.2f}, "
+        f"{check.label} = {shown.value:.2f}{gap}{check.unit} [{shown.low:.2f}, "
         f"{shown.high:.2f}] ({e.method}, {e.n} item scores{clusters}): "
         f"p{against} = {p:.2g}"
     )
