@@ -101,7 +101,7 @@ def test_knowledge_at_its_floor_by_50_percent_is_saturated_not_evidence_against(
     two = _findings(_store(tmp_path / "s.sqlite", trials))["2"]
     assert two.verdict == "saturated"
     assert "cannot be checked" in two.summary and not two.tests
-    assert any("overall (l1_unstructured) piqa at its floor by 40% (50.0 [" in e
+    assert any("overall piqa at its floor by 40% (50.0 [" in e
                and "floor 50.0)" in e for e in two.evidence)  # fmt: skip
     # the old check (slope above 50% against slope below) called this "does not hold"
 
@@ -117,9 +117,9 @@ def test_a_saturated_kind_is_not_counted_and_the_slope_stops_at_the_floor(tmp_pa
     assert "holds in 1 of 1 unit(s); 1 saturated, not counted" in two.summary
     (test,) = two.tests
     assert test.startswith(
-        "m, multiple-choice probes (accuracy): slope above 50% - slope up "
-        "to 50% = 11.25 points per 10% sparsity"
-    )  # 12.5 - 1.25; fmt: skip
+        "m, multiple-choice probes (accuracy), l1_unstructured: slope above 50% - slope up "
+        "to 50% = 11.25 points per 10% sparsity"  # 12.5 - 1.25
+    )
     assert any("drop 5.00 at 40%, 30.00 at 60%" in e for e in two.evidence)
 
 

@@ -307,8 +307,8 @@ def test_findings_hold_on_data_shaped_like_the_study(measured):
     assert ("m1, multiple-choice probes (accuracy), dynamic_int8: drop feed_forward - drop "
             "attention = 9.00 points [") in three.tests[1]  # fmt: skip
     # slopes per 10% on LAMA: below 50% (2.5 + 0.5 + 1.0) / 3; above (7.5 + 4.5 + 6.5) / 3
-    assert two.tests[0].startswith("m1, LAMA probes (P@1): slope above 50% - slope up to 50% "
-                                   "= 4.83 points per 10%")  # fmt: skip
+    assert two.tests[0].startswith("m1, LAMA probes (P@1), l1_unstructured: slope above 50% - "
+                                   "slope up to 50% = 4.83 points per 10%")  # fmt: skip
     assert "holds in 2 of 2 unit(s)" in one.summary and "1 of 1 model(s): m1 holds" in one.summary
     assert any("lama-trex: mean drop overall 21.25, attention 8.25, feed_forward 14.00" in line
                for line in one.evidence)  # fmt: skip

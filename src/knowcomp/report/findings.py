@@ -270,13 +270,13 @@ def _fast_above_half(frame: Frame, all_arms: list[Arm]) -> Finding:
         INCONCLUSIVE,
         "",
         source=f"{NAMBURI}, headline finding (paraphrased)",
-        definition="per model and probe kind, the drop's slope from the highest "
+        definition="per model, pruning method and probe kind, the drop's slope from the highest "
         "level at or below 50% to the first level above it where the score "
         "reaches its floor (else the highest) exceeds its slope from 0% to that "
         "level; probes already at their floor by 50% are saturated",
     )
-    units: dict[tuple[str, str], Unit] = {}
-    slopes: dict[tuple[str, str], Comparison] = {}
+    units: dict[tuple[str, str, str], Unit] = {}
+    slopes: dict[tuple[str, str, str], Comparison] = {}
     for model, lines in _pruned(all_arms).items():
         for (group, method), by_level in lines.items():
             if group == "final_layer":  # the study's claim is about the model's blocks
@@ -287,8 +287,9 @@ def _fast_above_half(frame: Frame, all_arms: list[Arm]) -> Finding:
                 continue
             pivot = max(low)
             for kind, probes in probes_by_kind([by_level[pivot], *map(by_level.get, high)]).items():
-                key = (model, kind)
-                unit = units.setdefault(key, Unit(f"{model}, {kind_label(kind)}", model))
+                key = (model, method, kind)
+                label = f"{model}, {kind_label(kind)}, {method}"
+                unit = units.setdefault(key, Unit(label, model))
                 slope = slopes.setdefault(
                     key,
                     Comparison(
@@ -297,7 +298,7 @@ def _fast_above_half(frame: Frame, all_arms: list[Arm]) -> Finding:
                 )
                 saturated = []
                 for probe in probes:
-                    sweep = f"{group} ({method}) {probe}"
+                    sweep = f"{group} {probe}"
                     if at_floor(by_level[pivot], probe):
                         saturated.append(
                             f"{sweep} at its floor by {_pct(pivot)} "
