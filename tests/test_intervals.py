@@ -150,6 +150,47 @@ def test_holm_and_contrast():
     assert covered / REPS >= 0.94, covered
 
 
+def _few_relations(rng, groups: int, size: int = 100):
+    """A finding's per-item contrast (lost under compression A minus lost under B) for facts
+    in `groups` relations: each relation has its own loss rates (normal around 0.30 and 0.15,
+    SD 0.10), so facts of one relation are strongly correlated; the true contrast is
+    0.6 * (0.30 - 0.15)."""
+    a = np.clip(0.3 + 0.1 * rng.standard_normal(groups), 0, 1)
+    b = np.clip(0.15 + 0.1 * rng.standard_normal(groups), 0, 1)
+    codes = np.repeat(np.arange(groups), size)
+    right = rng.random(codes.size) < 0.6
+    lost_a, lost_b = rng.random(codes.size) < a[codes], rng.random(codes.size) < b[codes]
+    return right * (lost_a.astype(float) - lost_b), codes
+
+
+@pytest.mark.parametrize("groups", [(5,), (10,), (5, 8)])
+def test_contrast_over_few_relations_covers_with_t_where_z_did_not(groups):
+    """With 5-10 relations the normal interval over a clustered SE under-covers; the t on
+    Welch-Satterthwaite degrees of freedom (G - 1 for one stratum) covers."""
+    rng = np.random.default_rng(sum(groups))
+    truth = 0.6 * 0.15
+    covered = z_covered = 0
+    for _ in range(REPS):
+        e = contrast([_few_relations(rng, g) for g in groups])
+        covered += e.low <= truth <= e.high
+        z_covered += abs(e.value - truth) <= stats.norm.ppf(0.975) * e.se
+    assert "t test on" in e.method and e.clusters == sum(groups)
+    if len(groups) == 1:
+        assert f"on {groups[0] - 1} df" in e.method
+    assert covered / REPS >= 0.94, covered
+    assert z_covered / REPS < 0.935, z_covered  # the old z interval was too narrow
+    assert z_covered < covered
+
+
+def test_satterthwaite_dof():
+    from knowcomp.analysis.intervals import satterthwaite_dof
+
+    assert satterthwaite_dof([1.0], [4]) == pytest.approx(4)
+    assert satterthwaite_dof([1.0, 1.0], [4, 4]) == pytest.approx(8)
+    assert satterthwaite_dof([1.0, 0.0], [4, 100]) == pytest.approx(4)  # no spread: no weight
+    assert 4 < satterthwaite_dof([1.0, 0.2], [4, 100]) < 104
+
+
 def test_averages_and_recovered_share():
     rng = np.random.default_rng(2)
     a, b = _pairs(rng, 400, 0.6, 0.3, 0.0)

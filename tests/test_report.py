@@ -297,30 +297,37 @@ def test_category_averages_table(store_path):
 # -- findings -----------------------------------------------------------------------------------
 def test_findings_hold_on_data_shaped_like_the_study(measured):
     findings = check_findings(_frame(measured))
-    assert [f.verdict for f in findings] == ["holds"] * 4
-    one, two, three, four = findings
-    # tested: the difference of drops, paired on the same items; two comparisons, Holm
-    assert len(one.tests) == 2 and all("Holm-adjusted p" in t for t in one.tests)
-    assert one.tests[0].startswith("drop overall - drop attention (mean over levels) = 12.25 ")
-    assert three.tests[0].startswith("drop feed_forward - drop attention = 8.50 points [")
-    assert two.tests[0].startswith("slope above 50% - slope up to 50% = 3.58 points per 10%")
-    assert "overall 18.75 points, attention 6.50, feed_forward 11.50" in one.summary
-    # slopes per 10%: below 50% (2.5 + 0.5 + 1.0) / 3; above ((35-10) + (15-2) + (25-4)) / 4 / 3
-    assert "1.33 points per 10% sparsity up to 50%, 4.92 above 50%" in two.summary
-    assert "attention 1.50 points, feed-forward 10.00" in three.summary
-    assert "structured 8.50 points, unstructured 1.50" in four.summary
-    assert any("levels 20%, 40%, 60%, 80%" in line for line in one.evidence)
+    assert [f.verdict for f in findings[:4]] == ["holds"] * 4
+    assert {f.verdict for f in findings[4:]} == {"not enough data"}  # no recovered trials
+    one, two, three, four = findings[:4]
+    # tested per model and probe kind (LAMA and multiple choice apart), Holm over all four
+    assert len(one.tests) == 4 and all("Holm-adjusted p" in t for t in one.tests)
+    assert one.tests[0].startswith("m1, LAMA probes (P@1), l1_unstructured: drop overall - "
+                                   "drop attention (mean over levels) = 13.00 ")  # fmt: skip
+    assert ("m1, multiple-choice probes (accuracy), dynamic_int8: drop feed_forward - drop "
+            "attention = 9.00 points [") in three.tests[1]  # fmt: skip
+    # slopes per 10% on LAMA: below 50% (2.5 + 0.5 + 1.0) / 3; above (7.5 + 4.5 + 6.5) / 3
+    assert two.tests[0].startswith("m1, LAMA probes (P@1), l1_unstructured: slope above 50% - "
+                                   "slope up to 50% = 4.83 points per 10%")  # fmt: skip
+    assert "holds in 2 of 2 unit(s)" in one.summary and "1 of 1 model(s): m1 holds" in one.summary
+    assert any("lama-trex: mean drop overall 21.25, attention 8.25, feed_forward 14.00" in line
+               for line in one.evidence)  # fmt: skip
+    assert any("piqa (2 seed(s)): drop attention 1.00, feed_forward 10.00" in line
+               for line in three.evidence)  # fmt: skip
+    assert any("structured ln_structured 7.00, unstructured l1_unstructured 1.00" in line
+               for line in four.evidence)  # fmt: skip
 
 
 def test_untested_findings_are_inconclusive(store_path):
     """A file whose records do not add up to its scores (or has none) cannot be tested."""
     findings = check_findings(_frame(store_path))
-    assert [f.verdict for f in findings] == ["inconclusive"] * 4
-    assert "overall 18.75 points, attention 6.50, feed_forward 11.50" in findings[0].summary
-    assert findings[0].tests == [
-        "not tested: the results file has no per-item records for "
-        "every compared result (written before records were kept?)"
-    ]
+    assert [f.verdict for f in findings[:4]] == ["inconclusive"] * 4
+    assert "holds in 0 of 2 unit(s) (2 inconclusive)" in findings[0].summary
+    assert findings[0].tests[0] == (
+        "m1, LAMA probes (P@1), l1_unstructured: drop overall - drop attention (mean over "
+        "levels): not tested: the results file has no per-item records for every compared "
+        "result (written before records were kept?)"
+    )
 
 
 def test_findings_that_do_not_hold_and_missing_data(tmp_path):
@@ -337,12 +344,12 @@ def test_findings_that_do_not_hold_and_missing_data(tmp_path):
         for group, value in (("attention", 0.30), ("feed_forward", 0.45)):
             store.write(_outcome("m", f"quant:dynamic_int8:{group}", _quant(group), 0,
                                  {"lama-trex": value}))  # fmt: skip
-    one, two, three, four = check_findings(_frame(path))
+    one, two, three, four = check_findings(_frame(path))[:4]
     assert one.verdict == "does not hold"
-    assert "overall 11.00 points, attention 20.50" in one.summary
+    assert "overall 11.00, attention 20.50" in one.evidence[0]
     assert two.verdict == "does not hold"
     assert three.verdict == "does not hold"
-    assert "attention 20.00 points, feed-forward 5.00" in three.summary
+    assert "drop attention 20.00, feed_forward 5.00" in three.evidence[0]
     assert four.verdict == "not enough data"
 
 
@@ -361,7 +368,7 @@ def test_a_small_difference_is_inconclusive_with_the_items_that_would_settle_it(
     three = check_findings(_frame(path))[2]
     assert three.verdict == "inconclusive"
     (test,) = three.tests
-    assert test.startswith("drop feed_forward - drop attention = 0.25 points [")
+    assert "drop feed_forward - drop attention = 0.25 points [" in test
     found = re.search(r"about ([\d,]+) items per probe \(now 400\) would give 80% power", test)
     # one item of 400 differs: se = sd / sqrt(400), and n (z_.975 + z_.8)^2 se^2 / 0.0025^2 items
     z = np.r_[1.0, np.zeros(399)]
@@ -468,7 +475,8 @@ def test_report_command_prints_findings_and_writes_the_folder(store_path, tmp_pa
     result = _run("report", str(store_path), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     assert "1. Pruning all modules (overall) hurts most: inconclusive" in result.output
-    assert "test: not tested: the results file has no per-item records" in result.output
+    assert "(mean over levels): not tested: the results file has no per-item" in result.output
+    assert "H1. Knowledge is displaced rather than forgotten: not enough data" in result.output
     assert (tmp_path / "out" / "report.html").is_file()
 
 
@@ -640,7 +648,7 @@ def test_a_read_only_results_file_is_reported_from_a_copy(store_path, tmp_path, 
     monkeypatch.setattr(build, "_writable", lambda path: False)
     before = store_path.read_bytes()
     result = build.generate_report(store_path, tmp_path / "ro")
-    assert result.html.is_file() and len(result.findings) == 4
+    assert result.html.is_file() and len(result.findings) == 8  # both studies' claims
     assert store_path.read_bytes() == before
 
 
@@ -714,7 +722,7 @@ def test_the_report_of_a_measured_store_draws_bands_and_tests_findings(measured,
     assert (tmp_path / "out" / "tables" / "drops.md").is_file()
     svg = (tmp_path / "out" / "plots" / "probe_drops_m1.svg").read_text()
     assert "<svg" in svg
-    assert {f.verdict for f in result.findings} == {"holds"}
+    assert {f.verdict for f in result.findings[:4]} == {"holds"}
 
 
 def test_recovered_share_has_an_interval_or_says_the_loss_is_too_small(tmp_path):

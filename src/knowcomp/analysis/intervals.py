@@ -23,6 +23,10 @@ Which method, and why:
   one gets a cluster bootstrap (resampling whole clusters, written here since scipy's
   bootstrap resamples items). With fewer than two clusters, or no spread at all (within or
   between clusters), the unclustered method is used and the method name says so.
+- **A finding's contrast** (`contrast`), a difference of drops pooled over probes and models:
+  the mean of the strata's means with a t interval on Welch-Satterthwaite degrees of freedom
+  (G - 1 per clustered stratum), because with a few relations a normal interval over a
+  clustered SE is too narrow (`tests/test_intervals.py` shows it by simulation).
 - **Averages over probes and the recovered share** (`bootstrap_strata`): a stratified
   bootstrap that resamples items (clusters where there are) within each probe, the same draw
   for every trial of that probe (so the pairing is kept), and recomputes the average or share;
@@ -58,6 +62,7 @@ class Estimate:
     p_value: float | None = None  # of "no difference", where a test applies
     clusters: int | None = None  # clusters the interval accounts for, if any
     se: float | None = None  # standard error, where the method has one (power uses it)
+    dof: float | None = None  # degrees of freedom of a t interval, where it is one
 
     def scaled(self, factor: float) -> Estimate:
         """The same estimate in other units (x100: fractions to percent or points)."""
@@ -261,29 +266,73 @@ def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray
 # -- contrasts of several trials on the same items (the findings) -----------------------------
 def contrast(strata: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> Estimate:
     """The mean over strata (probes, models) of each stratum's mean per-item contrast value
-    (e.g. drop of one compression minus drop of another, on the same items), with a normal
-    interval and z test; strata are independent, items within one are clustered where codes
-    are given (cluster-robust SE), else independent."""
+    (e.g. drop of one compression minus drop of another, on the same items), with a t interval
+    and t test; strata are independent, items within one are clustered where codes are given
+    (cluster-robust SE), else independent.
+
+    The degrees of freedom are the Welch-Satterthwaite combination of each stratum's (G - 1
+    for a clustered stratum of G clusters, n - 1 for n independent items): with few clusters
+    (Google-RE's 3 relations, a handful of probes) the normal approximation over a clustered
+    SE is too narrow, and with many the t is the normal. Written here because scipy's t tests
+    take no clustered or pooled standard error."""
     if not strata:
         raise ValueError("no strata to pool")
-    means, variances, n, groups = [], [], 0, 0
+    means, variances, dofs, n, groups = [], [], [], 0, 0
     for values, codes in strata:
         x = _as_array(values)
         means.append(float(x.mean()))
         counted = _clusters_that_matter(codes)
         if counted is not None:
             variances.append(clustered_se(x, codes) ** 2)
+            dofs.append(counted - 1)
             groups += counted
         else:
             variances.append(float(x.var(ddof=1)) / len(x) if len(x) > 1 else 0.0)
+            dofs.append(max(len(x) - 1, 1))
         n += len(x)
     value = float(np.mean(means))
     se = math.sqrt(sum(variances)) / len(strata)
-    z = stats.norm.ppf(1 - ALPHA / 2)
+    dof = satterthwaite_dof(variances, dofs)
     no_spread = 1.0 if value == 0 else 0.0
-    p = float(2 * stats.norm.sf(abs(value) / se)) if se > 0 else no_spread
-    method = "paired contrast, z test" + (" (clustered SE)" if groups else "")
-    return Estimate(value, value - z * se, value + z * se, n, method, p, groups or None, se)
+    if se > 0:
+        half = float(stats.t.ppf(1 - ALPHA / 2, dof)) * se
+        p = float(2 * stats.t.sf(abs(value) / se, dof))
+    else:
+        half, p = 0.0, no_spread
+    shown = f"{dof:.3g}" if dof < 100 else f"{dof:.0f}"
+    method = f"paired contrast, t test on {shown} df" + (" (clustered SE)" if groups else "")
+    return Estimate(value, value - half, value + half, n, method, p, groups or None, se, dof)
+
+
+def p_value_against(estimate: Estimate, null: float) -> float | None:
+    """Two-sided p-value of "the true value is `null`" (a threshold or a margin, not only 0)
+    from an estimate with a standard error: t on its degrees of freedom, else normal."""
+    if estimate.se is None:
+        return None
+    if estimate.se == 0:
+        return 1.0 if estimate.value == null else 0.0
+    score = abs(estimate.value - null) / estimate.se
+    if estimate.dof is not None:
+        return float(2 * stats.t.sf(score, estimate.dof))
+    return float(2 * stats.norm.sf(score))
+
+
+def draws_p_value(draws: np.ndarray, null: float) -> float:
+    """Two-sided bootstrap p-value of "the true value is `null`": twice the smaller share of
+    draws on either side of it (one added to each count, so it is never 0)."""
+    below = (np.sum(draws <= null) + 1) / (len(draws) + 1)
+    above = (np.sum(draws >= null) + 1) / (len(draws) + 1)
+    return float(min(1.0, 2 * min(below, above)))
+
+
+def satterthwaite_dof(variances: Sequence[float], dofs: Sequence[int]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent variance estimates,
+    each on its own degrees of freedom; strata without spread carry no weight."""
+    weighted = [(v, d) for v, d in zip(variances, dofs, strict=True) if v > 0]
+    if not weighted:
+        return float(max(sum(dofs), 1))
+    total = sum(v for v, _ in weighted)
+    return total**2 / sum(v**2 / d for v, d in weighted)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

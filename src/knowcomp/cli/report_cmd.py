@@ -9,7 +9,7 @@ import click
 from knowcomp.cli.format import console, err_console
 
 _VERDICT_STYLE = {"holds": "green", "does not hold": "red", "inconclusive": "yellow",
-                  "not enough data": "dim"}  # fmt: skip
+                  "not enough data": "dim", "saturated": "dim"}  # fmt: skip
 
 
 @click.command("report")
@@ -46,8 +46,8 @@ def report(db: Path, out: Path | None, choice_metric: str, quiet: bool) -> None:
       drops.csv       every compressed trial x probe with its baseline and drop
       similarity.csv  per compressed trial and layer, attention and hidden cosine
       forgetting/     facts and items the baseline got right and a compressed model missed
-      findings.md     whether the study's four headline findings hold on this data,
-                      each verdict with its paired test
+      findings.md     whether each claim of both studies holds on this data, per model
+                      and probe kind, each verdict with its paired tests
 
     Scores are each probe's headline metric (LAMA: P@1 micro; multiple choice and LAMBADA:
     accuracy, or acc_norm with --choice-metric acc_norm; QA: exact match) in percent; drops
@@ -65,7 +65,7 @@ def report(db: Path, out: Path | None, choice_metric: str, quiet: bool) -> None:
     if quiet:
         click.echo(str(result.html))
         return
-    console.print("\n[bold]Findings of The Cost of Compression, on this data[/bold]")
+    console.print("\n[bold]Findings of both studies, on this data[/bold]")
     for finding in result.findings:
         style = _VERDICT_STYLE.get(finding.verdict, "")
         console.print(

@@ -10,8 +10,8 @@
 - `plots/similarity_*` and `similarity.csv`: layer-wise similarity of each compressed trial to
   the uncompressed model (Hoang et al., 2024, Fig. 5), when the study measured it;
 - `forgetting/`: facts and items the baseline got right and a compressed model got wrong;
-- `findings.md`: whether each of the study's four headline findings holds on this data, each
-  verdict with its paired test;
+- `findings.md`: whether each claim of both studies holds on this data, per model and probe
+  kind (`report.findings`, `report.recovery_claims`), each verdict with its paired tests;
 - `report.html`: all of it in one self-contained page.
 """
 

@@ -5,7 +5,7 @@ difference of two drops (or a difference of slopes) is a weighted sum of the com
 per-item scores: `Comparison.specs` lists, per model, the probes and the (trial, weight) terms
 (`None` stands for the model's baseline). `evaluate` computes that weighted sum item by item on
 the items every term scored, per probe, pools probes and models as independent strata, and
-returns the pooled contrast with its interval and z test (`analysis.intervals.contrast`).
+returns the pooled contrast with its interval and t test (`analysis.intervals.contrast`).
 Items of one probe seen under several seeds are one cluster each (the same item, correlated
 across seeds); LAMA facts cluster by relation.
 """

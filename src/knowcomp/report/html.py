@@ -30,7 +30,7 @@ figure { margin: 1em 0 2em; } figure img { max-width: 100%; height: auto; }
 code { background: #f4f4f4; padding: 0 .2em; }
 """
 _VERDICT_CLASS = {"holds": "holds", "does not hold": "fails", "inconclusive": "open",
-                  "not enough data": "nodata"}  # fmt: skip
+                  "not enough data": "nodata", "saturated": "nodata"}  # fmt: skip
 
 
 @dataclass
@@ -96,17 +96,23 @@ def _contents(content: ReportContent) -> str:
 def _findings(findings: list[Finding]) -> str:
     esc = html.escape
     out = ["<h2 id='findings'>Findings check</h2>",
-           "<p class='note'>The four headline findings of <i>The Cost of Compression</i> "
-           "(Namburi et al., 2023), checked on this data. Drops are baseline minus compressed "
-           "headline score, in percentage points; each verdict rests on a paired test of "
-           "the compared drops on the same items.</p>"]  # fmt: skip
+           "<p class='note'>The claims of <i>The Cost of Compression</i> (Namburi et al., "
+           "2023) and <i>Do Compressed LLMs Forget Knowledge?</i> (Hoang et al., 2024), "
+           "checked on this data per model and per probe kind. Drops are baseline minus "
+           "compressed headline score, in percentage points; each verdict rests on paired "
+           "tests on the same items, Holm-adjusted over the claim's comparisons.</p>"]  # fmt: skip
+    paper = None
     for f in findings:
+        if f.paper != paper:
+            paper = f.paper
+            out.append(f"<h3>{esc(paper)}</h3>")
         css = _VERDICT_CLASS.get(f.verdict, "nodata")
         evidence = "".join(f"<li>{esc(e)}</li>" for e in f.evidence)
         tests = "".join(f"<p>Test: {esc(t)}</p>" for t in f.tests)
+        source = f"<p class='note'>{esc(f.source)}. Checked as: {esc(f.definition)}.</p>"
         out.append(
-            f"<h3>{f.number}. {esc(f.claim)}: <span class='verdict {css}'>{esc(f.verdict)}"
-            f"</span></h3><p>{esc(f.summary)}</p>{tests}"
+            f"<h4>{f.number}. {esc(f.claim)}: <span class='verdict {css}'>{esc(f.verdict)}"
+            f"</span></h4>{source if f.source else ''}<p>{esc(f.summary)}</p>{tests}"
             + (f"<ul>{evidence}</ul>" if evidence else "")
         )
     return "\n".join(out)
