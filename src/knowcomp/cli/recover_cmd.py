@@ -36,7 +36,8 @@ def _help_methods(ctx: click.Context, _param, value: bool) -> None:
     "-m",
     required=True,
     help="lora, prompt, prefix or idp, with options as method:key=value "
-    "(e.g. idp:prompts=4:tokens=10). See --help-methods.",
+    "(e.g. idp:tokens=26+100); method:paper for the ICML 2024 study's settings "
+    "(lora:paper). See --help-methods.",
 )
 @click.option(
     "--help-methods",
@@ -51,7 +52,8 @@ def _help_methods(ctx: click.Context, _param, value: bool) -> None:
     default=32_768,
     show_default=True,
     type=click.IntRange(min=2),
-    help="Training token budget (each block is seen once; IDP splits it between its prompts).",
+    help="Training token budget (each block is seen once; IDP trains each prompt on all of "
+    "it, or with budget=split on a share).",
 )
 @click.option(
     "--seqlen",
@@ -103,6 +105,12 @@ def _help_methods(ctx: click.Context, _param, value: bool) -> None:
     show_default=True,
     help="Time a forward batch (4 x 128 tokens) uncompressed, compressed, recovered and with LoRA.",
 )
+@click.option(
+    "--ablation",
+    is_flag=True,
+    help="With -m idp and --probes: also score each prompt alone and their concatenation "
+    "(the ICML 2024 study's Table 3).",
+)
 def recover(
     model: str,
     recipe: str,
@@ -120,6 +128,7 @@ def recover(
     out: Path | None,
     force: bool,
     latency: bool,
+    ablation: bool,
 ) -> None:
     """Compress MODEL, then recover knowledge with LoRA, prompt tuning, prefix tuning or IDP.
 
@@ -143,6 +152,10 @@ def recover(
     from knowcomp.recovery.methods import check_recipe_trainable, check_trainable
 
     settings = parse_method(method)
+    if ablation:
+        from knowcomp.cli.recover_ablation import check_ablation
+
+        check_ablation(method, probes)
     if lr is not None:
         settings = replace(settings, lr=lr)
     source = str(calibration) if calibration else DEFAULT_SOURCE
@@ -195,13 +208,24 @@ def recover(
             timing[f"compressed + {adapter.method}"] = forward_seconds(loaded.model, batch)
     if latency and adapter.method != "lora":
         timing["compressed + lora"] = _lora_latency(loaded, batch, train_settings)
+    if ablation:
+        from knowcomp.cli.recover_ablation import run_ablation
+
+        variants = run_ablation(loaded, adapter, lambda label: run_probes(
+            loaded, chosen, totals, options, label=label), stages["recovered"])  # fmt: skip
     _print_training(adapter)
     if chosen:
         _print_comparison(stages)
     if timing:
         _print_latency(timing)
+    if ablation:
+        from knowcomp.cli.recover_ablation import print_ablation
+
+        ablation_record = print_ablation(variants)
     if out is not None:
         adapter.info.results = _summary(stages, timing)
+        if ablation:
+            adapter.info.results["ablation"] = ablation_record
         adapter.save(out, loaded.model)
         console.print(f"adapter saved to {out} (record in {out / 'knowcomp-recovery.json'})")
 
