@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from knowcomp.analysis.similarity import eager_attention
 from knowcomp.cli.main import cli
 from knowcomp.compress import CompressionSession, parse_recipe
 from knowcomp.models import load_model
@@ -22,7 +23,6 @@ from knowcomp.probes.engine import Request, score
 from knowcomp.probes.generate import StopRule, generate
 from knowcomp.probes.mc.requests import score_pairs
 from knowcomp.recovery import RecoveryError, TrainSettings, load_adapter, parse_method, recover
-from knowcomp.analysis.similarity import eager_attention
 from knowcomp.recovery.settings import IdpSettings, describe_settings
 from tests.conftest import build_tiny
 from tests.test_models import _save_tiny_with_tokenizer
@@ -317,9 +317,9 @@ def test_idp_output_equals_the_chosen_prompt_alone(loaded, idp, layers):
 def test_idp_needs_rotary_positions_for_unequal_lengths(tiny):
     gpt2 = tiny("gpt2").model
     hidden = gpt2.config.hidden_size
+    adapter = idp_adapter([torch.randn(3, hidden), torch.randn(5, hidden)])
     with pytest.raises(RecoveryError, match="needs rotary position embeddings"):
-        with idp_adapter([torch.randn(3, hidden), torch.randn(5, hidden)]).attached(gpt2):
-            pass
+        adapter.attached(gpt2).__enter__()
 
 
 def test_idp_with_equal_lengths_runs_without_rotary_positions(tiny):
@@ -459,8 +459,11 @@ def test_budget_errors(loaded, folder):
     with pytest.raises(RecoveryError, match="less than one block"):
         TrainSettings(tokens=16, seqlen=32)
     with pytest.raises(RecoveryError, match="fewer than the 3 prompts"):
-        recover(loaded, parse_method("idp:tokens=4:prompts=3:budget=split"),
-                train_settings(folder, tokens=64))
+        recover(
+            loaded,
+            parse_method("idp:tokens=4:prompts=3:budget=split"),
+            train_settings(folder, tokens=64),
+        )
 
 
 # -- command line ----------------------------------------------------------------------------------

@@ -23,9 +23,7 @@ def check_ablation(method: str, probes: str | None) -> None:
         raise KnowcompError("--ablation scores every variant on the probes; give --probes")
 
 
-def run_ablation(
-    loaded, adapter, run: Callable[[str], list], idp_results: list
-) -> dict[str, list]:
+def run_ablation(loaded, adapter, run: Callable[[str], list], idp_results: list) -> dict[str, list]:
     """Variant name -> its probe results; IDP's are the `idp_results` already scored."""
     from knowcomp.recovery.ablation import IDP_ROW, ablation_variants
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -48,8 +49,7 @@ def ablation_variants(adapter: Adapter) -> list[Variant]:
         )
     prompts = adapter.prompts
     out = [
-        Variant(f"prompt {i + 1} alone ({p.shape[0]} tokens)",
-                lambda model, p=p: prompt_attached(model, p))  # fmt: skip
+        Variant(f"prompt {i + 1} alone ({p.shape[0]} tokens)", partial(prompt_attached, prompt=p))
         for i, p in enumerate(prompts)
     ]
     joined = torch.cat(prompts)

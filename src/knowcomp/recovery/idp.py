@@ -295,4 +295,3 @@ def load_prompts(tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     if "prompts" in tensors:
         return list(tensors["prompts"].unbind(0))
     return [tensors[f"prompt.{i}"] for i in range(len(tensors))]
-

@@ -8,6 +8,7 @@ through peft; IDP trains one prompt-tuning run per prompt (`IdpSettings.budget`)
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import torch
 from torch import nn
 

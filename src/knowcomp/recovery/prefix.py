@@ -95,7 +95,9 @@ class _PrefixHook:
                 prefix = self.provider(kwargs)
             finally:
                 self.busy = False
-            cache = prefix.fill(cache if cache is not None else DynamicCache(config=self.model.config))
+            if cache is None:
+                cache = DynamicCache(config=self.model.config)
+            cache = prefix.fill(cache)
             kwargs["past_key_values"] = cache
             kwargs["use_cache"] = True  # a model given a cache with use_cache=False may drop it
         mask = kwargs.get("attention_mask")

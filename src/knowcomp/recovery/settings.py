@@ -113,9 +113,12 @@ class IdpSettings:
     init: str = _help("'vocab' (embeddings of random vocabulary tokens) or 'random'", "vocab")
     lr: float = _help("AdamW learning rate", 1e-2)
     weight_decay: float = _help("AdamW weight decay", 0.0)
-    budget: str = _help("'each': every prompt trains on the whole token budget (the paper: "
-                        "one ordinary prompt-tuning run per prompt); 'split': the budget is cut "
-                        "into one disjoint share per prompt (the cost of one run)", "each")
+    budget: str = _help(
+        "'each': every prompt trains on the whole token budget (the paper: "
+        "one ordinary prompt-tuning run per prompt); 'split': the budget is cut "
+        "into one disjoint share per prompt (the cost of one run)",
+        "each",
+    )
     layers: int = _help("choose from the attention of the first N layers: 1 chooses inside the "
                         "input's own forward (no extra pass); N > 1, or 0 for all layers, runs "
                         "a selection pass over those layers first", 1)  # fmt: skip
@@ -173,7 +176,7 @@ def _check(ok: bool, message: str) -> None:
 
 
 def parse_method(text: str) -> MethodSettings:
-    """`name[:paper][:key=value]...`, e.g. `lora`, `lora:r=16`, `lora:paper`, `idp:tokens=26+100`."""
+    """`name[:paper][:key=value]...`: `lora`, `lora:r=16`, `lora:paper`, `idp:tokens=26+100`."""
     name, *options = [part.strip() for part in text.strip().split(":")]
     if name not in SETTINGS:
         raise RecoveryError(
