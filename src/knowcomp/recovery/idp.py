@@ -31,7 +31,8 @@ first N layers; that needs those layers to run with every prompt visible, so it 
 selection pass over them first (stopped after layer N), then the input's forward with the
 chosen prompt: about 1 + N / depth forwards. Transformers returns attention probabilities only
 from eager attention, and SDPA (which the answer uses) does not expose them: `idp_attention`
-computes them itself from the same query and keys.
+computes them itself from the same query and keys. While IDP is attached the model's attention
+is SDPA whatever it was before (eager, say); its own implementation is set again on detach.
 """
 
 from __future__ import annotations
