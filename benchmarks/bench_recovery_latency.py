@@ -8,6 +8,7 @@ depend on the values. Compressed weights are not used either: the methods' extra
 same on any weights, and `knowcomp recover` prints the compressed model's own figures.
 
     python benchmarks/bench_recovery_latency.py --write BENCHMARKS.md
+    python benchmarks/bench_recovery_latency.py --threads 1 --write BENCHMARKS.md  # busy machine
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -65,11 +68,15 @@ def adapters(loaded, tokens: int, prompts: int) -> dict:
     out["prompt"] = PeftAdapter(prompt, info(prompt, tokens * hidden), prompt_config(prompt),
                                 {"prompt_embeddings": embeddings})  # fmt: skip
     out["prefix"] = untrained(prefix, prefix_config(prefix))
-    for layers in (0, 1):
-        settings = IdpSettings(tokens=tokens, prompts=prompts, layers=layers)
-        stack = torch.randn((prompts, tokens, hidden), generator=generator) * scale
-        name = "idp" if layers == 0 else f"idp layers={layers}"
-        out[name] = IdpAdapter(settings, info(settings, prompts * tokens * hidden), stack)
+    equal = IdpSettings(tokens=str(tokens), prompts=prompts)
+    paper = IdpSettings(tokens="50+100")
+    for settings, layers in ((equal, 1), (paper, 1), (paper, 0)):
+        settings = replace(settings, layers=layers)
+        stack = [torch.randn((n, hidden), generator=generator) * scale for n in settings.lengths]
+        name = f"idp {'+'.join(map(str, settings.lengths))}"
+        name += " layers=0 (selection pass)" if layers != 1 else ""
+        params = sum(settings.lengths) * hidden
+        out[name] = IdpAdapter(settings, info(settings, params), stack)
     return out
 
 
@@ -80,8 +87,11 @@ def main() -> None:
     parser.add_argument("--virtual", type=int, default=20, help="prompt / prefix length")
     parser.add_argument("--prompts", type=int, default=3, help="IDP's prompts")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--write", type=Path, help="Update this Markdown file's section.")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from knowcomp.models import load_model
     from knowcomp.recovery.latency import latency_batch
@@ -93,6 +103,7 @@ def main() -> None:
     mask = torch.ones_like(ids)
     configs = adapters(loaded, args.virtual, args.prompts)
     times: dict[str, list[float]] = {name: [] for name in configs}
+    cpu: dict[str, list[float]] = {name: [] for name in configs}  # process CPU seconds
     order = list(configs)
     rng = random.Random(0)
     with torch.inference_mode():
@@ -102,25 +113,30 @@ def main() -> None:
                 adapter = configs[name]
                 context = adapter.attached(model) if adapter else _nothing()
                 with context:
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     model(input_ids=ids, attention_mask=mask)
                     seconds = time.perf_counter() - start
+                    cpu_seconds = time.process_time() - start_cpu
                 if round_:
                     times[name].append(seconds)
+                    cpu[name].append(cpu_seconds)
             done = [f"{n} {1000 * times[n][-1]:.0f} ms" for n in configs if times[n]]
             print(f"round {round_}: " + ", ".join(done), flush=True)
     rows = []
-    plain = statistics.median(times["plain model"])
-    lora = statistics.median(times["lora"])
+    plain, lora = statistics.median(times["plain model"]), statistics.median(times["lora"])
+    plain_cpu, lora_cpu = statistics.median(cpu["plain model"]), statistics.median(cpu["lora"])
     for name, adapter in configs.items():
-        median = statistics.median(times[name])
+        median, median_cpu = statistics.median(times[name]), statistics.median(cpu[name])
         rows.append({"config": name, "ms": 1000 * median, "vs_plain": median / plain,
-                     "vs_lora": median / lora,
+                     "vs_lora": median / lora, "cpu_ms": 1000 * median_cpu,
+                     "cpu_vs_plain": median_cpu / plain_cpu, "cpu_vs_lora": median_cpu / lora_cpu,
                      "params": adapter.info.trainable_params if adapter else 0})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     context = {"machine": platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "load": [load_start, os.getloadavg()[0]],
-               "args": vars(args) | {"write": str(args.write) if args.write else None}}  # fmt: skip
+               "args": vars(args) | {"write": str(args.write) if args.write else None},
+               "command": "python benchmarks/bench_recovery_latency.py "
+                          + " ".join(sys.argv[1:]).replace("../", "")}  # fmt: skip
     section = render(rows, context)
     if args.write:
         from bench_global_prune import write_section
@@ -145,24 +161,33 @@ def render(rows: list[dict], context: dict) -> str:
         "",
         f"SmolLM2-135M, float32, {context['machine']}, {context['threads']} torch threads, torch "
         f"{context['torch']}; one batch of {a['batch']} x {a['tokens']} tokens; prompts and "
-        f"prefixes of {a['virtual']} virtual tokens, IDP with {a['prompts']} prompts. Median of "
+        f"prefixes of {a['virtual']} virtual tokens; IDP with {a['prompts']} prompts of "
+        f"{a['virtual']} tokens, and with the paper's two of 50 and 100 tokens. Median of "
         f"{a['rounds']} interleaved rounds (each round times every configuration once, in a "
         f"shuffled order, after a warm-up round); 1-minute load average "
         f"{context['load'][0]:.1f} at the start, {context['load'][1]:.1f} at the end.",
-        "Command: `python benchmarks/bench_recovery_latency.py --write BENCHMARKS.md`",
+        f"Command: `{context['command']}`",
         "",
-        "| configuration | trainable parameters | ms per batch | vs plain model | vs LoRA |",
-        "|---|---|---|---|---|",
+        "Wall-clock time, and the process's CPU time (less sensitive to other jobs on the",
+        "machine than wall-clock time; read the CPU columns when the load is high).",
+        "",
+        "| configuration | trainable parameters | ms per batch | vs plain model | vs LoRA "
+        "| CPU ms | CPU vs plain model | CPU vs LoRA |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['config']} | {r['params']:,} | {r['ms']:.0f} | {r['vs_plain']:.2f}x | "
-                     f"{r['vs_lora']:.2f}x |")  # fmt: skip
+                     f"{r['vs_lora']:.2f}x | {r['cpu_ms']:.0f} | {r['cpu_vs_plain']:.2f}x | "
+                     f"{r['cpu_vs_lora']:.2f}x |")  # fmt: skip
     lines += [
         "",
         "LoRA runs its low-rank updates beside every adapted layer (unmerged, as peft serves",
         "it). Prompt and prefix tuning add their virtual tokens' keys and values, computed once,",
-        "to the attention of every layer. IDP adds a selection pass: the input after all its",
-        "prompts, with eager attention, over every layer, or the first layer only (`layers=1`).",
+        "to the attention of every layer. IDP (default `layers=1`) chooses its prompt inside the",
+        "input's own forward: one explicit softmax over all prompts' keys in the first layer,",
+        "then every layer attends over all prompt columns with the unchosen ones masked; no",
+        "second forward. `layers=0` first runs a selection pass over every layer (about two",
+        "forwards).",
         "<!-- bench_recovery_latency -->",
     ]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from knowcomp.analysis.similarity import eager_attention
 from knowcomp.cli.main import cli
 from knowcomp.compress import CompressionSession, parse_recipe
 from knowcomp.models import load_model
@@ -22,7 +23,6 @@ from knowcomp.probes.engine import Request, score
 from knowcomp.probes.generate import StopRule, generate
 from knowcomp.probes.mc.requests import score_pairs
 from knowcomp.recovery import RecoveryError, TrainSettings, load_adapter, parse_method, recover
-from knowcomp.recovery.idp import DynamicPrompts, eager_attention
 from knowcomp.recovery.settings import IdpSettings, describe_settings
 from tests.conftest import build_tiny
 from tests.test_models import _save_tiny_with_tokenizer
@@ -66,7 +66,7 @@ def trained(loaded, folder, method: str, tokens: int = 512):
 
 
 METHODS = ["lora:lr=0.01", "prompt:tokens=4:lr=0.05", "prefix:tokens=4:lr=0.05",
-           "idp:tokens=4:prompts=3:lr=0.05"]  # fmt: skip
+           "idp:tokens=4+6:lr=0.05"]  # fmt: skip
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -79,9 +79,9 @@ def test_training_lowers_the_loss_and_leaves_the_model_as_it_was(loaded, folder,
     weights = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     adapter = trained(loaded, folder, method, tokens=1024)
     log = adapter.info.log
-    if method.startswith("idp"):  # 32 blocks as 11, 11 and 10: 3 steps per prompt
-        assert log["tokens"] == 1024 and log["steps"] == 9 and log["parts"] == [3, 3, 3]
-        runs = [log["losses"][i : i + 3] for i in (0, 3, 6)]
+    if method.startswith("idp"):  # two prompts, each trained on all 32 blocks
+        assert log["tokens"] == 2 * 1024 and log["steps"] == 16 and log["parts"] == [8, 8]
+        runs = [log["losses"][:8], log["losses"][8:]]
     else:
         assert log["tokens"] == 1024 and log["steps"] == 8
         runs = [log["losses"]]
@@ -106,7 +106,7 @@ def test_trainable_parameters_are_counted_per_method(loaded, folder):
     assert counts["lora"] == layers * 8 * ((hidden + hidden) * 2 + (hidden + kv) * 2)
     assert counts["prompt"] == 4 * hidden
     assert counts["prefix"] == 4 * layers * 2 * kv
-    assert counts["idp"] == 3 * 4 * hidden
+    assert counts["idp"] == (4 + 6) * hidden
 
 
 def test_training_is_seeded(loaded, folder):
@@ -115,11 +115,13 @@ def test_training_is_seeded(loaded, folder):
     assert torch.equal(first.state["prompt_embeddings"], again.state["prompt_embeddings"])
 
 
-def test_idp_trains_each_prompt_on_its_own_share(loaded, folder):
-    adapter = trained(loaded, folder, "idp:tokens=4:prompts=2:lr=0.05", tokens=512)
-    assert adapter.prompts.shape == (2, 4, loaded.model.config.hidden_size)
-    assert not torch.allclose(adapter.prompts[0], adapter.prompts[1])
-    assert adapter.info.log["tokens"] == 512
+@pytest.mark.parametrize("budget, tokens, parts", [("each", 1024, [4, 4]),
+                                                   ("split", 512, [2, 2])])  # fmt: skip
+def test_idp_trains_each_prompt_on_the_budget_or_a_share(loaded, folder, budget, tokens, parts):
+    adapter = trained(loaded, folder, f"idp:tokens=4+6:lr=0.05:budget={budget}", tokens=512)
+    hidden = loaded.model.config.hidden_size
+    assert [tuple(p.shape) for p in adapter.prompts] == [(4, hidden), (6, hidden)]
+    assert adapter.info.log["tokens"] == tokens and adapter.info.log["parts"] == parts
 
 
 # -- the prefix equals peft's own forward ----------------------------------------------------------
@@ -203,85 +205,141 @@ def test_prompt_generation_equals_a_greedy_loop_without_cache(loaded, folder):
 # -- IDP ----------------------------------------------------------------------------------------
 
 
-def brute_force_choice(model, prompts: torch.Tensor, ids: list[int], layers: int = 0) -> int:
-    """IDP's definition in one sequence: all prompts (each attending only to itself, positions
-    from 0), then the input (attending to every prompt); the prompt whose tokens get the
-    highest mean attention from the input tokens, over layers and heads, wins."""
-    m, length, _ = prompts.shape
-    n = len(ids)
-    embeds = torch.cat([prompts.reshape(m * length, -1),
-                        model.get_input_embeddings()(torch.tensor(ids))])[None]  # fmt: skip
-    total = m * length + n
-    allowed = torch.zeros((total, total), dtype=torch.bool)
-    for i in range(m):
-        block = slice(i * length, (i + 1) * length)
-        allowed[block, block] = torch.ones((length, length), dtype=torch.bool).tril()
-    allowed[m * length :, : m * length] = True
-    allowed[m * length :, m * length :] = torch.ones((n, n), dtype=torch.bool).tril()
+def hand_scores(model, prompts: list[torch.Tensor], ids: list[int], layers: int = 1) -> list:
+    """IDP's score written out in one sequence, with transformers' eager attention: every prompt
+    (each attending only to itself, ending where the input starts), then the input (attending
+    to every prompt); per prompt, the mean of the attention block A[Z_i : X] over its entries
+    and the heads, averaged over the first `layers` layers (0: all)."""
+    lengths = [p.shape[0] for p in prompts]
+    width, end, n = sum(lengths), max(lengths), len(ids)
+    embeds = torch.cat([*prompts, model.get_input_embeddings()(torch.tensor(ids))])[None]
+    allowed = torch.zeros((width + n, width + n), dtype=torch.bool)
+    at = 0
+    for length in lengths:
+        allowed[at : at + length, at : at + length] = torch.ones(length, length).tril().bool()
+        at += length
+    allowed[width:, :width] = True
+    allowed[width:, width:] = torch.ones((n, n)).tril().bool()
     bias = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
-    positions = torch.cat([torch.arange(length).repeat(m), torch.arange(length, length + n)])
+    positions = torch.cat([*[torch.arange(end - k, end) for k in lengths],
+                           torch.arange(end, end + n)])  # fmt: skip
     with torch.no_grad(), eager_attention(model):
         out = model(inputs_embeds=embeds, attention_mask=bias[None, None],
                     position_ids=positions[None], output_attentions=True)  # fmt: skip
-    scores = torch.zeros(m)
-    for layer in out.attentions[: layers or None]:
-        to_prompts = layer[0, :, m * length :, : m * length].reshape(-1, n, m, length).sum(-1)
-        scores += to_prompts.mean(dim=(0, 1))
-    return int(scores.argmax())
+    used = out.attentions[: layers or None]
+    scores = [0.0] * len(lengths)
+    for layer in used:
+        at = 0
+        for i, length in enumerate(lengths):
+            scores[i] += float(layer[0, :, width:, at : at + length].mean()) / len(used)
+            at += length
+    return scores
+
+
+def hand_choice(model, prompts, ids, layers: int = 1) -> int:
+    scores = hand_scores(model, prompts, ids, layers)
+    return scores.index(max(scores))
 
 
 @pytest.fixture
 def idp(loaded):
-    """An IDP adapter with three distinct random prompts (selection does not need training)."""
-    from knowcomp.recovery.adapters import AdapterInfo, IdpAdapter
-
+    """An IDP adapter with three random prompts of different lengths and scales (choosing does
+    not need training)."""
     hidden = loaded.model.config.hidden_size
     generator = torch.Generator().manual_seed(3)
-    prompts = torch.randn((3, 4, hidden), generator=generator) * torch.tensor([0.5, 2.0, 6.0])[
-        :, None, None]  # fmt: skip
-    settings = IdpSettings(tokens=4, prompts=3)
+    prompts = [torch.randn((n, hidden), generator=generator) * scale
+               for n, scale in ((3, 0.5), (6, 2.0), (4, 6.0))]  # fmt: skip
+    return idp_adapter(prompts)
+
+
+def idp_adapter(prompts, **options):
+    from knowcomp.recovery.adapters import AdapterInfo, IdpAdapter
+
+    tokens = "+".join(str(p.shape[0]) for p in prompts)
+    settings = IdpSettings(tokens=tokens, **options)
     return IdpAdapter(settings, AdapterInfo("idp", describe_settings(settings), 0), prompts)
 
 
-def test_idp_chooses_the_prompt_its_definition_chooses(loaded, idp):
-    inputs = [ids_batch(1, n, seed=s)[0].tolist() for s, n in enumerate([3, 5, 8, 9, 12, 6])]
+INPUTS = [(3, 0), (5, 1), (8, 2), (9, 3), (12, 4), (6, 5), (7, 6), (4, 7)]  # (length, seed)
+
+
+def padded_inputs() -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
+    inputs = [ids_batch(1, n, seed=s)[0].tolist() for n, s in INPUTS]
     width = max(len(x) for x in inputs)
     ids = torch.full((len(inputs), width), 1)
     mask = torch.zeros_like(ids)
     for row, x in enumerate(inputs):  # right padding, as the probes pad
         ids[row, : len(x)], mask[row, : len(x)] = torch.tensor(x), 1
-    chooser = DynamicPrompts(loaded.model, idp.prompts)
-    got = chooser.choose({"input_ids": ids, "attention_mask": mask}).tolist()
-    expected = [brute_force_choice(loaded.model, idp.prompts, x) for x in inputs]
+    return inputs, ids, mask
+
+
+@pytest.mark.parametrize("layers", [1, 2, 0])
+def test_idp_chooses_the_prompt_a_hand_computation_chooses(loaded, idp, layers):
+    inputs, ids, mask = padded_inputs()
+    adapter = idp_adapter(idp.prompts, layers=layers)
+    with adapter.attached(loaded.model), torch.no_grad():
+        loaded.model(input_ids=ids, attention_mask=mask)
+    got = adapter.last.last_chosen.tolist()
+    expected = [hand_choice(loaded.model, idp.prompts, x, layers) for x in inputs]
     assert got == expected
     assert len(set(expected)) > 1, "the test inputs should not all pick one prompt"
-    assert loaded.model.config._attn_implementation == "sdpa"  # eager only while choosing
+    assert adapter.last.choices.tolist() == [expected.count(i) for i in range(3)]
+    assert loaded.model.config._attn_implementation == "sdpa"  # given back on detach
 
 
-def test_idp_can_choose_from_the_first_layers_only(loaded, idp):
-    inputs = [ids_batch(1, n, seed=s)[0].tolist() for s, n in enumerate([3, 5, 8, 9, 12, 6])]
-    depth = len(loaded.model.model.layers)
-    chooser = DynamicPrompts(loaded.model, idp.prompts, layers=1)
-    got = [int(chooser.choose({"input_ids": torch.tensor([x])})) for x in inputs]
-    assert got == [brute_force_choice(loaded.model, idp.prompts, x, layers=1) for x in inputs]
-    assert len(loaded.model.model.layers) == depth  # the stack is whole again
+def test_idp_scores_are_a_mean_over_the_block_not_a_sum(loaded, idp):
+    """With unequal lengths the two differ (a sum favours longer prompts): IDP takes the mean."""
+    differ = []
+    for seed in range(30):
+        x = ids_batch(1, 6, seed=seed)[0].tolist()
+        means = hand_scores(loaded.model, idp.prompts, x)
+        sums = [m * p.shape[0] for m, p in zip(means, idp.prompts, strict=True)]
+        if means.index(max(means)) != sums.index(max(sums)):
+            differ.append((x, means.index(max(means))))
+        if len(differ) == 3:
+            break
+    assert differ, "no input tells a mean from a sum"
+    with idp.attached(loaded.model), torch.no_grad():
+        loaded.model(input_ids=torch.tensor([x for x, _ in differ]))
+    assert idp.last.last_chosen.tolist() == [choice for _, choice in differ]
 
 
-def test_idp_output_equals_the_chosen_prompt_alone(loaded, idp):
-    inputs = [ids_batch(1, n, seed=s)[0].tolist() for s, n in enumerate([3, 5, 8, 9])]
-    for x in inputs:
-        ids = torch.tensor([x])
-        with idp.attached(loaded.model), torch.no_grad():
-            got = loaded.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
-        chosen = brute_force_choice(loaded.model, idp.prompts, x)
-        torch.testing.assert_close(got, prompt_logits(loaded.model, idp.prompts[chosen], x),
-                                   atol=1e-4, rtol=1e-4)  # fmt: skip
-    assert int(idp.last.choices.sum()) == 1  # one input per attachment here
+@pytest.mark.parametrize("layers", [1, 0])
+def test_idp_output_equals_the_chosen_prompt_alone(loaded, idp, layers):
+    inputs, ids, mask = padded_inputs()
+    adapter = idp_adapter(idp.prompts, layers=layers)
+    with adapter.attached(loaded.model), torch.no_grad():
+        got = loaded.model(input_ids=ids, attention_mask=mask).logits
+    for row, x in enumerate(inputs):
+        chosen = hand_choice(loaded.model, idp.prompts, x, layers)
+        expected = prompt_logits(loaded.model, idp.prompts[chosen], x)
+        torch.testing.assert_close(got[row, : len(x)], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_idp_needs_rotary_positions_for_unequal_lengths(tiny):
+    gpt2 = tiny("gpt2").model
+    hidden = gpt2.config.hidden_size
+    adapter = idp_adapter([torch.randn(3, hidden), torch.randn(5, hidden)])
+    with pytest.raises(RecoveryError, match="needs rotary position embeddings"):
+        adapter.attached(gpt2).__enter__()
+
+
+def test_idp_with_equal_lengths_runs_without_rotary_positions(tiny):
+    gpt2 = tiny("gpt2").model
+    prompts = [torch.randn(4, gpt2.config.hidden_size) * s for s in (0.5, 3.0)]
+    ids = ids_batch(2, 6, seed=4)
+    adapter = idp_adapter(prompts)
+    with adapter.attached(gpt2), torch.no_grad():
+        got = gpt2(input_ids=ids).logits
+    for row in range(2):
+        chosen = int(adapter.last.last_chosen[row])
+        expected = prompt_logits(gpt2, prompts[chosen], ids[row].tolist())
+        torch.testing.assert_close(got[row], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_idp_scores_each_pair_as_its_own_sequence(loaded, idp):
     expected = expected_pair_scores(
-        loaded, lambda ids: idp.prompts[brute_force_choice(loaded.model, idp.prompts, ids)]
+        loaded, lambda ids: idp.prompts[hand_choice(loaded.model, idp.prompts, ids)]
     )
     with idp.attached(loaded.model):
         got = [s.total for s in score_pairs(loaded, PAIRS)]
@@ -299,6 +357,32 @@ def test_idp_scores_padded_batches_like_single_sequences(loaded, idp):
         assert b.logprobs == pytest.approx(a.logprobs, abs=1e-4)
 
 
+def test_idp_generation_keeps_its_choice_through_the_cache(loaded, idp):
+    prompts = [[20, 21, 22], [30, 31, 32, 33, 34], [40]]
+    ids_to_text = lambda ids: " ".join(f"t{i}" for i in ids)  # noqa: E731 - no stop strings
+    with idp.attached(loaded.model):
+        got = generate(loaded.model, prompts, decode=ids_to_text,
+                       rule=StopRule(stops=("never",), max_new_tokens=4))  # fmt: skip
+    for p, generation in zip(prompts, got, strict=True):
+        prompt = idp.prompts[hand_choice(loaded.model, idp.prompts, p)]
+        ids = list(p)
+        for _ in range(4):
+            ids.append(int(prompt_logits(loaded.model, prompt, ids)[-1].argmax()))
+        assert list(generation.tokens) == ids[len(p) :]
+
+
+def test_idp_loads_an_adapter_saved_before_unequal_lengths(loaded, idp, tmp_path):
+    from safetensors.torch import save_file
+
+    from knowcomp.recovery.adapters import IDP_FILE
+
+    old = idp_adapter([p[:3] for p in idp.prompts])
+    old.save(tmp_path, loaded.model)
+    save_file({"prompts": torch.stack(old.prompts)}, str(tmp_path / IDP_FILE))  # old layout
+    again = load_adapter(tmp_path, loaded.model)
+    assert all(torch.equal(a, b) for a, b in zip(again.prompts, old.prompts, strict=True))
+
+
 # -- saving, loading, compressed models ------------------------------------------------------------
 
 
@@ -307,7 +391,7 @@ def test_adapters_save_and_load(loaded, folder, tmp_path, method):
     adapter = trained(loaded, folder, method, tokens=256)
     adapter.save(tmp_path / "adapter", loaded.model)
     record = json.loads((tmp_path / "adapter" / "knowcomp-recovery.json").read_text())
-    assert record["method"] == method.split(":")[0] and record["log"]["tokens"] == 256
+    assert record["method"] == method.split(":")[0] and record["train"]["tokens"] == 256
     again = load_adapter(tmp_path / "adapter", loaded.model)
     assert again.info.settings == adapter.info.settings
     ids = ids_batch()
@@ -377,7 +461,11 @@ def test_budget_errors(loaded, folder):
     with pytest.raises(RecoveryError, match="less than one block"):
         TrainSettings(tokens=16, seqlen=32)
     with pytest.raises(RecoveryError, match="fewer than the 3 prompts"):
-        recover(loaded, parse_method("idp"), train_settings(folder, tokens=64))
+        recover(
+            loaded,
+            parse_method("idp:tokens=4:prompts=3:budget=split"),
+            train_settings(folder, tokens=64),
+        )
 
 
 # -- command line ----------------------------------------------------------------------------------
@@ -485,7 +573,7 @@ def test_smollm2_lora_and_idp_win_back_held_out_loss_after_pruning():
     CompressionSession(loaded).apply(parse_recipe("prune:l1_unstructured:overall:0.5"))
     compressed = heldout_loss(loaded, None, ids)
     assert compressed > uncompressed + 1.0  # magnitude pruning at 50% breaks SmolLM2
-    for method in ("lora", "idp:prompts=2"):
+    for method in ("lora", "idp:tokens=20:prompts=2:budget=split"):
         adapter = recover(loaded, parse_method(method), settings)
         recovered = heldout_loss(loaded, adapter, ids)
         assert recovered < compressed - 0.05, (method, uncompressed, compressed, recovered)

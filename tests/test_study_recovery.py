@@ -208,7 +208,8 @@ def test_a_study_with_recovery_runs_stores_resumes_and_reports(folder, tmp_path,
     assert set(trials) == {(None, None), (PRUNE, None), (PRUNE, PROMPT), (PRUNE, LORA)}
     prompt = trials[(PRUNE, PROMPT)]
     info = prompt["recovery"]
-    assert info["method"] == "prompt" and info["settings"] == "prompt:tokens=2:init=vocab:lr=0.05"
+    assert info["method"] == "prompt"
+    assert info["settings"] == "prompt:tokens=2:init=vocab:lr=0.05:weight_decay=0.0"
     assert info["trainable_params"] == 2 * 32  # two virtual tokens x hidden size 32
     assert info["log"]["tokens"] == 256 and info["log"]["steps"] == 2
     assert info["log"]["first_loss"] > 0 and info["log"]["seconds"] >= 0
@@ -387,7 +388,7 @@ def test_the_spec_in_the_docs_is_valid(folder):
     data["models"] = [str(folder / "model")]
     trials = validate(spec_from_dict(data))
     assert len(trials) == 1 + (1 + 4) + (1 + 1) + 2 * 9 * (1 + 1)
-    assert {t.method for t in trials} == {None, "lora", "prompt", "prefix", "idp",
+    assert {t.method for t in trials} == {None, "lora", "prompt", "prefix", "idp:tokens=26+100",
                                           "lora:group=overall"}  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from knowcomp.cli.options import (
     recipe_option,
 )
 from knowcomp.cli.progress import RichDisplay
+from knowcomp.cli.recover_ablation import check_ablation, print_ablation
 from knowcomp.models.placement import choose_placement
 
 EXAMPLE = "gptq:overall:bits=4"
@@ -42,7 +43,8 @@ def _help_methods(ctx: click.Context, _param, value: bool) -> None:
     "-m",
     required=True,
     help="lora, prompt, prefix or idp, with options as method:key=value "
-    "(e.g. idp:prompts=4:tokens=10). See --help-methods.",
+    "(e.g. idp:tokens=26+100); method:paper for the ICML 2024 study's settings "
+    "(lora:paper). See --help-methods.",
 )
 @click.option(
     "--help-methods",
@@ -57,7 +59,8 @@ def _help_methods(ctx: click.Context, _param, value: bool) -> None:
     default=32_768,
     show_default=True,
     type=click.IntRange(min=2),
-    help="Training token budget (each block is seen once; IDP splits it between its prompts).",
+    help="Training token budget (each block is seen once; IDP trains each prompt on all of "
+    "it, or with budget=split on a share).",
 )
 @click.option(
     "--train-seqlen",
@@ -97,6 +100,12 @@ def _help_methods(ctx: click.Context, _param, value: bool) -> None:
     show_default=True,
     help="Time a forward batch (4 x 128 tokens) uncompressed, compressed, recovered and with LoRA.",
 )
+@click.option(
+    "--ablation",
+    is_flag=True,
+    help="With -m idp and --probes: also score each prompt alone and their concatenation "
+    "(the ICML 2024 study's Table 3).",
+)
 @placement_options
 def recover(
     model: str,
@@ -116,6 +125,7 @@ def recover(
     out: Path | None,
     force: bool,
     latency: bool,
+    ablation: bool,
     device: str,
     dtype: str,
     device_map: str | None,
@@ -140,6 +150,8 @@ def recover(
     from knowcomp.recovery.methods import check_recipe_trainable
 
     settings = parse_method(method)
+    if ablation:
+        check_ablation(method, probes)
     if lr is not None:
         settings = replace(settings, lr=lr)
     calibration_text = calibration_spec(calibration, nsamples, calibration_seqlen, seed, data_dir)
@@ -165,7 +177,7 @@ def recover(
 
     run = run_recovery(
         pipeline, parsed, settings, train, chosen, options, latency=latency,
-        display=RichDisplay(), on_compressed=compressed,
+        display=RichDisplay(), on_compressed=compressed, ablation=ablation,
     )  # fmt: skip
     adapter = run.adapter
     _print_training(adapter)
@@ -173,8 +185,11 @@ def recover(
         _print_comparison(run.stages)
     if run.timing:
         _print_latency(run.timing)
+    table = print_ablation(run.ablation) if run.ablation else None
     if out is not None:
         adapter.info.results = _summary(run.stages, run.timing)
+        if table is not None:
+            adapter.info.results["ablation"] = table
         adapter.info.placement = placement.record()
         adapter.save(out, pipeline.loaded.model)
         console.print(f"adapter saved to {out} (record in {out / 'knowcomp-recovery.json'})")

@@ -19,6 +19,7 @@ class RecoveryRun:
     report: Any
     stages: dict[str, list[Any]] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
+    ablation: dict[str, list[Any]] = field(default_factory=dict)  # IDP variant -> results
 
 
 def run_recovery(
@@ -32,10 +33,12 @@ def run_recovery(
     latency: bool = True,
     display: Display | None = None,
     on_compressed: Any = None,
+    ablation: bool = False,
 ) -> RecoveryRun:
     """Compress with `recipe` (seed `train.seed`), train `settings`' method on `train`'s text,
     and probe before, after compression and with the adapter attached. `on_compressed(report)`
-    is called once the model is compressed (to print it)."""
+    is called once the model is compressed (to print it). With `ablation` (IDP), each prompt
+    alone and their naive concatenation are scored too (the ICML 2024 study's Table 3)."""
     from knowcomp.recovery.latency import forward_seconds, latency_batch
     from knowcomp.recovery.methods import check_trainable
 
@@ -70,7 +73,30 @@ def run_recovery(
     measure("recovered", adapter)
     if latency and adapter.method != "lora":
         timing["compressed + lora"] = _lora_seconds(pipeline, batch)
-    return RecoveryRun(adapter, report, stages, timing)
+    variants = _ablation(pipeline, adapter, probes, options, stages, display) if ablation else {}
+    return RecoveryRun(adapter, report, stages, timing, variants)
+
+
+def _ablation(
+    pipeline: Pipeline,
+    adapter: Any,
+    probes: list[Any],
+    options: Any,
+    stages: dict[str, list[Any]],
+    display: Display,
+) -> dict[str, list[Any]]:
+    """Variant name -> its probe results; IDP's own are the recovered stage's."""
+    from knowcomp.recovery.ablation import IDP_ROW, ablation_variants
+
+    scores: dict[str, list[Any]] = {}
+    for variant in ablation_variants(adapter):
+        if variant.name == IDP_ROW:
+            scores[variant.name] = stages["recovered"]
+            continue
+        with display.work(f"{variant.name} ") as progress:
+            found = pipeline.evaluate(probes, options, adapter=variant, progress=progress)
+        scores[variant.name] = found.results
+    return scores
 
 
 def _lora_seconds(pipeline: Pipeline, batch: Any) -> float:

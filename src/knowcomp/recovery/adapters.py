@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,8 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from knowcomp.probes.engine import PER_SEQUENCE
-from knowcomp.recovery.idp import DynamicPrompts
+from knowcomp.recovery.idp import DynamicPrompts, load_prompts
 from knowcomp.recovery.prefix import KVPrefix, batch_size_of, prefixed, prompts_prefix
 from knowcomp.recovery.settings import MethodSettings, RecoveryError, parse_method
 
@@ -110,28 +109,27 @@ class PeftAdapter(Adapter):
 
 
 class IdpAdapter(Adapter):
-    """IDP: `prompts` soft prompts [m, length, hidden], one chosen per input."""
+    """IDP: soft prompts ([length, hidden] each, lengths may differ), one chosen per input."""
 
-    def __init__(self, settings: MethodSettings, info: AdapterInfo, prompts: torch.Tensor) -> None:
+    def __init__(
+        self, settings: MethodSettings, info: AdapterInfo, prompts: Sequence[torch.Tensor]
+    ) -> None:
         super().__init__(settings, info)
-        self.prompts = prompts
+        self.prompts = list(prompts)
         self.last: DynamicPrompts | None = None  # the last attachment (its choice counts)
 
     @contextmanager
     def attached(self, model: nn.Module) -> Iterator[nn.Module]:
         chooser = DynamicPrompts(model, self.prompts, self.settings.layers)
         self.last = chooser
-        setattr(model, PER_SEQUENCE, True)  # IDP picks a prompt per input: no packing
-        try:
-            with prefixed(model, chooser, chooser.length):
-                yield model
-        finally:
-            delattr(model, PER_SEQUENCE)
+        with chooser.installed():
+            yield model
 
     def _save_state(self, folder: Path, model: nn.Module) -> None:
         from safetensors.torch import save_file
 
-        save_file({"prompts": self.prompts.contiguous()}, str(folder / IDP_FILE))
+        tensors = {f"prompt.{i}": p.contiguous() for i, p in enumerate(self.prompts)}
+        save_file(tensors, str(folder / IDP_FILE))
 
 
 @contextmanager
@@ -204,7 +202,7 @@ def load_adapter(folder: Path, model: nn.Module) -> Adapter:
     if settings.method == "idp":
         from safetensors.torch import load_file
 
-        return IdpAdapter(settings, info, load_file(str(folder / IDP_FILE))["prompts"])
+        return IdpAdapter(settings, info, load_prompts(load_file(str(folder / IDP_FILE))))
     from peft import PeftModel
 
     with model_flags_kept(model):

@@ -1,71 +1,121 @@
-"""Inference-time dynamic prompting (IDP, Hoang et al., ICML 2024).
+"""Inference-time dynamic prompting (IDP, Hoang et al., ICML 2024, sec. 3.1.1).
 
-`m` soft prompts, each trained alone, are kept side by side as one key/value cache: the model
-runs once over all of them with a block-diagonal causal mask (no prompt attends to another)
-and each prompt at positions 0..length-1, which gives exactly each prompt's own keys and values
-(`knowcomp.recovery.prefix.prompts_prefix`). That cache is computed once, when IDP is
-attached, and reused for every input.
+`m` soft prompts, each trained alone and possibly of different lengths, are kept side by side
+as one key/value cache computed once, when IDP is attached: the model runs once over all of
+them with a block-diagonal causal mask (no prompt attends to another), each prompt at the
+positions that end where the input starts (`L - length .. L - 1`, with `L` the longest
+prompt's length; the input then starts at position `L`). With rotary position embeddings
+attention depends on relative positions only, so each prompt's keys and values, and the
+input's attention to them, are the same as when that prompt alone precedes the input.
 
-Per input, a selection pass runs the input after all `m` prompts at once, reads the attention
-of every input token (all layers and heads, padding left out) and sums it over each prompt's
-keys; the prompt whose keys get the highest mean attention is chosen (`DynamicPrompts`). The
-input then runs after the chosen prompt's keys and values alone, so its output equals running
-that prompt by itself. The selection pass is a forward with eager attention, so IDP costs
-about two forwards per input; `layers=N` reads only the first N layers' attention and stops
-the selection pass there, which makes it about N / depth of a forward. `knowcomp recover`
-reports the latency it measures.
+**Choice (the paper's score).** For each input and each prompt `i`, the score is the mean over
+the entries of the attention block `A[Z_i : X]`: the attention probabilities from the input's
+real (unpadded) tokens to prompt `i`'s tokens, averaged over those rows, those columns and the
+heads. The probabilities are the softmax over all prompts' keys and the input's own keys, the
+input's queries at its own positions. The prompt with the highest score is used.
+
+**Where it is computed.** The choice is made inside the input's own forward, not in a pass of
+its own: while IDP is attached, the model's attention goes through `idp_attention` (registered
+with transformers' `AttentionInterface`). In the first layer that function takes the query and
+the keys the layer has just computed (the prompts' from the cache), computes the score above and
+chooses; from then on, in that layer and every later one, it hides the other prompts' columns
+from the attention mask and calls transformers' SDPA attention. So each input sees only its
+chosen prompt, in every layer, and its outputs equal running that prompt alone as a prefix.
+The extra work is one explicit softmax in the first layer and attention over the hidden
+columns (masked, so they change nothing); there is no second forward. The choice reads the
+first layer's attention only, because a choice read from a later layer would come after
+earlier layers had already attended to every prompt.
+
+`layers=N` (N > 1, or 0 for all layers) instead chooses from the mean of the score over the
+first N layers; that needs those layers to run with every prompt visible, so it runs a
+selection pass over them first (stopped after layer N), then the input's forward with the
+chosen prompt: about 1 + N / depth forwards. Transformers returns attention probabilities only
+from eager attention, and SDPA (which the answer uses) does not expose them: `idp_attention`
+computes them itself from the same query and keys. While IDP is attached the model's attention
+is SDPA whatever it was before (eager, say); its own implementation is set again on detach.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import nn
-from transformers import DynamicCache
+from transformers import AttentionInterface, DynamicCache
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from knowcomp.recovery.prefix import KVPrefix, batch_size_of, prompts_prefix
+from knowcomp.probes.engine import PER_SEQUENCE
+from knowcomp.recovery.prefix import KVPrefix, prefixed, prompts_prefix
 from knowcomp.recovery.settings import RecoveryError
 
-
-def prompt_slice(prefix: KVPrefix, prompts: int, chosen: torch.Tensor) -> KVPrefix:
-    """Row b of the result holds prompt `chosen[b]`'s keys and values alone."""
-
-    def pick(t: torch.Tensor) -> torch.Tensor:
-        _, heads, width, dim = t.shape
-        per_prompt = t[0].view(heads, prompts, width // prompts, dim)
-        return per_prompt[:, chosen].permute(1, 0, 2, 3)
-
-    return KVPrefix([pick(k) for k in prefix.keys], [pick(v) for v in prefix.values])
+ATTENTION = "knowcomp_idp"  # the name under which `idp_attention` is registered
+CHOOSER = "_knowcomp_idp"  # attribute that ties an attention module to its chooser
 
 
-@contextmanager
-def eager_attention(model: nn.Module) -> Iterator[None]:
-    """Attention weights are only returned by eager attention: switch to it for a while."""
-    before = getattr(model.config, "_attn_implementation", None)
-    if before == "eager" or not hasattr(model, "set_attn_implementation"):
-        yield
-        return
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(before)
-
-
-def prompt_scores(
-    attentions: tuple[torch.Tensor, ...], query_mask: torch.Tensor, prompts: int, length: int
+def block_scores(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float,
+    lengths: Sequence[int],
+    query_mask: torch.Tensor,
 ) -> torch.Tensor:
-    """[batch, prompts]: attention from the input tokens to each prompt's keys, averaged over
-    layers, heads and real (mask 1) query positions."""
-    weights = query_mask.to(attentions[0].dtype)  # [batch, tokens]
-    total = torch.zeros((weights.shape[0], prompts), dtype=torch.float64, device=weights.device)
-    for layer in attentions:  # [batch, heads, tokens, prompts*length + tokens]
-        on_prompts = layer[..., : prompts * length].unflatten(-1, (prompts, length)).sum(-1)
-        per_token = on_prompts.mean(dim=1)  # [batch, tokens, prompts]
-        total += (per_token * weights[..., None]).sum(dim=1).double()
-    return total / (weights.sum(dim=1, keepdim=True).double() * len(attentions))
+    """[batch, prompts]: per prompt, the mean of the attention block A[Z_i : X] (real query
+    rows x the prompt's key columns), averaged over heads. `key` starts with the prompts'
+    columns, in `lengths` order; `mask` is the layer's 4-D attention mask (bool or additive)."""
+    key = repeat_kv(key, query.shape[1] // key.shape[1])
+    logits = (query.float() @ key.float().transpose(-1, -2)) * scaling
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        else:
+            logits = logits + mask.float()
+    probs = logits.softmax(dim=-1).nan_to_num(0.0)  # [batch, heads, queries, keys]
+    blocks = probs[..., : sum(lengths)].split(list(lengths), dim=-1)
+    per_prompt = torch.stack([block.mean(dim=-1) for block in blocks], dim=-1).mean(dim=1)
+    rows = query_mask.to(per_prompt.dtype)[..., None]  # [batch, queries, 1]
+    return (per_prompt * rows).sum(dim=1) / rows.sum(dim=1).clamp(min=1)
+
+
+def hide_columns(
+    mask: torch.Tensor | None, keep: torch.Tensor, queries: int, keys: int
+) -> torch.Tensor:
+    """The layer's 4-D mask with the leading prompt columns not in `keep` [batch, width]
+    closed (a missing mask is the causal one over `keys` keys)."""
+    batch, width = keep.shape
+    if mask is None:
+        past = keys - queries
+        allowed = torch.ones((queries, keys), dtype=torch.bool, device=keep.device)
+        mask = allowed.tril(diagonal=past)[None, None].expand(batch, 1, -1, -1)
+    closed = ~keep[:, None, None, :]
+    head = mask[..., :width]
+    if mask.dtype == torch.bool:
+        head = head & ~closed
+    else:
+        head = head.masked_fill(closed, torch.finfo(mask.dtype).min)
+    return torch.cat([head, mask[..., width:]], dim=-1)
+
+
+def idp_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs,
+):
+    """Transformers' SDPA attention, with the IDP choice of the module's chooser (if any)."""
+    chooser = getattr(module, CHOOSER, None)
+    if chooser is not None:
+        scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
+        attention_mask = chooser.in_layer(module, query, key, attention_mask, scaling)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(ATTENTION, idp_attention)
+AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
 @contextmanager
@@ -89,52 +139,160 @@ def first_blocks(model: nn.Module, layers: int) -> Iterator[None]:
         setattr(parent, attribute, full)
 
 
+def has_rotary_positions(model: nn.Module) -> bool:
+    """Whether positions enter only through rotary embeddings (attention then depends on
+    relative positions only)."""
+    return any("rotary" in type(m).__name__.lower() for m in model.modules())
+
+
 class DynamicPrompts:
-    """Chooses a prompt per input and returns the chosen prompts' keys and values."""
+    """IDP's prompts on one model: the cache provider for `prefixed`, and the choice that
+    `idp_attention` makes and applies in every layer."""
 
-    def __init__(self, model: nn.Module, prompts: torch.Tensor, layers: int = 0) -> None:
+    def __init__(self, model: nn.Module, prompts: Sequence[torch.Tensor], layers: int = 1) -> None:
         self.model, self.layers = model, layers
-        self.count, self.length = prompts.shape[0], prompts.shape[1]
-        self.prefix = prompts_prefix(model, prompts)
+        self.lengths = [p.shape[0] for p in prompts]
+        self.count, self.width, self.length = len(prompts), sum(self.lengths), max(self.lengths)
+        if len(set(self.lengths)) > 1 and not has_rotary_positions(model):
+            raise RecoveryError(
+                f"IDP with prompts of different lengths ({'+'.join(map(str, self.lengths))}) "
+                f"needs rotary position embeddings, which {type(model).__name__} does not use; "
+                "train prompts of one length (idp:tokens=L:prompts=N)"
+            )
+        self.prefix = prompts_prefix(model, prompts, end=self.length)
         self.choices = torch.zeros(self.count, dtype=torch.long)  # how often each was chosen
+        self.last_chosen: torch.Tensor | None = None  # the last batch's prompt per row
+        self.keep: torch.Tensor | None = None  # [batch, width]: the chosen prompt's columns
+        self.query_mask: torch.Tensor | None = None  # the real tokens of the input being chosen for
+        self.pending = False  # a choice is due in the next first layer
+        self.collecting = False  # in a selection pass: sum each layer's scores
+        self.totals: torch.Tensor | None = None
+        self.seen = 0
 
-    def choose(self, kwargs: dict) -> torch.Tensor:
-        """The chosen prompt of every row of this forward call's input."""
-        if kwargs.get("input_ids") is None:
+    def __call__(self, kwargs: dict) -> KVPrefix:
+        """At the start of a sequence: every prompt's keys and values for this batch, and the
+        choice set up (made here by a selection pass, or due in the first layer)."""
+        ids = kwargs.get("input_ids")
+        if ids is None:
             raise RecoveryError(
                 "IDP chooses prompts from input_ids; inputs_embeds are not supported"
             )
-        ids = kwargs["input_ids"]
-        batch, tokens = ids.shape
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
             raise RecoveryError("IDP needs a 2-D attention mask (one sequence per input)")
+        batch, tokens = ids.shape
         if mask is None:
             mask = torch.ones((batch, tokens), dtype=torch.long, device=ids.device)
-        query_mask = mask[:, -tokens:]
-        positions = kwargs.get("position_ids")
+        self.query_mask, self.keep = mask[:, -tokens:], None
+        if self.layers == 1:
+            self.pending = True
+        else:
+            self._selection_pass(ids, mask, kwargs.get("position_ids"))
+        return self.prefix.rows(batch)
+
+    def _selection_pass(self, ids: torch.Tensor, mask: torch.Tensor, positions) -> None:
+        """`layers` != 1: the first `layers` blocks over the input after every prompt."""
+        batch, tokens = ids.shape
         if positions is None:
             positions = torch.arange(tokens, device=ids.device).expand(batch, -1)
-        width = self.count * self.length
         cache = self.prefix.rows(batch).fill(DynamicCache(config=self.model.config))
-        ones = torch.ones((batch, width), dtype=mask.dtype, device=mask.device)
-        # the transformer without its LM head: the choice needs attention weights only, and a
-        # probe's hook on the head (scored positions only) must not see this pass
-        with torch.no_grad(), eager_attention(self.model), first_blocks(self.model, self.layers):
-            out = self.model.base_model(
-                input_ids=ids, attention_mask=torch.cat([ones, mask], dim=1),
-                position_ids=positions + self.length, past_key_values=cache,
-                output_attentions=True, use_cache=True,
-            )  # fmt: skip
-        if not out.attentions or out.attentions[0] is None:
-            raise RecoveryError(
-                f"{type(self.model).__name__} returned no attention weights; IDP needs them"
-            )
-        chosen = prompt_scores(out.attentions, query_mask, self.count, self.length).argmax(-1)
-        self.choices += torch.bincount(chosen.cpu(), minlength=self.count)
-        return chosen
+        ones = torch.ones((batch, self.width), dtype=mask.dtype, device=mask.device)
+        self.totals, self.seen, self.collecting = None, 0, True
+        try:
+            # the transformer without its LM head, which a probe's hook may watch
+            with torch.no_grad(), first_blocks(self.model, self.layers):
+                self.model.base_model(
+                    input_ids=ids, attention_mask=torch.cat([ones, mask], dim=1),
+                    position_ids=positions + self.length, past_key_values=cache, use_cache=True,
+                )  # fmt: skip
+            if not self.seen:
+                raise RecoveryError(self._unreached())
+            self._choose(self.totals / self.seen)
+        finally:
+            self.totals, self.collecting = None, False
 
-    def __call__(self, kwargs: dict) -> KVPrefix:
-        chosen = self.choose(kwargs)
-        assert len(chosen) == batch_size_of(kwargs)
-        return prompt_slice(self.prefix, self.count, chosen)
+    def in_layer(
+        self,
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        mask: torch.Tensor | None,
+        scaling: float,
+    ) -> torch.Tensor | None:
+        """Called by `idp_attention` in every layer: choose where due, then the mask that
+        shows each row its chosen prompt only."""
+        if self.collecting:
+            scores = block_scores(query, key, mask, scaling, self.lengths, self.query_mask)
+            self.totals = scores if self.totals is None else self.totals + scores
+            self.seen += 1
+            return mask  # a selection pass: every prompt visible
+        if self.pending:
+            if getattr(module, "layer_idx", 0) != 0:
+                raise RecoveryError(self._unreached())
+            self._choose(block_scores(query, key, mask, scaling, self.lengths, self.query_mask))
+        if self.keep is None:
+            return mask
+        if self.keep.shape[0] != query.shape[0]:
+            raise RecoveryError(
+                "IDP chose prompts for a batch of another size; a sequence must keep its batch"
+            )
+        return hide_columns(mask, self.keep, query.shape[2], key.shape[2])
+
+    def _choose(self, scores: torch.Tensor) -> None:
+        chosen = scores.argmax(dim=-1)
+        self.choices += torch.bincount(chosen.cpu(), minlength=self.count)
+        starts = torch.tensor([0, *self.lengths[:-1]]).cumsum(0)
+        columns = torch.arange(self.width)
+        first, last = starts[chosen.cpu()], starts[chosen.cpu()] + torch.tensor(self.lengths)[
+            chosen.cpu()]  # fmt: skip
+        keep = (columns[None] >= first[:, None]) & (columns[None] < last[:, None])
+        self.keep, self.pending = keep.to(scores.device), False
+        self.last_chosen = chosen
+
+    def _unreached(self) -> str:
+        return (
+            f"IDP's choice was not made: {type(self.model).__name__}'s first attention layer "
+            "does not run through transformers' attention interface"
+        )
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """While active, the model's attention is `idp_attention` with this chooser, and the
+        probes score every request as its own sequence (the prompt depends on the whole
+        input)."""
+        model = self.model
+        before = model.config._attn_implementation
+        marked = [m for m in model.modules() if hasattr(m, "layer_idx") and m is not model]
+        handle = model.register_forward_hook(self._check_chosen)
+        model.set_attn_implementation(ATTENTION)
+        if model.config._attn_implementation != ATTENTION:
+            handle.remove()
+            raise RecoveryError(
+                f"IDP cannot run in {type(model).__name__}: its attention is not set through "
+                "transformers' attention interface"
+            )
+        for module in marked:
+            setattr(module, CHOOSER, self)
+        setattr(model, PER_SEQUENCE, True)
+        try:
+            with prefixed(model, self, self.width, shift=self.length):
+                yield
+        finally:
+            handle.remove()
+            delattr(model, PER_SEQUENCE)
+            for module in marked:
+                delattr(module, CHOOSER)
+            model.set_attn_implementation(before)
+
+    def _check_chosen(self, _module: nn.Module, _args, _output) -> None:
+        if self.pending:
+            self.pending = False
+            raise RecoveryError(self._unreached())
+
+
+def load_prompts(tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """IDP's prompts from its saved tensors: `prompt.0`, `prompt.1`, ... ([length, hidden]
+    each), or an older file's `prompts` [m, length, hidden]."""
+    if "prompts" in tensors:
+        return list(tensors["prompts"].unbind(0))
+    return [tensors[f"prompt.{i}"] for i in range(len(tensors))]

@@ -2,13 +2,12 @@
 
 A registry like the compression methods': `@register("name")` on a function
 `(loaded, settings, train, progress) -> Adapter`. LoRA, prompt tuning and prefix tuning train
-through peft; IDP trains `prompts` prompt-tuning runs, each on its own share of the budget.
+through peft; IDP trains one prompt-tuning run per prompt (`IdpSettings.budget`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import torch
 from torch import nn
@@ -128,6 +127,7 @@ def _train_peft(
             wrapped.parameters(),
             blocks,
             lr=settings.lr,
+            weight_decay=settings.weight_decay,
             batch_size=train_settings.batch_size,
             seed=seed,
             progress=progress,
@@ -221,24 +221,26 @@ def prefix_config(settings: PrefixSettings):
 def train_idp(
     loaded: LoadedModel, settings: IdpSettings, train_settings: TrainSettings, progress: Progress
 ) -> Adapter:
-    """Each prompt is prompt tuning on its own disjoint share of the budget, with its own seed."""
-    shards = training_blocks(loaded.tokenizer, train_settings, shards=settings.prompts)
-    single = replace(PromptSettings(), tokens=settings.tokens, init=settings.init, lr=settings.lr)
+    """Each prompt is an ordinary prompt-tuning run with its own seed: on the whole budget
+    (`budget=each`, the paper's way) or on its own disjoint share of it (`budget=split`)."""
+    lengths = settings.lengths
+    if settings.budget == "each":
+        [blocks] = training_blocks(loaded.tokenizer, train_settings)
+        runs = [blocks] * len(lengths)
+    else:
+        runs = training_blocks(loaded.tokenizer, train_settings, shards=len(lengths))
     prompts, params, log = [], 0, TrainLog()
-    for i, blocks in enumerate(shards):
+    for i, (length, blocks) in enumerate(zip(lengths, runs, strict=True)):
+        single = PromptSettings(tokens=length, init=settings.init, lr=settings.lr,
+                                weight_decay=settings.weight_decay)  # fmt: skip
         _, state, n, part = _train_peft(
-            loaded,
-            single,
-            prompt_config(single),
-            blocks,
-            train_settings,
-            train_settings.seed + i,
-            progress,
-        )
+            loaded, single, prompt_config(single), blocks, train_settings,
+            train_settings.seed + i, progress,
+        )  # fmt: skip
         prompts.append(state["prompt_embeddings"])
         params += n
         log.steps, log.tokens = log.steps + part.steps, log.tokens + part.tokens
         log.losses += part.losses
         log.seconds += part.seconds
         log.parts.append(part.steps)
-    return IdpAdapter(settings, _info(settings, params, log), torch.stack(prompts))
+    return IdpAdapter(settings, _info(settings, params, log), prompts)

@@ -16,7 +16,7 @@ tokens only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -75,8 +75,11 @@ def batch_size_of(kwargs: dict) -> int:
 
 
 class _PrefixHook:
-    def __init__(self, model: nn.Module, provider: CacheProvider, length: int) -> None:
+    def __init__(
+        self, model: nn.Module, provider: CacheProvider, length: int, shift: int | None = None
+    ) -> None:
         self.model, self.provider, self.length = model, provider, length
+        self.shift = length if shift is None else shift  # where the input's positions start
         self.busy = False  # the provider may run the model itself (IDP's selection pass)
 
     def __call__(self, _module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -92,48 +95,69 @@ class _PrefixHook:
                 prefix = self.provider(kwargs)
             finally:
                 self.busy = False
-            kwargs["past_key_values"] = prefix.fill(
-                cache if cache is not None else DynamicCache(config=self.model.config)
-            )
+            if cache is None:
+                cache = DynamicCache(config=self.model.config)
+            cache = prefix.fill(cache)
+            kwargs["past_key_values"] = cache
             kwargs["use_cache"] = True  # a model given a cache with use_cache=False may drop it
         mask = kwargs.get("attention_mask")
         if mask is not None:
             kwargs["attention_mask"] = extend_mask(mask, self.length)
-        for name in ("position_ids", "cache_position"):
+        for name, shift in (("position_ids", self.shift), ("cache_position", self.length)):
             if kwargs.get(name) is not None:
-                kwargs[name] = kwargs[name] + self.length
+                kwargs[name] = kwargs[name] + shift
+        if kwargs.get("position_ids") is None and self.shift != self.length:
+            # the model would count positions from the cache's length (the prefix's width)
+            tokens = batch_tokens(kwargs)
+            start = cache.get_seq_length() - self.length + self.shift
+            device = cache.layers[0].keys.device
+            kwargs["position_ids"] = torch.arange(start, start + tokens, device=device)[None]
         return args, kwargs
+
+
+def batch_tokens(kwargs: dict) -> int:
+    inputs = kwargs.get("input_ids")
+    if inputs is None:
+        inputs = kwargs["inputs_embeds"]
+    return inputs.shape[1]
 
 
 @contextmanager
 def prefixed(
-    model: nn.Module, provider: Callable[[dict], KVPrefix], length: int
+    model: nn.Module,
+    provider: Callable[[dict], KVPrefix],
+    length: int,
+    shift: int | None = None,
 ) -> Iterator[nn.Module]:
-    """While active, every forward of `model` runs after the provider's virtual tokens."""
-    handle = model.register_forward_pre_hook(_PrefixHook(model, provider, length),
-                                             with_kwargs=True)  # fmt: skip
+    """While active, every forward of `model` runs after the provider's `length` virtual
+    tokens, its own positions starting at `shift` (default: `length`)."""
+    hook = _PrefixHook(model, provider, length, shift)
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         yield model
     finally:
         handle.remove()
 
 
-def prompts_prefix(model: nn.Module, prompts: torch.Tensor) -> KVPrefix:
-    """Keys and values of soft prompts [m, length, hidden], side by side ([1, heads, m*length,
-    d]), each as the model computes it alone at positions 0..length-1 (the same as prepending
-    it to every input). One prompt is prompt tuning's prefix; several are IDP's, computed in
+def prompts_prefix(
+    model: nn.Module, prompts: torch.Tensor | Sequence[torch.Tensor], end: int | None = None
+) -> KVPrefix:
+    """Keys and values of soft prompts (each [length, hidden]; or a tensor [m, length, hidden]),
+    side by side ([1, heads, total length, d]), each as the model computes it alone: at
+    positions 0..length-1, or, with `end`, at end-length..end-1 (ending where an input at
+    position `end` starts). One prompt is prompt tuning's prefix; several are IDP's, computed in
     one pass with a block-diagonal causal mask so that no prompt sees another."""
-    m, length, _ = prompts.shape
+    prompts = list(prompts)
+    lengths = [p.shape[0] for p in prompts]
     device = next(model.parameters()).device
-    embeds = prompts.reshape(1, m * length, -1).to(device=device, dtype=model.dtype)
+    embeds = torch.cat(prompts)[None].to(device=device, dtype=model.dtype)
     several = {}
-    if m > 1:
-        causal = torch.ones((length, length), dtype=torch.bool).tril()
-        allowed = torch.block_diag(*[causal] * m)
+    if len(prompts) > 1 or end is not None:
+        allowed = torch.block_diag(*[torch.ones((n, n), dtype=torch.bool).tril() for n in lengths])
         bias = torch.zeros(allowed.shape, dtype=model.dtype)
         bias = bias.masked_fill_(~allowed, torch.finfo(model.dtype).min)[None, None]
-        positions = torch.arange(length).repeat(m)[None]
-        several = {"attention_mask": bias.to(device), "position_ids": positions.to(device)}
+        positions = torch.cat([torch.arange(n) + (0 if end is None else end - n) for n in lengths])
+        several = {"attention_mask": bias.to(device), "position_ids": positions[None].to(device)}
     with torch.no_grad():  # the transformer only: no LM head is needed for keys and values
         out = model.base_model(inputs_embeds=embeds, use_cache=True, **several)
     return KVPrefix.from_cache(out.past_key_values)

@@ -91,6 +91,7 @@ def train(
     blocks: torch.Tensor,
     *,
     lr: float,
+    weight_decay: float = 0.0,
     batch_size: int,
     seed: int,
     progress: Callable[[int, float], None] | None = None,
@@ -99,7 +100,7 @@ def train(
     params = [p for p in params if p.requires_grad]
     if not params:
         raise RecoveryError("nothing to train: the method attached no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
     log, start = TrainLog(), time.perf_counter()
     for step in range(math.ceil(len(blocks) / batch_size)):

@@ -79,6 +79,22 @@ def _forget_recover() -> list[Sweep]:
     ]
 
 
+# The study's own settings (sec. 4): GPTQ at 3 bits, and every recovery method with its
+# `paper` settings (LoRA rank 4 on Q, K, V, O and the MLP; prompts of 50 and 100 tokens;
+# AdamW lr 2e-4, weight decay 1e-5); see `knowcomp.recovery.settings`.
+PAPER_RECOVERY_METHODS = ("lora:paper", "idp:paper")
+
+
+def _forget_recover_paper() -> list[Sweep]:
+    """Hoang et al. (2024) with their settings: GPTQ 3-bit and SparseGPT 50%, each alone and
+    followed by LoRA and IDP with the paper's recovery settings."""
+    methods = tuple(short_method(m) for m in PAPER_RECOVERY_METHODS)
+    return [
+        Sweep("gptq3/overall", "quant:gptq:overall:bits=3", recover=methods),
+        Sweep("sparsegpt50/overall", "prune:sparsegpt:overall:0.5", recover=methods),
+    ]
+
+
 @dataclass(frozen=True)
 class Preset:
     summary: str
@@ -124,6 +140,17 @@ PRESETS: dict[str, Preset] = {
         "then recovered by LoRA and by IDP (4,096 training tokens each); the study's 9 tasks, "
         "20 items each",
         tuple(_forget_recover()),
+        probes=STUDY_TASKS,
+        limit=FORGET_RECOVER_LIMIT,
+        recovery=RecoverySettings(
+            tokens=FORGET_RECOVER_TOKENS, seqlen=256, batch_size=4, calibration="data:boolq,sciq"
+        ),
+    ),
+    "forget-recover-paper": Preset(
+        "forget-recover with the study's own settings: GPTQ 3-bit and SparseGPT 50%, then LoRA "
+        "(rank 4 on attention and MLP) and IDP (prompts of 50 and 100 tokens), AdamW lr 2e-4, "
+        "weight decay 1e-5; 4,096 training tokens each (the paper trains far longer)",
+        tuple(_forget_recover_paper()),
         probes=STUDY_TASKS,
         limit=FORGET_RECOVER_LIMIT,
         recovery=RecoverySettings(
