@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from knowcomp.errors import KnowcompError
-from knowcomp.study.spec import SpecError, StudySpec, short_method
+from knowcomp.study.spec import LEVEL, SpecError, StudySpec, short_method
 
 BASELINE = "baseline"
 
@@ -33,6 +33,7 @@ class Trial:
     train: str | None = None  # its training settings (`RecoverySettings.key()` as JSON)
     add_bos: str = "auto"  # BOS first in decoder inputs (`probes.inputs`)
     lama_protocol: str = "templates"  # see `probes.lama.protocols`
+    vary: str = LEVEL  # the option `level` is the value of (its sweep's `vary`); not in the key
 
     @property
     def key(self) -> str:
@@ -62,7 +63,8 @@ class Trial:
     @property
     def label(self) -> str:
         """The sweep, its level, and the recovery method: for progress lines."""
-        label = self.sweep if self.level is None else f"{self.sweep} {self.level:g}"
+        value = "" if self.vary == LEVEL else f"{self.vary}="
+        label = self.sweep if self.level is None else f"{self.sweep} {value}{self.level:g}"
         return label if self.recover is None else f"{label} + {self.method}"
 
     def to_dict(self) -> dict:
@@ -87,7 +89,8 @@ def expand(spec: StudySpec) -> list[Trial]:
                 if seed not in seeds_used:
                     seeds_used.append(seed)
                 for level, recipe in sweep.recipes():
-                    plain = Trial(model, sweep.name, recipe, level, seed, **common)
+                    plain = Trial(model, sweep.name, recipe, level, seed, **common,
+                                  vary=sweep.vary)  # fmt: skip
                     compressed.append(plain)
                     compressed += [replace(plain, recover=m, train=train) for m in sweep.recover]
         if not spec.sweeps:  # a study of baselines only
