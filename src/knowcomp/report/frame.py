@@ -168,6 +168,7 @@ class Frame:
     old_input_rule: set[str] = field(default_factory=set)  # trial keys scored before rule 2
     choice_metric: str = "acc"  # the headline of multiple-choice probes: acc or acc_norm
     intervals: Intervals = field(default_factory=Intervals)  # per-item data, bootstrap draws
+    families: dict[str, str] = field(default_factory=dict)  # model label -> its stored family
 
 
 def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -211,6 +212,7 @@ def load_frame(
         if metric is None:
             continue
         label = labels[(row["model"], *_setting(row))]
+        frame.families.setdefault(label, row.get("family") or "unknown")
         for value, seen in ((label, frame.models), (row["probe"], frame.probes),
                             (row["study"], frame.studies)):  # fmt: skip
             if value not in seen:
