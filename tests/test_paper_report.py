@@ -22,8 +22,8 @@ def store_path(tmp_path):
 
 def test_tables_4_to_6_are_one_table_per_family_rows_model_by_dataset(store_path):
     tables = {t.name: t for t in build_tables(_frame(store_path))}
-    table = tables["namburi2023-table5"]  # the synthetic store's models are decoders
-    assert "Table 5" in table.title and "decoder-only" in table.title
+    table = tables["namburi2023-table6"]  # the synthetic store's models are decoders
+    assert "Table 6" in table.title and "decoder-only" in table.title
     assert table.labels == ["Model", "Dataset"]
     assert table.probes == ["Baseline", "GQ Att", "GQ FF", "GPQ 20% Overall", "GPQ 40% Overall"]
     text = to_markdown(table)
@@ -37,7 +37,7 @@ def test_tables_4_to_6_are_one_table_per_family_rows_model_by_dataset(store_path
     assert rows[0][:6] == ["Model", "Dataset", "Baseline", "Baseline std", "Baseline n", "GQ Att"]
     assert rows[1][:8] == ["m1", "lama-trex", "50", "0", "2", "48", "1.41421", "2"]
     assert r"\begin{tabular}{llrrrrr}" in to_latex(table)
-    assert "namburi2023-table4" not in tables and "namburi2023-table6" not in tables
+    assert "namburi2023-table4" not in tables and "namburi2023-table5" not in tables
 
 
 def test_every_cell_is_the_reports_own_number(store_path):
@@ -86,7 +86,7 @@ def test_tables_are_numbered_by_family_and_name_the_studys_groups(tmp_path):
     frame = _frame(_families_store(tmp_path / "f.sqlite"))
     tables = {t.name: t for t in family_tables(frame, arms(frame))}
     assert list(tables) == ["namburi2023-table4", "namburi2023-table5", "namburi2023-table6"]
-    assert [labels[0] for labels, _ in tables["namburi2023-table6"].rows] == ["t5"]
+    assert [labels[0] for labels, _ in tables["namburi2023-table5"].rows] == ["t5"]
     assert tables["namburi2023-table4"].probes == [
         "Baseline", "GQ Overall+final", "GQ Att (QKV)", "GQ FF (+attn out)"]  # fmt: skip
 

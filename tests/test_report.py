@@ -242,7 +242,7 @@ def test_a_trial_without_baseline_has_no_drop(tmp_path):
 def test_tables_show_the_studys_layout_with_missing_probes_as_missing(store_path):
     """The baseline table here; the first study's Tables 1 and 4-6 in test_paper_report.py."""
     tables = {t.name: t for t in build_tables(_frame(store_path))}
-    assert list(tables) == ["baseline", "namburi2023-table1", "namburi2023-table5", "drops",
+    assert list(tables) == ["baseline", "namburi2023-table1", "namburi2023-table6", "drops",
                             *EXTRA]  # fmt: skip
     base = to_markdown(tables["baseline"])
     assert "| Model | lama-trex | piqa | winogrande |" in base
@@ -424,7 +424,7 @@ def test_html_is_self_contained(written):
         "m2",
         "2.13.0+cpu",
         "Findings check",
-        "Table 5",
+        "Table 6",
         "48.0 ± 1.4",
         "holds",
         "majority",
@@ -551,7 +551,7 @@ def test_report_of_a_real_tiny_study(tmp_path):
     })  # fmt: skip
     run_study(spec)
     result = generate_report(tmp_path / "r.sqlite", tmp_path / "out")
-    assert [t.name for t in result.tables] == ["baseline", "namburi2023-table5", "drops",
+    assert [t.name for t in result.tables] == ["baseline", "namburi2023-table6", "drops",
                                                *EXTRA]  # fmt: skip
     assert {p.name.removesuffix("_tiny-llama") for p in result.plots} == {
         "drop_vs_sparsity", "probe_drops", "drop_vs_fraction"}  # fmt: skip

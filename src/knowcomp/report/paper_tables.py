@@ -3,8 +3,8 @@
 - Table 1 (`namburi2023-table1`): the spread over seeds. Per model and compression that ran
   with several seeds: one row per seed, then the mean, the sample standard deviation (n - 1)
   and the population standard deviation (n); columns the probes.
-- Tables 4-6 (`namburi2023-table4` to `-table6`): one table per model family (encoder-only,
-  decoder-only, encoder-decoder, in that order). Rows are model x dataset; columns the
+- Tables 4-6 (`namburi2023-table4` to `-table6`): one table per model family, in the paper's
+  order (encoder-only, encoder-decoder, decoder-only). Rows are model x dataset; columns the
   uncompressed baseline, then global quantization (GQ) of Overall, Att and FF, then prune-then-
   quantize (GPQ) at 20% and at 40% of the same three groups (any other pruning level gets its
   own columns). A group is shown under the paper's name: `overall` is Overall,
@@ -27,7 +27,8 @@ from knowcomp.report.table import Table
 
 PAPER = "namburi2023"
 CITATION = "The Cost of Compression (Namburi et al., 2023)"
-FAMILY_TABLES = {"encoder": 4, "decoder": 5, "encoder-decoder": 6}
+# the paper's family order (its abstract: "ENCODER, ENCODER-DECODER, and DECODER")
+FAMILY_TABLES = {"encoder": 4, "encoder-decoder": 5, "decoder": 6}
 FAMILY_NAMES = {"encoder": "encoder-only models", "decoder": "decoder-only models",
                 "encoder-decoder": "encoder-decoder models"}  # fmt: skip
 # group as stored (`Compression.group`) -> (rank among the paper's three columns, its label)
