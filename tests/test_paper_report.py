@@ -111,3 +111,81 @@ def test_table_1_has_a_row_per_seed_then_mean_and_both_standard_deviations(tmp_p
     text = to_markdown(table)
     assert "| enc | baseline | 40 | 54.0 |" in text
     assert "| enc | quant:dynamic_int8:all_linear | SD (population) | 0.1 |" in text
+
+
+# -- figures ---------------------------------------------------------------------------------------
+def _plots(store, folder):
+    from knowcomp.report import generate_report
+
+    result = generate_report(store, folder)
+    return {p.name: p for p in result.plots}, {t.name: t for t in result.tables}
+
+
+def _values(plot, panel=None):
+    return {(v["series"], v["x"]): v for v in plot.values if panel is None or v["panel"] == panel}
+
+
+def test_the_first_studys_figures_plot_the_tables_numbers(store_path, tmp_path):
+    plots, tables = _plots(store_path, tmp_path / "out")
+    named = sorted(n for n in plots if n.startswith("namburi2023"))
+    assert named == [f"namburi2023-fig{n}" for n in (15, 16, 17, 18, 28, 5, 6, 7)]
+    for name in named:
+        for path in (plots[name].png, plots[name].svg, plots[name].csv):
+            assert path.is_file() and path.parent == tmp_path / "out" / "plots"
+        assert (tmp_path / "out" / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    table = {tuple(labels): cells for labels, cells in tables["namburi2023-table6"].rows}
+    columns = tables["namburi2023-table6"].probes
+
+    def table_drop(probe, column):  # baseline minus compressed, from Table 6's cells
+        cells = table[("m1", probe)]
+        return cells[0].mean - cells[columns.index(column)].mean
+
+    fig15 = _values(plots["namburi2023-fig15"])  # GQ per dataset, LAMA
+    assert fig15[("Att", "GQ")]["y"] == pytest.approx(table_drop("lama-trex", "GQ Att"))
+    assert fig15[("FF", "GQ")]["y"] == pytest.approx(table_drop("lama-trex", "GQ FF"))
+    assert fig15[("Att", "GQ")]["sd"] == pytest.approx(2**0.5)  # seeds 0 and 1: drops 1 and 3
+    fig18 = _values(plots["namburi2023-fig18"])  # GPQ per dataset, the other tasks
+    assert fig18[("Overall", 20.0)]["y"] == pytest.approx(table_drop("piqa", "GPQ 20% Overall"))
+    assert fig18[("Overall", 40.0)]["y"] == pytest.approx(table_drop("piqa", "GPQ 40% Overall"))
+    # averaged over the probes of a kind: Fig. 6 (GQ) and Fig. 5 (global pruning, decoders)
+    fig6 = _values(plots["namburi2023-fig6"], "decoder mc")
+    assert fig6[("Att", "GQ")]["y"] == pytest.approx(table_drop("piqa", "GQ Att"))
+    fig5 = _values(plots["namburi2023-fig5"], "lama")
+    assert [fig5[("Overall", x)]["y"] for x in (20.0, 40.0, 60.0, 80.0)] == pytest.approx(
+        [5, 10, 30, 40])  # fmt: skip
+    # the final layer per dataset (Fig. 28, decoders), as the drops table shows it
+    drops = {(labels[1], labels[2]): cells for labels, cells in tables["drops"].rows}
+    fig28 = _values(plots["namburi2023-fig28"], "piqa")
+    structured = drops[("prune:ln_structured:final_layer:0.4", "0")][1].mean
+    assert fig28[("structured (ln_structured)", 40.0)]["y"] == pytest.approx(structured) == 10
+    written = list(csv.DictReader(plots["namburi2023-fig28"].csv.open()))
+    assert len(written) == len(plots["namburi2023-fig28"].values) == 8
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "namburi2023-fig6" in page and "Fig. 6" in page
+
+
+def _pooled_store(path):
+    from knowcomp.store import ResultsStore
+    from tests.test_report import _outcome, _quant
+
+    with ResultsStore(path) as store:
+        for model, family, lost in (("a", "decoder", 0.02), ("b", "decoder", 0.06),
+                                    ("e", "encoder", 0.10)):  # fmt: skip
+            base = _outcome(model, None, [], 0, {"lama-trex": 0.5})
+            quant = _outcome(model, "quant:dynamic_int8:attention", _quant("attention"), 0,
+                             {"lama-trex": 0.5 - lost})  # fmt: skip
+            for outcome in (base, quant):
+                outcome.trial["family"] = family
+                store.write(outcome)
+    return path
+
+
+def test_figures_pool_a_familys_models(tmp_path):
+    plots, _ = _plots(_pooled_store(tmp_path / "p.sqlite"), tmp_path / "out")
+    fig6 = plots["namburi2023-fig6"]
+    decoders = _values(fig6, "decoder lama")[("Att", "GQ")]
+    assert decoders["y"] == pytest.approx(4.0)  # models a and b: drops 2 and 6
+    assert decoders["sd"] == pytest.approx(statistics.stdev([2.0, 6.0])) and decoders["n"] == 2
+    encoders = _values(fig6, "encoder lama")[("Att", "GQ")]
+    assert encoders["y"] == pytest.approx(10.0) and encoders["n"] == 1
+    assert [v["panel"] for v in fig6.values] == ["encoder lama", "decoder lama"]  # paper order

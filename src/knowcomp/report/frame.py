@@ -58,6 +58,7 @@ class Compression:
     method: str  # each step's method with its options, e.g. "l1_unstructured+dynamic_int8"
     prune_method: str | None
     level: float | None  # the pruning level (the first pruning step's), None without pruning
+    bits: int | None = None  # the quantization step's `bits` option, where it has one
 
     @property
     def structured(self) -> bool:
@@ -86,12 +87,15 @@ def describe(compression: dict[str, Any] | None, recipe: str | None) -> Compress
             groups.append(str(step.get("group")))
     prunes = [s for s in steps if s.get("kind") == "prune"]
     level = prunes[0].get("level") if prunes else None
+    bits = next((s["bits"] for s in steps if s.get("kind") == "quant"
+                 and isinstance(s.get("bits"), int)), None)  # fmt: skip
     return Compression(
         kind="+".join(kinds),
         group=" → ".join(groups),
         method="+".join(_method_label(s) for s in steps),
         prune_method=str(prunes[0]["method"]) if prunes else None,
         level=float(level) if isinstance(level, int | float) else None,
+        bits=bits,
     )
 
 
