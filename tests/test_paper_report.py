@@ -189,3 +189,87 @@ def test_figures_pool_a_familys_models(tmp_path):
     encoders = _values(fig6, "encoder lama")[("Att", "GQ")]
     assert encoders["y"] == pytest.approx(10.0) and encoders["n"] == 1
     assert [v["panel"] for v in fig6.values] == ["encoder lama", "decoder lama"]  # paper order
+
+
+HOANG_TASKS = {"arc-easy": "world_knowledge", "piqa": "common_reasoning",
+               "winogrande": "language_understanding"}  # fmt: skip
+HOANG_SCORES = {  # (arc-easy, piqa, winogrande)
+    None: (0.70, 0.80, 0.60),
+    "quant:gptq:overall:bits=3": (0.60, 0.70, 0.55),
+    "quant:gptq:overall:bits=4": (0.68, 0.78, 0.59),
+    "prune:sparsegpt:overall:0.5": (0.62, 0.72, 0.56),
+}
+HOANG_RECOVERED = {  # on gptq 3-bit: method -> (trainable parameters, scores)
+    "lora": (1000, (0.65, 0.75, 0.57)),
+    "idp:tokens=10": (30, (0.63, 0.72, 0.56)),
+    "idp:tokens=20": (60, (0.64, 0.74, 0.57)),
+}
+
+
+def _hoang_store(path):
+    from knowcomp.store import ResultsStore, TrialOutcome
+    from tests.test_report import _items
+
+    def outcome(recipe, scores, recovery=None):
+        steps = []
+        if recipe and recipe.startswith("quant"):
+            steps = [{"kind": "quant", "method": "gptq", "group": "overall",
+                      "bits": int(recipe[-1])}]  # fmt: skip
+        elif recipe:
+            steps = [{"kind": "prune", "method": "sparsegpt", "group": "overall", "level": 0.5}]
+        key = f"{recipe}|{(recovery or {}).get('label')}"
+        trial = {"trial_key": key, "study": "hoang", "spec_hash": "h", "model": "m",
+                 "family": "decoder", "sweep": "s", "recipe": recipe, "seed": 0,
+                 "limit_items": 400, "lama_mode": "next-token", "dtype": "float32",
+                 "params_model": 100_000, "recovery": recovery,
+                 "compression": {"steps": steps} if recipe else None}  # fmt: skip
+        results = [{"probe": probe, "category": category,
+                    "metrics": {"acc": value, "acc_norm": value, "majority": 0.5},
+                    "counts": {}, "records": _items("piqa", value)}
+                   for (probe, category), value in zip(HOANG_TASKS.items(), scores,
+                                                       strict=True)]  # fmt: skip
+        return TrialOutcome(trial, results)
+
+    with ResultsStore(path) as store:
+        for recipe, scores in HOANG_SCORES.items():
+            store.write(outcome(recipe, scores))
+        for method, (params, scores) in HOANG_RECOVERED.items():
+            recovery = {"method": method.split(":")[0], "label": method, "settings": "",
+                        "trainable_params": params, "log": {}}  # fmt: skip
+            store.write(outcome("quant:gptq:overall:bits=3", scores, recovery))
+    return path
+
+
+def test_the_second_studys_figures_plot_the_tables_numbers(tmp_path):
+    plots, tables = _plots(_hoang_store(tmp_path / "h.sqlite"), tmp_path / "out")
+    assert sorted(n for n in plots if n.startswith("hoang2024")) == [
+        "hoang2024-fig1", "hoang2024-fig4", "hoang2024-fig6", "hoang2024-fig7"]  # fmt: skip
+    recovery = {tuple(labels[1:]): dict(zip(tables["recovery"].probes, cells, strict=True))
+                for labels, cells in tables["recovery"].rows}  # fmt: skip
+    gptq3 = "quant:gptq:overall:bits=3"
+    fig1 = _values(plots["hoang2024-fig1"])
+    assert fig1[("gptq", 3.0)]["y"] == pytest.approx(recovery[(gptq3, "–")]["Average"].mean)
+    assert fig1[("gptq", 4.0)]["y"] == pytest.approx(100 * statistics.fmean((0.68, 0.78, 0.59)))
+    sparse = 100 * statistics.fmean((0.62, 0.72, 0.56))
+    assert fig1[("sparsegpt", 50.0)]["y"] == pytest.approx(sparse)
+    assert fig1[("uncompressed", "")]["y"] == pytest.approx(70.0)
+    one = fig1[("gptq", 3.0)]
+    assert one["low"] < one["y"] < one["high"]  # one seed: the stratified bootstrap's interval
+    fig4 = _values(plots["hoang2024-fig4"])
+    for method, (params, _) in HOANG_RECOVERED.items():
+        point = fig4[(method, float(params))]
+        assert point["y"] == pytest.approx(recovery[(gptq3, method)]["Average"].mean)
+    fig6 = _values(plots["hoang2024-fig6"])
+    assert sorted(x for series, x in fig6 if series == "idp") == [10.0, 20.0]
+    assert fig6[("idp", 20.0)]["y"] == pytest.approx(fig4[("idp:tokens=20", 60.0)]["y"])
+    fig7 = _values(plots["hoang2024-fig7"])
+    for task in HOANG_TASKS:
+        gain = recovery[(gptq3, "lora")][task].mean - recovery[(gptq3, "–")][task].mean
+        assert fig7[("lora", task)]["y"] == pytest.approx(gain)
+        assert fig7[("lora", task)]["low"] < gain < fig7[("lora", task)]["high"]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "hoang2024-fig7" in page
+    # grouped by paper: the second study's tables and figures under its heading
+    hoang = page.index("Do Compressed LLMs Forget Knowledge? (Hoang et al., ICML 2024)</h3>")
+    assert page.index("<figure id='hoang2024-fig1'") > page.index("<h2 id='plots'>")
+    assert page.index("id='recovery'") > hoang

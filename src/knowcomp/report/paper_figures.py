@@ -47,8 +47,8 @@ PRUNING_FIGURES = dict(zip(FAMILIES, (3, 4, 5), strict=True))
 FINAL_FIGURES = dict(zip(FAMILIES, (26, 27, 28), strict=True))
 NAMBURI = "namburi2023"
 HOANG = "hoang2024"
-NAMBURI_CITE = "The Cost of Compression (Namburi et al., 2023)"
-HOANG_CITE = "Do Compressed LLMs Forget Knowledge? (Hoang et al., 2024)"
+NAMBURI_CITE = "Namburi et al. (2023)"
+HOANG_CITE = "Hoang et al. (2024)"
 SERIES_COLORS = {"Overall": COLORS["overall"], "Att": COLORS["attention"],
                  "FF": COLORS["feed_forward"]}  # fmt: skip
 
@@ -431,7 +431,7 @@ def _fig1(frame: Frame, tasks: list[str], folder: Path) -> Plot | None:
             if base is not None:
                 label = f"{model}: uncompressed" if several else "uncompressed"
                 ax.axhline(base.mean, color="black", linestyle="--", linewidth=1, label=label)
-                canvas.record(axis, f"{model}: uncompressed", "", base)
+                canvas.record(axis, label, "", base)
         if axis == "bits":
             ax.invert_xaxis()  # fewer bits: more compression, to the right
         _axes_style(ax, "Quantization" if axis == "bits" else "Pruning",
