@@ -174,9 +174,23 @@ def _group_label(arm: Arm) -> str:
     return PAPER_GROUPS.get(arm.compression.group, (3, arm.compression.group))[1]
 
 
+def _labeler(members: list[Arm]) -> Callable[[Arm], str]:
+    """A series per group under the paper's name, split by method where several methods
+    compressed one group (`Overall [weight_only(bits=4, ...)]`), so that only models pool."""
+    methods: dict[str, set[str]] = {}
+    for arm in members:
+        methods.setdefault(_group_label(arm), set()).add(arm.compression.method)
+
+    def label(arm: Arm) -> str:
+        group = _group_label(arm)
+        return group if len(methods[group]) == 1 else f"{group} [{arm.compression.method}]"
+
+    return label
+
+
 def _group_rank(label: str) -> tuple[int, str]:
     ranks = {name: rank for rank, name in PAPER_GROUPS.values()}
-    return (ranks.get(label, 3), label)
+    return (ranks.get(label.split(" [")[0], 3), label)
 
 
 def _level(arm: Arm) -> float | None:
@@ -239,7 +253,7 @@ def _pruning_figure(frame: Frame, family: str, members: list[Arm], folder: Path)
     canvas = Canvas(f"{NAMBURI}-fig{number}", f"{NAMBURI_CITE}, Fig. {number}: global pruning, "
                     f"{FAMILY_NAMES[family]}", 1, len(kinds))  # fmt: skip
     for ax, kind in zip(canvas.axes[0], kinds, strict=True):
-        curves = collect(members, _group_label, _level, lambda a, k=kind: a.drop(kind=k))
+        curves = collect(members, _labeler(members), _level, lambda a, k=kind: a.drop(kind=k))
         for i, series in enumerate(sorted(curves, key=_group_rank)):
             draw_curve(ax, series, _color(series, i), curves[series])
             for x, y in curves[series]:
@@ -257,7 +271,7 @@ def _gq_figure(frame: Frame, members: list[Arm], folder: Path) -> Plot:
                     len(families), len(kinds))  # fmt: skip
     for row, (family, mine) in enumerate(families.items()):
         for ax, kind in zip(canvas.axes[row], kinds, strict=True):
-            curves = collect(mine, _group_label, lambda a: 0.0,
+            curves = collect(mine, _labeler(members), lambda a: 0.0,
                              lambda a, k=kind: a.drop(kind=k))  # fmt: skip
             labels = sorted(curves, key=_group_rank)
             if labels:
@@ -279,7 +293,7 @@ def _gpq_figure(frame: Frame, members: list[Arm], folder: Path) -> Plot:
                     len(families), len(kinds))  # fmt: skip
     for row, (family, mine) in enumerate(families.items()):
         for ax, kind in zip(canvas.axes[row], kinds, strict=True):
-            curves = collect(mine, _group_label, _level, lambda a, k=kind: a.drop(kind=k))
+            curves = collect(mine, _labeler(members), _level, lambda a, k=kind: a.drop(kind=k))
             for i, series in enumerate(sorted(curves, key=_group_rank)):
                 draw_curve(ax, series, _color(series, i), curves[series], "^")
                 for x, y in curves[series]:
@@ -303,7 +317,7 @@ def _per_dataset(frame: Frame, number: int, members: list[Arm], kinds: list[str]
     for row, (family, mine) in enumerate(families.items()):
         for ax, probe in zip(canvas.axes[row], probes, strict=True):
             x_of = (lambda a: 0.0) if quant else _level
-            curves = collect(mine, _group_label, x_of, lambda a, p=probe: a.drop_of(p))
+            curves = collect(mine, _labeler(members), x_of, lambda a, p=probe: a.drop_of(p))
             labels = sorted(curves, key=_group_rank)
             if quant and labels:
                 cells = [curves[s][0][1] for s in labels]
