@@ -160,7 +160,8 @@ def draw_bars(ax, labels: list[str], cells: list[Cell], colors: list[str], *, of
 
 
 def _axes_style(ax, title: str, xlabel: str, ylabel: str = "Drop (points)") -> None:
-    ax.axhline(0, color="#999999", linewidth=0.8)
+    if "points" in ylabel:  # a difference: zero is the reference; a score keeps its own range
+        ax.axhline(0, color="#999999", linewidth=0.8)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
