@@ -432,7 +432,7 @@ def _fig1(frame: Frame, tasks: list[str], folder: Path) -> Plot | None:
     for ax, (axis, members) in zip(canvas.axes[0], panels.items(), strict=True):
 
         def series_of(arm: Arm) -> str:
-            method = arm.compression.method.split("(")[0]
+            method = f"{arm.compression.method.split('(')[0]} {arm.compression.group}"
             return f"{arm.model}: {method}" if several else method
 
         x_of = (lambda a: float(a.compression.bits)) if axis == "bits" else _level
@@ -442,7 +442,9 @@ def _fig1(frame: Frame, tasks: list[str], folder: Path) -> Plot | None:
             for x, y in curves[series]:
                 canvas.record(axis, series, x, y)
         for model in dict.fromkeys(a.model for a in members):
-            base = average_score(frame, (b for b in frame.baselines if b.model == model), tasks)
+            seeds = {seed for a in members if a.model == model for seed in a.seeds}
+            mine = (b for b in frame.baselines if b.model == model and b.seed in seeds)
+            base = average_score(frame, mine, tasks)  # the seeds the points ran with
             if base is not None:
                 label = f"{model}: uncompressed" if several else "uncompressed"
                 ax.axhline(base.mean, color="black", linestyle="--", linewidth=1, label=label)
