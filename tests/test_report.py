@@ -555,7 +555,8 @@ def test_report_of_a_real_tiny_study(tmp_path):
     assert [t.name for t in result.tables] == ["baseline", "namburi2023-table6", "drops",
                                                *EXTRA]  # fmt: skip
     assert {p.name.removesuffix("_tiny-llama") for p in result.plots} == {
-        "drop_vs_sparsity", "probe_drops", "drop_vs_fraction"}  # fmt: skip
+        "drop_vs_sparsity", "probe_drops", "drop_vs_fraction", "namburi2023-fig5",
+        "namburi2023-fig6", "namburi2023-fig15", "namburi2023-fig16", "hoang2024-fig1"}  # fmt: skip
     verdicts = [f.verdict for f in result.findings]
     assert verdicts[0] != "not enough data" and verdicts[1] != "not enough data"
     assert verdicts[2] != "not enough data" and verdicts[3] == "not enough data"
