@@ -131,3 +131,26 @@ def test_union_of_groups(tiny):
 def test_summarize_names_collapses_indices_and_leaves():
     got = summarize_names([f"m.layers.{i}.attn.{p}" for i in range(3) for p in "qk"] + ["head"])
     assert got == ["m.layers.{0-2}.attn.{q,k}", "head"]
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_the_original_studys_bert_grouping(tiny, model_type):
+    """Cost of Compression's BERT/RoBERTa code: attention = Q, K, V; feed-forward = the MLP
+    plus the attention output projection; the two split `attention + feed_forward` exactly."""
+    loaded = tiny(model_type)
+    prefix = f"{model_type}.encoder.layer"
+    qkv = [f"{prefix}.{i}.attention.self.{p}" for i in range(2) for p in ("query", "key", "value")]
+    ff = [f"{prefix}.{i}.{p}" for i in range(2)
+          for p in ("attention.output.dense", "intermediate.dense", "output.dense")]  # fmt: skip
+    assert names(loaded, "attention_qkv") == qkv
+    assert names(loaded, "feed_forward_with_attn_out") == ff
+    assert sorted(qkv + ff) == sorted(names(loaded, "attention+feed_forward"))
+    assert "feed_forward_with_attn_out" in GROUPS
+
+
+def test_feed_forward_with_attn_out_takes_every_output_projection(tiny):
+    t5 = tiny("t5")  # self- and cross-attention blocks, each with its own output projection
+    outputs = {n for n in names(t5, "feed_forward_with_attn_out") if n.endswith(".o")}
+    assert outputs == {n for n in names(t5, "attention") if n.endswith(".o")}
+    assert len(outputs) == 6  # 2 encoder self, 2 decoder self, 2 cross
+    assert set(names(t5, "feed_forward")) < set(names(t5, "feed_forward_with_attn_out"))

@@ -338,7 +338,7 @@ def test_a_study_under_the_protocol_runs_every_family_and_resumes(tmp_path, mode
     assert len(stored) == 3
     for probes in stored.values():
         assert probes == ["lama-squad@cost-of-compression"] * 2  # baseline and pruned
-    table = (tmp_path / "r-report" / "tables" / "table3_baseline.md").read_text()
+    table = (tmp_path / "r-report" / "tables" / "baseline.md").read_text()
     assert "lama-squad@cost-of-compression" in table and "first study's protocol" in table
     again = runner.invoke(cli, ["run", str(path)])
     assert again.exit_code == 0 and "0 trial(s) run, 6 already" in again.output, again.output
@@ -354,7 +354,7 @@ def test_a_study_under_the_protocol_runs_every_family_and_resumes(tmp_path, mode
     assert stored_protocols == [(COC,), (COC,), ("templates",), ("templates",)]
     report = runner.invoke(cli, ["report", str(out), "--quiet"])
     assert report.exit_code == 0, report.output
-    table = (tmp_path / "r-report" / "tables" / "table3_baseline.md").read_text()
+    table = (tmp_path / "r-report" / "tables" / "baseline.md").read_text()
     for protocol in (COC, "templates"):  # the model's rows say which protocol they ran under
         assert f"{model_dirs['bert']} [{protocol}]" in table
 

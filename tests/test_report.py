@@ -240,33 +240,16 @@ def test_a_trial_without_baseline_has_no_drop(tmp_path):
 
 # -- tables -------------------------------------------------------------------------------------
 def test_tables_show_the_studys_layout_with_missing_probes_as_missing(store_path):
+    """The baseline table here; the first study's Tables 1 and 4-6 in test_paper_report.py."""
     tables = {t.name: t for t in build_tables(_frame(store_path))}
-    assert list(tables) == ["table3_baseline", "table4_quantization", "table5_prune_quant_20",
-                            "table6_prune_quant_40", "table1_seeds", "drops", *EXTRA]  # fmt: skip
-    base = to_markdown(tables["table3_baseline"])
+    assert list(tables) == ["baseline", "namburi2023-table1", "namburi2023-table6", "drops",
+                            *EXTRA]  # fmt: skip
+    base = to_markdown(tables["baseline"])
     assert "| Model | lama-trex | piqa | winogrande |" in base
     assert "| m1 | 50.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 0.0 |" in base  # seeds 0 and 1
     assert "| m2 | 30.0 | – | – |" in base  # m2 has only LAMA: missing, never zero
-    quant = to_markdown(tables["table4_quantization"])
-    assert "| m1 | Att | 48.0 ± 1.4 | 79.0 ± 1.4 | – |" in quant
-    assert "| m1 | FF | 40.0 ± 0.0 | 70.0 ± 0.0 | – |" in quant
-    assert quant.index("| Att |") < quant.index("| FF |")
-    assert "| m1 | Overall | 45.0 | 75.0 | – |" in to_markdown(tables["table5_prune_quant_20"])
-    assert "| m1 | Overall | 30.0 | 75.0 | – |" in to_markdown(tables["table6_prune_quant_40"])
-    rows = list(csv.reader(to_csv(tables["table5_prune_quant_20"]).splitlines()))
-    assert rows == [["Model", "Group", "lama-trex", "piqa", "winogrande"],
-                    ["m1", "Overall", "45", "75", ""]]  # fmt: skip
-    rows = list(csv.reader(to_csv(tables["table3_baseline"]).splitlines()))
+    rows = list(csv.reader(to_csv(tables["baseline"]).splitlines()))
     assert rows[2] == ["m2", "30", "", "1", "", "", "0", "", "", "0"]
-    spread = list(csv.reader(to_csv(tables["table4_quantization"]).splitlines()))
-    assert spread[0][:5] == ["Model", "Group", "lama-trex", "lama-trex std", "lama-trex n"]
-    assert spread[1][:5] == ["m1", "Att", "48", "1.41421", "2"]
-    latex = to_latex(tables["table4_quantization"])
-    assert r"48.0 $\pm$ 1.4" in latex and " & -- \\\\" in latex
-    assert r"\begin{tabular}{llrrr}" in latex and "lama-trex" in latex
-    seeds = to_markdown(tables["table1_seeds"])
-    assert "| m1 | baseline | 0, 1 | 50.0 ± 0.0 |" in seeds
-    assert "| m1 | quant:dynamic_int8:attention | 0, 1 | 48.0 ± 1.4 |" in seeds
 
 
 def test_tables_without_data_are_skipped(tmp_path):
@@ -276,10 +259,11 @@ def test_tables_without_data_are_skipped(tmp_path):
         store.write(_outcome("m", "prune:l1_unstructured:attention:0.5",
                              _prune("attention", 0.5), 0, {"lama-trex": 0.2}))  # fmt: skip
     result = generate_report(path, tmp_path / "out")
-    assert [t.name for t in result.tables] == ["table3_baseline", "drops", *EXTRA]
+    assert [t.name for t in result.tables] == ["baseline", "drops", *EXTRA]
     written = sorted(p.name for p in (tmp_path / "out" / "tables").iterdir())
-    assert [n for n in written if n.startswith("table")] == [
-        "table3_baseline.csv", "table3_baseline.md", "table3_baseline.tex"]  # fmt: skip
+    assert [n for n in written if n.startswith("baseline")] == [
+        "baseline.csv", "baseline.md", "baseline.tex"]  # fmt: skip
+    assert not [n for n in written if n.startswith("namburi2023")]
 
 
 @pytest.mark.skipif(not HAS_CATEGORIES, reason="knowcomp.probes.categories is not installed")
@@ -438,7 +422,8 @@ def test_html_is_self_contained(written):
     page = (written / "report.html").read_text()
     assert "http://" not in page and "https://" not in page
     sources = re.findall(r"""src\s*=\s*['"]([^'"]*)""", page)
-    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == len(list((written / "plots").glob("*.png")))
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"""href\s*=\s*['"](?!#)""", page)  # only links inside the page
     assert "<link" not in page and "<script" not in page
     for text in (
@@ -447,7 +432,7 @@ def test_html_is_self_contained(written):
         "m2",
         "2.13.0+cpu",
         "Findings check",
-        "Table 4",
+        "Table 6",
         "48.0 ± 1.4",
         "holds",
         "majority",
@@ -575,10 +560,11 @@ def test_report_of_a_real_tiny_study(tmp_path):
     })  # fmt: skip
     run_study(spec)
     result = generate_report(tmp_path / "r.sqlite", tmp_path / "out")
-    assert [t.name for t in result.tables] == ["table3_baseline", "table4_quantization",
-                                               "drops", *EXTRA]  # fmt: skip
+    assert [t.name for t in result.tables] == ["baseline", "namburi2023-table6", "drops",
+                                               *EXTRA]  # fmt: skip
     assert {p.name.removesuffix("_tiny-llama") for p in result.plots} == {
-        "drop_vs_sparsity", "probe_drops", "drop_vs_fraction"}  # fmt: skip
+        "drop_vs_sparsity", "probe_drops", "drop_vs_fraction", "namburi2023-fig5",
+        "namburi2023-fig6", "namburi2023-fig15", "namburi2023-fig16", "hoang2024-fig1"}  # fmt: skip
     verdicts = [f.verdict for f in result.findings]
     assert verdicts[0] != "not enough data" and verdicts[1] != "not enough data"
     assert verdicts[2] != "not enough data" and verdicts[3] == "not enough data"
@@ -699,7 +685,7 @@ def test_tables_show_each_drop_and_score_with_its_interval(measured):
     assert "& lama-trex & low & high & piqa & low & high" in latex
     # a score from one seed: its own interval (Wilson: the relations all score alike)
     ci = stats.binomtest(120, 400).proportion_ci(method="wilson")
-    base_md = to_markdown(tables["table3_baseline"])
+    base_md = to_markdown(tables["baseline"])
     assert f"| m2 | 30.0 [{100 * ci.low:.1f}, {100 * ci.high:.1f}] | – | – |" in base_md
     assert "| m1 | 50.0 ± 0.0 |" in base_md  # two seeds: the spread between them
     write_report(measured, measured.parent / "report")

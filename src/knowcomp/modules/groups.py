@@ -33,6 +33,8 @@ GROUP_DESCRIPTIONS: dict[str, str] = {
     "encoder_attention": "attention projections in the encoder stack",
     "decoder_attention": "attention projections in the decoder stack (self and cross)",
     "feed_forward": "feed-forward (MLP) layers of every block",
+    "feed_forward_with_attn_out": "feed-forward layers plus each attention block's output "
+    "projection (the original study's BERT code; the complement of attention_qkv)",
     "overall": "every linear layer except the final layer",
     "final_layer": "the LM head (untied from the embeddings before it is compressed)",
     "all_linear": "every linear layer, final layer included (overall + final_layer)",
@@ -132,8 +134,12 @@ def group_members(layers: list[LinearLayer], group: str) -> list[LinearLayer]:
     if group == "attention":
         return attention
     if group == "attention_qkv":
-        last_in_block = {layer.attention_block: layer.name for layer in attention}
-        return [layer for layer in attention if last_in_block[layer.attention_block] != layer.name]
+        outputs = _attention_outputs(attention)
+        return [layer for layer in attention if layer.name not in outputs]
+    if group == "feed_forward_with_attn_out":
+        outputs = _attention_outputs(attention)
+        return [layer for layer in layers
+                if layer.role == "feed_forward" or layer.name in outputs]  # fmt: skip
     if group == "self_attention":
         return [layer for layer in attention if not layer.cross]
     if group == "cross_attention":
@@ -147,6 +153,12 @@ def group_members(layers: list[LinearLayer], group: str) -> list[LinearLayer]:
     if group == "all_linear":
         return list(layers)
     return [layer for layer in layers if layer.role == group]
+
+
+def _attention_outputs(attention: list[LinearLayer]) -> set[str]:
+    """The output projection of each attention block: its last linear layer in registration
+    order (Q, K, V come first in every architecture transformers has)."""
+    return {layer.name for layer in {layer.attention_block: layer for layer in attention}.values()}
 
 
 def check_group_names(spec: str) -> list[str]:

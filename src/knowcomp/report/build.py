@@ -17,6 +17,7 @@ from knowcomp.report.findings import Finding, check_findings, findings_markdown
 from knowcomp.report.forgetting import Forgetting, find_forgetting, write_forgetting
 from knowcomp.report.frame import Frame, load_frame
 from knowcomp.report.html import ReportContent, render_html
+from knowcomp.report.paper_figures import draw_paper_figures
 from knowcomp.report.plots import Plot, draw_plots
 from knowcomp.report.similarity import draw_similarity, write_similarity
 from knowcomp.report.table import Table, write_tables
@@ -120,7 +121,8 @@ def _generate(store: ResultsStore, db: Path, out: Path, say: Callable[[str], Non
     if similarity:
         plots += draw_similarity(similarity, out / "plots")
         files.append(write_similarity(similarity, out / "similarity.csv"))
-    files += [path for plot in plots for path in (plot.png, plot.svg)]
+    plots += draw_paper_figures(frame, out / "plots")
+    files += [path for plot in plots for path in (plot.png, plot.svg, plot.csv) if path]
     say(f"wrote {len(plots)} plot(s) to {out / 'plots'}")
     files += write_forgetting(forgetting, out / "forgetting")
     findings = check_findings(frame)

@@ -58,6 +58,7 @@ class Compression:
     method: str  # each step's method with its options, e.g. "l1_unstructured+dynamic_int8"
     prune_method: str | None
     level: float | None  # the pruning level (the first pruning step's), None without pruning
+    bits: int | None = None  # the quantization step's `bits` option, where it has one
 
     @property
     def structured(self) -> bool:
@@ -86,12 +87,15 @@ def describe(compression: dict[str, Any] | None, recipe: str | None) -> Compress
             groups.append(str(step.get("group")))
     prunes = [s for s in steps if s.get("kind") == "prune"]
     level = prunes[0].get("level") if prunes else None
+    bits = next((s["bits"] for s in steps if s.get("kind") == "quant"
+                 and isinstance(s.get("bits"), int)), None)  # fmt: skip
     return Compression(
         kind="+".join(kinds),
         group=" → ".join(groups),
         method="+".join(_method_label(s) for s in steps),
         prune_method=str(prunes[0]["method"]) if prunes else None,
         level=float(level) if isinstance(level, int | float) else None,
+        bits=bits,
     )
 
 
@@ -168,6 +172,7 @@ class Frame:
     old_input_rule: set[str] = field(default_factory=set)  # trial keys scored before rule 2
     choice_metric: str = "acc"  # the headline of multiple-choice probes: acc or acc_norm
     intervals: Intervals = field(default_factory=Intervals)  # per-item data, bootstrap draws
+    families: dict[str, str] = field(default_factory=dict)  # model label -> its stored family
 
 
 def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -211,6 +216,7 @@ def load_frame(
         if metric is None:
             continue
         label = labels[(row["model"], *_setting(row))]
+        frame.families.setdefault(label, row.get("family") or "unknown")
         for value, seen in ((label, frame.models), (row["probe"], frame.probes),
                             (row["study"], frame.studies)):  # fmt: skip
             if value not in seen:

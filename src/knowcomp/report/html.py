@@ -7,12 +7,15 @@ import html
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from knowcomp.report.findings import Finding
 from knowcomp.report.forgetting import Forgetting
 from knowcomp.report.frame import Frame
 from knowcomp.report.plots import Plot
 from knowcomp.report.table import Table, to_html
+
+T = TypeVar("T")
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
@@ -67,12 +70,18 @@ def render_html(content: ReportContent) -> str:
         _contents(content),
         _findings(content.findings),
         "<h2 id='tables'>Tables</h2>",
-        *(to_html(t) for t in content.tables),
     ]
+    for paper, tables in by_paper(content.tables):
+        parts.append(f"<h3 class='paper'>{esc(paper)}</h3>")
+        parts += [to_html(t) for t in tables]
     if not content.tables:
         parts.append("<p>No table has data.</p>")
     parts.append("<h2 id='plots'>Plots</h2>")
-    parts += [_figure(p) for p in content.plots] or ["<p>No compressed trial to plot.</p>"]
+    for paper, plots in by_paper(content.plots):
+        parts.append(f"<h3 class='paper'>{esc(paper)}</h3>")
+        parts += [_figure(p) for p in plots]
+    if not content.plots:
+        parts.append("<p>No compressed trial to plot.</p>")
     parts.append(_forgetting(content.forgetting))
     parts.append(_versions(frame))
     for note in content.notes:
@@ -82,6 +91,31 @@ def render_html(content: ReportContent) -> str:
         parts.append(f"<h2 id='files'>Files</h2><p>Written beside this page:</p><ul>{files}</ul>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+PAPERS = {
+    "namburi2023": "The Cost of Compression (Namburi et al., EMNLP Findings 2023)",
+    "hoang2024": "Do Compressed LLMs Forget Knowledge? (Hoang et al., ICML 2024)",
+}
+OWN = "knowcomp's own tables and plots"
+_HOANG_LAYOUTS = ("recovery", "recovery_training", "similarity_")  # its Tables 1-3 and Fig. 5
+
+
+def paper_of(name: str) -> str | None:
+    """The paper a table or figure reproduces, from its name (`namburi2023-table4`), or None."""
+    for key in PAPERS:
+        if name.startswith(f"{key}-"):
+            return key
+    return "hoang2024" if name.startswith(_HOANG_LAYOUTS) else None
+
+
+def by_paper(items: list[T]) -> list[tuple[str, list[T]]]:
+    """Tables or plots grouped by the paper they reproduce (in `PAPERS` order), then the rest."""
+    groups: dict[str | None, list[T]] = {}
+    for item in items:
+        groups.setdefault(paper_of(item.name), []).append(item)  # type: ignore[attr-defined]
+    order = [*PAPERS, None]
+    return [(PAPERS.get(k, OWN) if k else OWN, groups[k]) for k in order if k in groups]
 
 
 def _contents(content: ReportContent) -> str:

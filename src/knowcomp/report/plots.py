@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from knowcomp.report.frame import PROBE_KINDS, Frame
@@ -31,6 +31,8 @@ class Plot:
     caption: str
     png: Path
     svg: Path
+    csv: Path | None = None  # the plotted values, where the figure writes them
+    values: list[dict] = field(default_factory=list)  # one row per plotted point
 
 
 @dataclass

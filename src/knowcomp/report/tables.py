@@ -1,4 +1,5 @@
-"""Tables in the layout of the study's Tables 1 and 3 to 6: rows are models, columns probes.
+"""The report's tables: the baseline (rows models, columns probes), the first study's tables in
+its layout (`report.paper_tables`), drops, category averages, and the recovery tables.
 
 Each cell is the probe's headline score in percent (P@1 micro for LAMA, accuracy for multiple
 choice, exact match for QA), the mean over seeds with its standard deviation when there are
@@ -9,21 +10,19 @@ itself (trainable parameters, losses), written as it is.
 
 from __future__ import annotations
 
-from knowcomp.report.frame import GROUP_ORDER, Frame
+from knowcomp.report.frame import Frame
+from knowcomp.report.paper_tables import paper_tables
 from knowcomp.report.recovery import recovery_tables
 from knowcomp.report.stats import Arm, Cell, arms, baseline_score, cell, draws_interval
 from knowcomp.report.table import Table
 from knowcomp.report.uncertainty import mean_of_draws
 
-NAMED_LEVELS = {0.2: ("table5", "Table 5"), 0.4: ("table6", "Table 6")}
-
 
 def build_tables(frame: Frame) -> list[Table]:
-    """Every table the data supports, in the study's order."""
+    """Every table the data supports: the baseline, the first study's Tables 1 and 4-6 in its
+    layout (`report.paper_tables`), drops, category averages, and recovery."""
     all_arms = arms(frame)
-    tables = [_baseline_table(frame), _quant_table(frame, all_arms)]
-    tables += _prune_quant_tables(frame, all_arms)
-    tables.append(_seed_table(frame, all_arms))
+    tables = [_baseline_table(frame), *paper_tables(frame, all_arms)]
     tables.append(drops_table(frame, all_arms))
     tables.append(category_table(frame, all_arms))
     tables += recovery_tables(frame)
@@ -31,68 +30,12 @@ def build_tables(frame: Frame) -> list[Table]:
 
 
 def _baseline_table(frame: Frame) -> Table:
-    table = Table("table3_baseline", "Table 3: uncompressed baseline", ["Model"], frame.probes,
+    table = Table("baseline", "Uncompressed baseline", ["Model"], frame.probes,
                   note=_UNITS)  # fmt: skip
     for model in frame.models:
         cells = [baseline_score(frame, model, probe) for probe in frame.probes]
         if any(c is not None for c in cells):
             table.rows.append(([model], cells))
-    return table
-
-
-def _group_key(arm: Arm) -> tuple[int, str]:
-    group = arm.compression.group
-    return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER), group)
-
-
-def _arm_table(name: str, title: str, frame: Frame, chosen: list[Arm], note: str) -> Table:
-    several_methods = len({a.compression.method for a in chosen}) > 1
-    labels = ["Model", "Group"] + (["Method"] if several_methods else [])
-    table = Table(name, title, labels, frame.probes, note=note)
-    for model in frame.models:
-        mine = sorted((a for a in chosen if a.model == model),
-                      key=lambda a: (*_group_key(a), a.compression.method))  # fmt: skip
-        for arm in mine:
-            label = [model, arm.compression.group_label]
-            if several_methods:
-                label.append(arm.compression.method)
-            table.rows.append((label, [arm.score(p) for p in frame.probes]))
-    return table
-
-
-def _quant_table(frame: Frame, all_arms: list[Arm]) -> Table:
-    chosen = [a for a in all_arms if a.compression.kind == "quant"]
-    return _arm_table("table4_quantization", "Table 4: global quantization (Overall / Att / FF)",
-                      frame, chosen, _UNITS)  # fmt: skip
-
-
-def _prune_quant_tables(frame: Frame, all_arms: list[Arm]) -> list[Table]:
-    chosen = [a for a in all_arms if a.compression.kind == "prune+quant"]
-    levels = sorted({a.compression.level for a in chosen if a.compression.level is not None})
-    tables = []
-    for level in levels:
-        pct = round(100 * level)
-        stem, number = NAMED_LEVELS.get(round(level, 4), ("table", "Table"))
-        title = f"{number}: pruned {pct}% then quantized (Overall / Att / FF)"
-        at_level = [a for a in chosen if a.compression.level == level]
-        tables.append(_arm_table(f"{stem}_prune_quant_{pct}", title, frame, at_level, _UNITS))
-    return tables
-
-
-def _seed_table(frame: Frame, all_arms: list[Arm]) -> Table:
-    """Table 1 layout: mean and standard deviation over seeds, for what ran with several."""
-    table = Table("table1_seeds", "Table 1: mean ± standard deviation over seeds",
-                  ["Model", "Compression", "Seeds"], frame.probes,
-                  note=_UNITS + " Only compressions that ran with more than one seed.")  # fmt: skip
-    for model in frame.models:
-        seeds = sorted({b.seed for b in frame.baselines if b.model == model})
-        if len(seeds) > 1:
-            cells = [baseline_score(frame, model, p) for p in frame.probes]
-            table.rows.append(([model, "baseline", _seeds(seeds)], cells))
-        for arm in all_arms:
-            if arm.model == model and len(arm.seeds) > 1:
-                cells = [arm.score(p) for p in frame.probes]
-                table.rows.append(([model, arm.recipe, _seeds(arm.seeds)], cells))
     return table
 
 
@@ -121,10 +64,6 @@ _DROP_NOTE = (
     "relation, so LAMA drops use a relation-clustered (jackknife) standard error and t test. "
     "A drop without an interval has no per-item records to pair."
 )
-
-
-def _seeds(seeds: list[int]) -> str:
-    return ", ".join(str(s) for s in seeds)
 
 
 _UNITS = (

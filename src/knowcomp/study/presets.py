@@ -63,6 +63,45 @@ def _quickstart() -> list[Sweep]:
     )
 
 
+# The Cost of Compression as its code ran: Overall_GQ and Overall_GPQ quantize every linear layer,
+# the final one included (`all_linear`; GPQ prunes `overall` first, as the named recipe
+# `overall-gpq`), and its BERT/RoBERTa code splits a block into attention = Q, K, V and
+# feed-forward = the MLP plus the attention output projection.
+STUDY_GROUPS = {"overall": "overall", "attention": "attention", "feed_forward": "feed_forward"}
+STUDY_BERT_GROUPS = {"overall": "overall", "attention": "attention_qkv",
+                     "feed_forward": "feed_forward_with_attn_out"}  # fmt: skip
+
+
+def _study_pruning(groups: dict[str, str]) -> list[Sweep]:
+    return [Sweep(f"prune/{g}", f"prune:l1_unstructured:{g}:{{level}}", TENTHS)
+            for g in groups.values()]  # fmt: skip
+
+
+def _study_quantization(groups: dict[str, str]) -> list[Sweep]:
+    """GQ: dynamic int8 of Overall (final layer included), attention and feed-forward."""
+    return [Sweep(f"quant/{_quantized(role, g)}", f"quant:dynamic_int8:{_quantized(role, g)}",
+                  seeds=(40, 50, 60)) for role, g in groups.items()]  # fmt: skip
+
+
+def _study_prune_quantize(groups: dict[str, str]) -> list[Sweep]:
+    """GPQ: each group pruned 20% and 40%, then quantized (Overall: every linear layer)."""
+    return [
+        Sweep(f"prune+quant/{_quantized(role, g)}",
+              f"prune:l1_unstructured:{g}:{{level}},quant:dynamic_int8:{_quantized(role, g)}",
+              (0.2, 0.4))
+        for role, g in groups.items()
+    ]  # fmt: skip
+
+
+def _quantized(role: str, group: str) -> str:
+    return "all_linear" if role == "overall" else group
+
+
+def _study(groups: dict[str, str]) -> tuple[Sweep, ...]:
+    return tuple(_study_pruning(groups) + _study_quantization(groups)
+                 + _study_prune_quantize(groups) + _final_layer())  # fmt: skip
+
+
 # LoRA and IDP, the two the study sets against each other. Prompt and prefix tuning cost as much
 # again each (a training run through the whole model, and a pass over the nine tasks, per
 # compression): a spec adds them with `recover: [lora, prompt, prefix, idp]`.
@@ -126,6 +165,26 @@ PRESETS: dict[str, Preset] = {
     "all": Preset(
         "every sweep above",
         tuple(_global_pruning() + _global_quantization() + _prune_quantize() + _final_layer()),
+    ),
+    "namburi2023": Preset(
+        "every sweep above as the study's code ran them: Overall_GQ / Overall_GPQ quantize "
+        "every linear layer, the final one included (all_linear)",
+        _study(STUDY_GROUPS),
+    ),
+    "namburi2023-bert": Preset(
+        "namburi2023 with the study's BERT/RoBERTa grouping: attention = Q, K, V "
+        "(attention_qkv), feed-forward = MLP + attention output (feed_forward_with_attn_out)",
+        _study(STUDY_BERT_GROUPS),
+    ),
+    "namburi2023-quantization": Preset(
+        "Overall_GQ / Att_GQ / FF_GQ as the study ran them: dynamic int8 of all_linear "
+        "(final layer included), attention and feed-forward, seeds 40, 50, 60",
+        tuple(_study_quantization(STUDY_GROUPS)),
+    ),
+    "namburi2023-prune-quantize": Preset(
+        "GPQ as the study ran it: each group pruned 20% and 40%, then int8 (Overall: every "
+        "linear layer, final layer included)",
+        tuple(_study_prune_quantize(STUDY_GROUPS)),
     ),
     "quickstart": Preset(
         "minutes on a laptop CPU: SmolLM2, a little of every sweep above, on samples of "

@@ -29,6 +29,9 @@ YAML form (every key but `models` and `recipes` is optional):
       calibration: data:boolq,sciq
 
 `{level}` in a recipe is replaced by each level of its sweep; a sweep may set its own `seeds`.
+A sweep may vary another option of its methods instead (`vary: bits`, `levels: [2, 3, 4, 8]`,
+recipe `quant:gptq:overall:bits={bits}`): each value is checked by the method itself (its type
+and range), a level (`vary: level`, the default) is a fraction in (0, 1).
 A sweep with `recover` runs each of its recipes as it is and once per recovery method (trained
 after compression, attached while the probes run).
 """
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +52,8 @@ SPEC_KEYS = {
     "add_bos", "device", "device_map", "data_dir", "similarity", "recovery", "lama_protocol",
     "calibration",
 }  # fmt: skip
-SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover"}
+SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover", "vary"}
+LEVEL = "level"  # what a sweep varies unless it says otherwise
 RECOVERY_KEYS = {"tokens", "train_seqlen", "seqlen", "batch_size", "calibration", "save_adapters"}
 CALIBRATION_KEYS = {"source", "nsamples", "calibration_seqlen"}
 EXAMPLES = {  # a value of each string key, for error messages
@@ -74,19 +79,27 @@ class SpecError(KnowcompError):
 
 @dataclass(frozen=True)
 class Sweep:
-    """One recipe, optionally swept over levels: `prune:l1_unstructured:overall:{level}`."""
+    """One recipe, optionally swept over levels: `prune:l1_unstructured:overall:{level}`, or
+    over the values of another option it names (`vary="bits"`: `quant:gptq:overall:bits={bits}`).
+    """
 
     name: str
     recipe: str
     levels: tuple[float, ...] = ()
     seeds: tuple[int, ...] | None = None  # None: the study's seeds
     recover: tuple[str, ...] = ()  # recovery methods (`short_method` text), each a trial
+    vary: str = LEVEL  # the option `levels` fills in: `{level}`, or e.g. `{bits}`
 
     def recipes(self) -> list[tuple[float | None, str]]:
         """(level, compact recipe) for every level, or [(None, recipe)] for a fixed recipe."""
         if not self.levels:
             return [(None, self.recipe)]
-        return [(level, self.recipe.replace("{level}", f"{level:g}")) for level in self.levels]
+        return [(level, fill(self.recipe, self.vary, level)) for level in self.levels]
+
+
+def fill(recipe: str, vary: str, value: float) -> str:
+    """The recipe with its `{vary}` placeholder replaced by `value` (`4`, not `4.0`)."""
+    return recipe.replace("{" + vary + "}", f"{value:g}")
 
 
 @dataclass(frozen=True)
@@ -188,6 +201,8 @@ class StudySpec:
         for sweep in data["sweeps"]:
             if not sweep["recover"]:
                 sweep.pop("recover")  # likewise for sweeps without recovery
+            if sweep["vary"] == LEVEL:
+                sweep.pop("vary")  # likewise for sweeps over levels
         if self.recovers:
             data["recovery"].pop("save_adapters")  # where adapters go is not content
         else:
@@ -300,17 +315,60 @@ def _sweeps(raw: Any) -> list[Sweep]:
     if "recipe" not in raw:
         raise SpecError(f"recipes entry {raw!r} needs 'recipe' (or 'preset')")
     recipe = str(raw["recipe"])
-    levels = tuple(_level(v) for v in _strict_list(raw.get("levels", []), "levels",
-                                                   "levels: [0.1, 0.5]"))  # fmt: skip
-    _no_repeats(levels, f"recipe sweep '{raw.get('name') or recipe}': levels")
-    if levels and "{level}" not in recipe:
-        raise SpecError(f"recipe '{recipe}' has levels but no {{level}} placeholder to fill")
-    if not levels and "{level}" in recipe:
-        raise SpecError(f"recipe '{recipe}' has a {{level}} placeholder but no levels")
-    seeds = _seeds(raw["seeds"], "seeds") if "seeds" in raw else None
     name = str(raw.get("name") or recipe)
+    vary = _vary(raw.get("vary", LEVEL), name)
+    placeholder = "{" + vary + "}"
+    values = _strict_list(raw.get("levels", []), "levels", "levels: [0.1, 0.5]")
+    levels = tuple(_level(v) if vary == LEVEL else _value(v, vary) for v in values)
+    _no_repeats(levels, f"recipe sweep '{name}': levels")
+    if levels and placeholder not in recipe:
+        raise SpecError(f"recipe '{recipe}' has levels but no {placeholder} placeholder to fill")
+    if not levels and placeholder in recipe:
+        raise SpecError(f"recipe '{recipe}' has a {placeholder} placeholder but no levels")
+    if vary != LEVEL:
+        _check_values(recipe, vary, levels, name)
+    seeds = _seeds(raw["seeds"], "seeds") if "seeds" in raw else None
     recover = _recover(raw.get("recover"), name) if raw.get("recover") is not None else ()
-    return [Sweep(name=name, recipe=recipe, levels=levels, seeds=seeds, recover=recover)]
+    return [Sweep(name=name, recipe=recipe, levels=levels, seeds=seeds, recover=recover,
+                  vary=vary)]  # fmt: skip
+
+
+def _vary(value: Any, sweep: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", value):
+        raise SpecError(
+            f"recipe sweep '{sweep}': vary names the option its levels fill in, e.g. vary: bits "
+            f"with recipe quant:gptq:overall:bits={{bits}}; got {value!r}"
+        )
+    return value
+
+
+def _value(value: Any, vary: str) -> float:
+    from knowcomp.compress.registry import parse_number
+
+    try:
+        return parse_number(value)
+    except ValueError:
+        raise SpecError(
+            f"{vary} {value!r} is not a number in ASCII digits that a float can hold; write e.g. "
+            f"levels: [2, 3, 4, 8]"
+        ) from None
+
+
+def _check_values(recipe: str, vary: str, levels: tuple[float, ...], sweep: str) -> None:
+    """Each value of an option other than the level, checked by the method it goes to (its
+    type and range: `gptq` takes integer bits from 2 to 8), before any work."""
+    from knowcomp.compress import parse_recipe
+
+    for level in levels:
+        filled = fill(recipe, vary, level)
+        left = re.search(r"\{(\w+)\}", filled)
+        if left:
+            raise SpecError(f"recipe sweep '{sweep}' varies {vary}, but its recipe also has a "
+                            f"{left.group(0)} placeholder; fill it in or vary it")  # fmt: skip
+        try:
+            parse_recipe(filled)
+        except KnowcompError as err:
+            raise SpecError(f"recipe sweep '{sweep}': {vary}={level:g}: {err}") from None
 
 
 def _recover(value: Any, sweep: str) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from knowcomp.errors import KnowcompError
-from knowcomp.study.spec import SpecError, StudySpec, short_method
+from knowcomp.study.spec import LEVEL, SpecError, StudySpec, short_method
 
 BASELINE = "baseline"
 
@@ -34,6 +34,7 @@ class Trial:
     add_bos: str = "auto"  # BOS first in decoder inputs (`probes.inputs`)
     lama_protocol: str = "templates"  # see `probes.lama.protocols`
     calibration: str | None = None  # calibration text settings (JSON) when not the default
+    vary: str = LEVEL  # the option `level` is the value of (its sweep's `vary`); not in the key
 
     @property
     def key(self) -> str:
@@ -65,7 +66,8 @@ class Trial:
     @property
     def label(self) -> str:
         """The sweep, its level, and the recovery method: for progress lines."""
-        label = self.sweep if self.level is None else f"{self.sweep} {self.level:g}"
+        value = "" if self.vary == LEVEL else f"{self.vary}="
+        label = self.sweep if self.level is None else f"{self.sweep} {value}{self.level:g}"
         return label if self.recover is None else f"{label} + {self.method}"
 
     def to_dict(self) -> dict:
@@ -92,7 +94,7 @@ def expand(spec: StudySpec) -> list[Trial]:
                     seeds_used.append(seed)
                 for level, recipe in sweep.recipes():
                     plain = Trial(model, sweep.name, recipe, level, seed, **common,
-                                  calibration=calibration)  # fmt: skip
+                                  vary=sweep.vary, calibration=calibration)  # fmt: skip
                     compressed.append(plain)
                     compressed += [replace(plain, recover=m, train=train) for m in sweep.recover]
         if not spec.sweeps:  # a study of baselines only

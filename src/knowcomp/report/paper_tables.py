@@ -1,0 +1,166 @@
+"""The first study's tables as *The Cost of Compression* (Namburi et al., 2023) prints them.
+
+- Table 1 (`namburi2023-table1`): the spread over seeds. Per model and compression that ran
+  with several seeds: one row per seed, then the mean, the sample standard deviation (n - 1)
+  and the population standard deviation (n); columns the probes.
+- Tables 4-6 (`namburi2023-table4` to `-table6`): one table per model family, in the paper's
+  order (encoder-only, encoder-decoder, decoder-only). Rows are model x dataset; columns the
+  uncompressed baseline, then global quantization (GQ) of Overall, Att and FF, then prune-then-
+  quantize (GPQ) at 20% and at 40% of the same three groups (any other pruning level gets its
+  own columns). A group is shown under the paper's name: `overall` is Overall,
+  `all_linear` (or `overall` pruned then `all_linear` quantized, the study's Overall_GPQ)
+  Overall+final, `attention_qkv` Att (QKV), `feed_forward_with_attn_out` FF (+attn out).
+
+Every cell is the same number the rest of the report shows for that model, compression and
+probe (`Arm.score`, `baseline_score`): a mean ± SD over seeds, or one seed's score with its 95%
+interval over items. Only what ran is shown; a table without data is not written.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from knowcomp.report.frame import Frame
+from knowcomp.report.stats import Arm, Cell, baseline_score, cell, estimate_cell
+from knowcomp.report.table import Table
+
+PAPER = "namburi2023"
+CITATION = "The Cost of Compression (Namburi et al., 2023)"
+# the paper's family order (its abstract: "ENCODER, ENCODER-DECODER, and DECODER")
+FAMILY_TABLES = {"encoder": 4, "encoder-decoder": 5, "decoder": 6}
+FAMILY_NAMES = {"encoder": "encoder-only models", "decoder": "decoder-only models",
+                "encoder-decoder": "encoder-decoder models"}  # fmt: skip
+# group as stored (`Compression.group`) -> (rank among the paper's three columns, its label)
+PAPER_GROUPS: dict[str, tuple[int, str]] = {
+    "overall": (0, "Overall"),
+    "all_linear": (0, "Overall+final"),
+    "overall → all_linear": (0, "Overall+final"),
+    "attention": (1, "Att"),
+    "attention_qkv": (1, "Att (QKV)"),
+    "feed_forward": (2, "FF"),
+    "feed_forward_with_attn_out": (2, "FF (+attn out)"),
+}
+UNITS = (
+    "Headline score in percent (P@1 micro for LAMA, accuracy for multiple choice, or acc_norm "
+    "when the report was asked for it): mean ± SD over seeds, or one seed's score [95% "
+    "interval over items]. GQ: dynamic (or other) quantization of the group; GPQ p%: the group "
+    "pruned p% (L1), then quantized. Overall+final: every linear layer, the final one included "
+    "(the study's Overall_GQ / Overall_GPQ); Overall: every linear layer but the final one."
+)
+
+
+_SEED_NOTE = (
+    "Headline score in percent per seed (with its 95% interval over items), then over seeds: "
+    "the mean, the sample SD (n - 1) and the population SD (n). Only compressions, and "
+    "baselines, that ran with more than one seed."
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One value column of Tables 4-6: a stage (GQ, or GPQ at a level) and a group."""
+
+    level: float | None  # None: GQ; else the GPQ pruning level
+    rank: int
+    group: str
+    method: str
+
+    def label(self, with_method: bool) -> str:
+        stage = "GQ" if self.level is None else f"GPQ {round(100 * self.level)}%"
+        name = PAPER_GROUPS.get(self.group, (3, self.group))[1]
+        return f"{stage} {name}" + (f" [{self.method}]" if with_method else "")
+
+
+def paper_tables(frame: Frame, all_arms: list[Arm]) -> list[Table]:
+    """Table 1, then Tables 4-6 (the families that ran), in the paper's numbering."""
+    return [seed_table(frame, all_arms), *family_tables(frame, all_arms)]
+
+
+def _column(arm: Arm) -> Column | None:
+    c = arm.compression
+    if c.kind == "quant":
+        level = None
+    elif c.kind == "prune+quant" and c.level is not None:
+        level = c.level
+    else:
+        return None
+    return Column(level, PAPER_GROUPS.get(c.group, (3, c.group))[0], c.group, c.method)
+
+
+def family_tables(frame: Frame, all_arms: list[Arm]) -> list[Table]:
+    """Tables 4-6: one per model family, rows model x dataset, columns Baseline, GQ, GPQ."""
+    tables = []
+    families = list(FAMILY_TABLES) + sorted(set(frame.families.values()) - set(FAMILY_TABLES))
+    for family in families:
+        models = [m for m in frame.models if frame.families.get(m) == family]
+        if not models:
+            continue
+        arms_by_column: dict[Column, dict[str, Arm]] = {}
+        for arm in all_arms:
+            column = _column(arm) if arm.model in models else None
+            if column is not None:
+                arms_by_column.setdefault(column, {})[arm.model] = arm
+        if not arms_by_column:  # no GQ or GPQ: the baseline table says all there is
+            continue
+        columns = sorted(arms_by_column, key=lambda c: (c.level or 0.0, c.level is not None,
+                                                        c.rank, c.group, c.method))  # fmt: skip
+        methods = {(c.level, c.group): set() for c in columns}
+        for c in columns:
+            methods[(c.level, c.group)].add(c.method)
+        labels = [c.label(len(methods[(c.level, c.group)]) > 1) for c in columns]
+        number = FAMILY_TABLES.get(family)
+        name = f"{PAPER}-table{number}" if number else f"{PAPER}-table-{family}"
+        title = (
+            f"{CITATION}, Table {number}: " if number else f"{CITATION}, layout of Tables 4-6: "
+        ) + f"{FAMILY_NAMES.get(family, family)}, baseline, GQ and GPQ"
+        table = Table(name, title, ["Model", "Dataset"], ["Baseline", *labels], note=UNITS)
+        for model in models:
+            for probe in frame.probes:
+                cells: list[Cell | str | None] = [baseline_score(frame, model, probe)]
+                for c in columns:
+                    arm = arms_by_column[c].get(model)
+                    cells.append(None if arm is None else arm.score(probe))
+                if any(x is not None for x in cells):
+                    table.rows.append(([model, probe], cells))
+        tables.append(table)
+    return tables
+
+
+def seed_table(frame: Frame, all_arms: list[Arm]) -> Table:
+    """Table 1: per seed, then mean, sample SD and population SD, for what ran with several."""
+    table = Table(f"{PAPER}-table1", f"{CITATION}, Table 1: scores per seed, their mean and "
+                  "standard deviation", ["Model", "Compression", "Seed"], list(frame.probes),
+                  note=_SEED_NOTE)  # fmt: skip
+    for model in frame.models:
+        baselines = [b for b in frame.baselines if b.model == model]
+        seeds = sorted({b.seed for b in baselines})
+        if len(seeds) > 1:
+            per_seed = {(b.seed, b.probe): b for b in baselines}
+            _seed_rows(table, frame, model, "baseline", seeds, per_seed)
+        for arm in all_arms:
+            if arm.model == model and len(arm.seeds) > 1:
+                per_seed = {(p.seed, p.probe): p for p in arm.points}
+                _seed_rows(table, frame, model, arm.recipe, arm.seeds, per_seed)
+    return table
+
+
+def _seed_rows(table: Table, frame: Frame, model: str, compression: str, seeds: list[int],
+               per_seed: dict) -> None:  # fmt: skip
+    values: dict[str, list[float]] = {probe: [] for probe in frame.probes}
+    for seed in seeds:
+        cells: list[Cell | str | None] = []
+        for probe in frame.probes:
+            point = per_seed.get((seed, probe))
+            if point is None:
+                cells.append(None)
+                continue
+            values[probe].append(100 * point.value)
+            one = estimate_cell(point.score_ci, 100) if point.score_ci is not None else None
+            cells.append(one or cell([100 * point.value]))
+        table.rows.append(([model, compression, str(seed)], cells))
+    summaries = (("mean", statistics.fmean, 1), ("SD (sample)", statistics.stdev, 2),
+                 ("SD (population)", statistics.pstdev, 2))  # fmt: skip
+    for label, summary, needed in summaries:
+        cells = [Cell(summary(v), 0.0, 1) if len(v) >= needed else None for v in values.values()]
+        table.rows.append(([model, compression, label], cells))
