@@ -49,6 +49,7 @@ class ModelWorker:
         data_dir: Path | None = None,
         similarity: int = 0,
         adapters: Path | None = None,
+        reuse_budget_mb: int = 1024,
     ) -> None:
         from knowcomp.compress import CompressionSession
         from knowcomp.compress.calibration import CalibrationSpec
@@ -66,6 +67,9 @@ class ModelWorker:
         self.params_linear = sum(b.weight_params for b in self.session.baseline.values())
         self.bytes_linear = sum(b.bytes for b in self.session.baseline.values())
         self.versions = package_versions()
+        from knowcomp.reuse import PrefixCache
+
+        self.prefix = PrefixCache(reuse_budget_mb * 2**20)  # the baseline's states, for reuse
 
     def run(
         self,
@@ -87,6 +91,9 @@ class ModelWorker:
         similarity = self._similarity(reference)
         adapter, row["recovery"] = self._recovery(trial, progress)
         results = []
+        from knowcomp.reuse import for_trial
+
+        reuse = for_trial(self.prefix, self.loaded, self.session, trial)
         with adapter.attached(self.loaded.model) if adapter is not None else nullcontext():
             for name in probes:
                 probe = get_probe(name)
@@ -98,7 +105,7 @@ class ModelWorker:
                 if progress is not None:
                     step = progress(name, probe.count(options))
                     options = RunOptions(**{**options.__dict__, "progress": step})
-                results.append(probe.run(self.loaded, options).to_dict())
+                results.append(reuse.run(probe, self.loaded, options).to_dict())
         if adapter is not None and getattr(adapter, "last", None) is not None:
             row["recovery"]["idp_choices"] = adapter.last.choices.tolist()  # prompt use counts
         row.update(
