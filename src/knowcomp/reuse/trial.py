@@ -1,7 +1,7 @@
 """A study trial's use of the worker's prefix cache: the baseline records, later trials reuse.
 
 The study worker holds one `PrefixCache` per loaded model and asks it, per trial, for a
-`TrialReuse` (`for_trial`): the uncompressed baseline without adapters records into an empty
+`TrialReuse` (`for_trial`): with a budget above 0, the uncompressed baseline without adapters records into an empty
 cache; a compressed trial without adapters reuses what its recipe's change point allows
 (`changes.change_point`); every other trial runs the plain path. Each probe then runs through
 `TrialReuse.run`, which adds a note saying what was kept or reused.
@@ -48,7 +48,7 @@ class TrialReuse:
 
 def for_trial(cache: PrefixCache, loaded: Any, session: Any, trial: Any) -> TrialReuse:
     """How `trial` (a `study.trials.Trial`, already compressed by `session`) uses `cache`."""
-    if trial.recover is not None or engine.per_sequence(loaded.model):
+    if cache.budget <= 0 or trial.recover is not None or engine.per_sequence(loaded.model):
         return TrialReuse(cache, "plain")
     if trial.recipe is None:
         return TrialReuse(cache, "record" if cache.empty and not cache.over_budget else "plain")

@@ -49,7 +49,7 @@ class ModelWorker:
         data_dir: Path | None = None,
         similarity: int = 0,
         adapters: Path | None = None,
-        reuse_budget_mb: int = 1024,
+        reuse_budget_mb: float = 1024,
     ) -> None:
         from knowcomp.compress import CompressionSession
         from knowcomp.compress.calibration import CalibrationSpec
@@ -69,7 +69,7 @@ class ModelWorker:
         self.versions = package_versions()
         from knowcomp.reuse import PrefixCache
 
-        self.prefix = PrefixCache(reuse_budget_mb * 2**20)  # the baseline's states, for reuse
+        self.prefix = PrefixCache(int(reuse_budget_mb * 2**20))  # baseline states; 0: off
 
     def run(
         self,
