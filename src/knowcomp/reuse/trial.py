@@ -1,10 +1,10 @@
 """A study trial's use of the worker's prefix cache: the baseline records, later trials reuse.
 
 The study worker holds one `PrefixCache` per loaded model and asks it, per trial, for a
-`TrialReuse` (`for_trial`): with a budget above 0, the uncompressed baseline without adapters records into an empty
-cache; a compressed trial without adapters reuses what its recipe's change point allows
-(`changes.change_point`); every other trial runs the plain path. Each probe then runs through
-`TrialReuse.run`, which adds a note saying what was kept or reused.
+`TrialReuse` (`for_trial`). With a budget above 0, the uncompressed baseline without adapters
+records into an empty cache; a compressed trial without adapters reuses what its recipe's
+change point allows (`changes.change_point`); every other trial runs the plain path. Each
+probe then runs through `TrialReuse.run`, which adds a note saying what was kept or reused.
 """
 
 from __future__ import annotations
