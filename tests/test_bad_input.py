@@ -376,6 +376,8 @@ TABLE = [
     ("unknown-command", "evl good", "No such command 'evl'|--help"),
     ("missing-argument", "eval", "Missing argument 'MODEL'|eval --help"),
     ("report-out-is-a-file", "report results.sqlite -o notes.txt", "is a file|--help"),
+    ("reuse-memory-negative", "run spec-ok.yaml --reuse-memory -1",
+     "Invalid value for '--reuse-memory'|--help"),
 ]
 # fmt: on
 CASES = [

@@ -53,6 +53,11 @@ from knowcomp.errors import KnowcompError
 @click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Ray: workers (model copies) per model.")  # fmt: skip
+@click.option("--reuse-memory", type=click.FloatRange(min=0), default=1024,  # reuse's default
+              show_default=True, metavar="MB",
+              help="Memory for the baseline's states that final-layer trials (and decoder-only "
+              "trials of encoder-decoders) start from instead of rerunning the network; over it, "
+              "they run in full with a note. 0: off.")  # fmt: skip
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write the report folder next to the results file at the end.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Validate and list the trials; run nothing.")
@@ -72,6 +77,7 @@ def run(
     executor: str,
     ray_address: str | None,
     workers: int,
+    reuse_memory: float,
     report: bool,
     dry_run: bool,
     list_presets: bool,
@@ -112,7 +118,8 @@ def run(
     try:
         with _ProgressListener() as listener:
             summary = run_study(spec, executor=executor, listener=listener,
-                                ray_address=ray_address, workers_per_model=workers)  # fmt: skip
+                                ray_address=ray_address, workers_per_model=workers,
+                                reuse_budget_mb=reuse_memory)  # fmt: skip
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"finished trials are kept in {spec.output}; rerun the same "
                                 "command to resume") from None  # fmt: skip

@@ -75,6 +75,7 @@ class Pipeline:
         data_dir: Path | None = None,
         calibration: Any = None,
         require_tokenizer: bool = True,
+        reuse_budget_mb: float = 0,
     ) -> None:
         from knowcomp.compress import CompressionSession
         from knowcomp.compress.calibration import CalibrationSpec
@@ -94,6 +95,10 @@ class Pipeline:
         self.params_linear = sum(b.weight_params for b in self.session.baseline.values())
         self.bytes_linear = sum(b.bytes for b in self.session.baseline.values())
         self.versions = {**package_versions(), **self.placement.record()}
+        from knowcomp.reuse import PrefixCache
+
+        # the baseline's states, for trials that change only what comes after them; 0: off
+        self.prefix = PrefixCache(int(reuse_budget_mb * 2**20))
 
     @property
     def family(self) -> Any:
@@ -173,9 +178,11 @@ class Pipeline:
         progress: ProgressFactory | None = None,
         after_each: Callable[[list[Any]], None] | None = None,
         label: str = "",
+        reuse: Any = None,
     ) -> Evaluation:
         """Run `probes` (Probe objects) on the model as it is, with `adapter` attached;
-        `after_each(results so far)` after every probe (to save what is done)."""
+        `after_each(results so far)` after every probe (to save what is done). `reuse` (a
+        `reuse.TrialReuse`) records into or serves from the prefix cache."""
         start = time.perf_counter()
         results: list[Any] = []
         with self.attached(adapter):
@@ -184,7 +191,10 @@ class Pipeline:
                 if progress is not None:
                     step = progress(f"{label}{probe.name}", probe.count(options))
                     run_options = replace(options, progress=step)
-                results.append(probe.run(self.loaded, run_options))
+                if reuse is not None:
+                    results.append(reuse.run(probe, self.loaded, run_options))
+                else:
+                    results.append(probe.run(self.loaded, run_options))
                 if after_each is not None:
                     after_each(results)
         return Evaluation(results, time.perf_counter() - start)

@@ -69,6 +69,38 @@ def head_only_at(model: nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> It
         handle.remove()
 
 
+# Set on a model by `knowcomp.reuse.PrefixCache` while it records or serves a baseline's states.
+PREFIX_CACHE = "_knowcomp_prefix_cache"
+
+
+def head_logits(
+    model: nn.Module,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    kwargs: dict,
+    key: tuple[torch.Tensor, ...] = (),
+) -> torch.Tensor:
+    """The LM head's logits (n, V) at (rows[i], cols[i]) of one forward with `kwargs`. A prefix
+    cache attached to the model may compute them from states a baseline run kept (`key`: the
+    inputs `kwargs` does not show, such as the contexts behind `encoder_outputs`)."""
+    cache = getattr(model, PREFIX_CACHE, None)
+    if cache is not None:
+        return cache.head_logits(model, rows, cols, kwargs, key)
+    with head_only_at(model, rows, cols):
+        return model(**kwargs).logits[0]
+
+
+def encoder_states(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """An encoder-decoder's encoder output for a batch; a prefix cache attached to the model
+    may supply the one a baseline run computed."""
+    cache = getattr(model, PREFIX_CACHE, None)
+    if cache is not None:
+        return cache.encoder_states(model, input_ids, attention_mask)
+    return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
 def batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> Iterator[list[int]]:
     """Indices of sequences, longest first, in batches whose padded size fits `max_tokens`."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -166,8 +198,7 @@ def _score_batch(
         kwargs |= {"decoder_input_ids": dec, "decoder_attention_mask": dec_mask}
     rows = torch.tensor([b for b, r in enumerate(reqs) for _ in r.positions], device=device)
     cols = torch.tensor([p for r in reqs for p in r.positions], device=device)
-    with head_only_at(model, rows, cols):
-        logits = model(**kwargs).logits[0].float()
+    logits = head_logits(model, rows, cols, kwargs).float()
     return collect(logits, [r.targets for r in reqs])
 
 

@@ -128,7 +128,7 @@ def _generate_batch(
         ids[row, : len(prompt)] = torch.tensor(list(prompt), dtype=torch.long)
         mask[row, : len(prompt)] = 1
     ids, mask = ids.to(device), mask.to(device)
-    states = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    states = engine.encoder_states(model, ids, mask)
     following = torch.full((len(prompts),), start_id, dtype=torch.long, device=device)
     cache = None
     alive = list(range(len(prompts)))  # batch row -> prompt index

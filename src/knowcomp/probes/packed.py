@@ -130,10 +130,9 @@ def _score_rows(
             at += m
     mask = attention_bias(segments, model.dtype)
     kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
-    kwargs = {name: value.to(device) for name, value in kwargs.items()}
+    kwargs = {name: value.to(device) for name, value in kwargs.items()} | {"use_cache": False}
     head_at = (torch.tensor(head_rows, device=device), torch.tensor(head_cols, device=device))
-    with engine.head_only_at(model, *head_at):
-        logits = model(**kwargs, use_cache=False).logits[0].float()
+    logits = engine.head_logits(model, *head_at, kwargs).float()
     return engine.collect(logits, targets, torch.tensor(index, device=device))
 
 

