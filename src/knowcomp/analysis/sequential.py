@@ -49,7 +49,7 @@ def _stakes(x: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def _grid(step: float) -> np.ndarray:
-    points = int(round(1 / (step / 2)))  # x-space step is half the d-space step
+    points = round(1 / (step / 2))  # x-space step is half the d-space step
     return np.linspace(0.0, 1.0, points + 1)
 
 
