@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from knowcomp.cli.format import console, err_console
-from knowcomp.cli.options import add_bos_option
+from knowcomp.cli.options import add_bos_option, precision_option
 from knowcomp.errors import KnowcompError
 
 
@@ -47,6 +47,7 @@ from knowcomp.errors import KnowcompError
               help="Results file (SQLite); rerunning on it skips finished trials.")  # fmt: skip
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory to read.")
 @add_bos_option
+@precision_option
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="Run trials here, or as Ray tasks.")  # fmt: skip
 @click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
@@ -68,6 +69,7 @@ def run(
     out: Path | None,
     data_dir: Path | None,
     add_bos: str | None,
+    precision: float | None,
     executor: str,
     ray_address: str | None,
     workers: int,
@@ -93,6 +95,7 @@ def run(
         return
     spec = _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
                        recovery_tokens, lama_protocol, add_bos)  # fmt: skip
+    spec = spec.with_overrides(precision=precision)
     if dry_run:
         trials = validate(spec)
         console.print(f"{spec.name}: {len(trials)} trials x {len(spec.probes)} probes "

@@ -9,6 +9,7 @@ YAML form (every key but `models` and `recipes` is optional):
     seeds: [0]
     output: runs/my-study.sqlite
     similarity: 16             # per-layer similarity to the uncompressed model on 16 texts
+    precision: 2               # adaptive: stop a probe once its drop is known to +-2 points
     recipes:
       - preset: global-pruning                      # every sweep of a built-in preset
       - name: ff-structured                         # or a sweep of your own
@@ -42,6 +43,7 @@ from knowcomp.errors import KnowcompError
 SPEC_KEYS = {
     "name", "models", "probes", "limit", "seeds", "output", "recipes", "lama_mode", "dtype",
     "add_bos", "device", "device_map", "data_dir", "similarity", "recovery", "lama_protocol",
+    "precision",
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover"}
 RECOVERY_KEYS = {"tokens", "seqlen", "batch_size", "calibration", "save_adapters"}
@@ -134,6 +136,8 @@ class StudySpec:
     data_dir: Path | None = None
     similarity: int = 0  # texts for layer-wise similarity of each compressed trial; 0: off
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    # adaptive evaluation (`study.adaptive`): the drop's half-width to stop at, in points
+    precision: float | None = None
 
     @property
     def recovers(self) -> bool:
@@ -154,6 +158,7 @@ class StudySpec:
         """Identifies the spec's content (not its output path) in every stored trial."""
         data = asdict(self)
         data.pop("output")
+        data.pop("precision")  # how long to measure, not what: a tighter rerun extends a study
         data["data_dir"] = str(data["data_dir"]) if data["data_dir"] else None
         if not data["similarity"]:
             data.pop("similarity")  # specs without it keep the hash they had before it existed
@@ -226,7 +231,18 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
         values["similarity"] = _similarity(data["similarity"])
     if data.get("recovery") is not None:
         values["recovery"] = _recovery(data["recovery"])
+    if data.get("precision") is not None:
+        values["precision"] = _precision(data["precision"])
     return StudySpec(**values)
+
+
+def _precision(raw: Any) -> float:
+    from knowcomp.study.adaptive import check_precision
+
+    try:
+        return check_precision(raw)
+    except KnowcompError as err:
+        raise SpecError(str(err)) from None
 
 
 def _add_bos(raw: Any) -> str:

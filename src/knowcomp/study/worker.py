@@ -75,6 +75,7 @@ class ModelWorker:
         study: str,
         spec_hash: str,
         progress: ProgressFactory | None = None,
+        adaptive: Any = None,
     ) -> TrialOutcome:
         """Compress with the trial's recipe (restoring first), then run `probes` on it."""
         from knowcomp.probes.base import RunOptions
@@ -98,7 +99,12 @@ class ModelWorker:
                 if progress is not None:
                     step = progress(name, probe.count(options))
                     options = RunOptions(**{**options.__dict__, "progress": step})
-                results.append(probe.run(self.loaded, options).to_dict())
+                if adaptive is None:
+                    results.append(probe.run(self.loaded, options).to_dict())
+                else:  # `study.adaptive.AdaptiveRun`: chunk by chunk, stop when clear
+                    results.append(adaptive.run_probe(
+                        trial, probe, options, lambda o, p=probe: p.run(self.loaded, o),
+                        lambda o, p=probe: self._uncompressed(trial, p, o)))  # fmt: skip
         if adapter is not None and getattr(adapter, "last", None) is not None:
             row["recovery"]["idp_choices"] = adapter.last.choices.tolist()  # prompt use counts
         row.update(
@@ -111,6 +117,15 @@ class ModelWorker:
             seconds=time.perf_counter() - start,
         )  # fmt: skip
         return TrialOutcome(row, results, similarity)
+
+    def _uncompressed(self, trial: Trial, probe: Any, options: Any) -> Any:
+        """`probe` run on the uncompressed model, the trial's compression applied again after
+        (adaptive evaluation extends a baseline this way, in the middle of a trial)."""
+        self._restore()
+        try:
+            return probe.run(self.loaded, options)
+        finally:
+            self._compress(trial)
 
     def _versions(self, trial: Trial) -> dict[str, str]:
         """Package versions, and the input rule the trial's probes were scored under."""
