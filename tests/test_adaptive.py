@@ -129,3 +129,46 @@ def test_without_precision_keys_and_results_are_as_before(model_dir, tmp_path):
 def test_precision_must_be_a_positive_number(bad):
     with pytest.raises(Exception, match="precision must be a positive number"):
         check_precision(bad)
+
+
+def test_results_file_from_before_the_column_reads_and_upgrades(tmp_path):
+    """A results file without `results.sequential` reads (read-only: no column added) and gets
+    the column when a run opens it for writing; its results stay exhaustive (None)."""
+    import sqlite3
+
+    db = tmp_path / "old.sqlite"
+    ResultsStore(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE results DROP COLUMN sequential")
+        conn.execute("INSERT INTO trials (trial_key, study, spec_hash, model, sweep, seed, "
+                     "lama_mode, dtype, created) VALUES ('k', 's', 'h', 'm', 'baseline', 0, "
+                     "'next-token', 'float32', 0)")  # fmt: skip
+        conn.execute("INSERT INTO results VALUES ('k', 'piqa', 'c', '{\"acc\": 0.5}', '{}', "
+                     "'[]', 1.0, 0)")  # fmt: skip
+    with ResultsStore(db, readonly=True) as store:
+        assert store.rows()[0]["sequential"] is None
+        assert store.sequential("k", "piqa") is None
+        assert store.result("k", "piqa")["metrics"] == {"acc": 0.5}
+    with sqlite3.connect(db) as conn:
+        assert "sequential" not in {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+    with ResultsStore(db) as store:
+        assert store.result("k", "piqa")["sequential"] is None
+    with sqlite3.connect(db) as conn:
+        assert "sequential" in {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+
+
+def test_precision_refuses_ray_and_recover_steps_before_any_work(model_dir, tmp_path):
+    from knowcomp.errors import KnowcompError
+    from knowcomp.study.trials import validate
+
+    spec = _spec(model_dir, tmp_path / "r.sqlite", 2.0)
+    with pytest.raises(KnowcompError, match="local executor"):
+        run_study(spec, executor="ray")
+    recovering = spec_from_dict({"name": "r", "models": [str(model_dir)], "probes": ["piqa"],
+                                 "output": str(tmp_path / "r.sqlite"), "precision": 2,
+                                 "data_dir": str(DATA),
+                                 "recipes": [{"recipe": "prune:l1_unstructured:overall:0.5",
+                                              "recover": "lora"}]})  # fmt: skip
+    with pytest.raises(KnowcompError, match="does not run recover steps"):
+        validate(recovering)
+    assert not (tmp_path / "r.sqlite").exists()
