@@ -172,3 +172,29 @@ def test_precision_refuses_ray_and_recover_steps_before_any_work(model_dir, tmp_
     with pytest.raises(KnowcompError, match="does not run recover steps"):
         validate(recovering)
     assert not (tmp_path / "r.sqlite").exists()
+
+
+@pytest.mark.parametrize("name", ["piqa", "lama-google-re", "lambada"])
+def test_parts_merge_to_the_one_shot_result(model_dir, name):
+    """A probe scored in three parts and merged (`probes.merge`) reads as the probe scored at
+    once: the same metrics, counts and items (log-likelihoods differ in the last float digits
+    between batch shapes, so records are compared without them)."""
+    from dataclasses import replace
+
+    from knowcomp.probes.merge import merge, metrics_function
+
+    loaded = load_model(str(model_dir))
+    probe = get_probe(name)
+    options = RunOptions(limit=12, seed=1, data_dir=DATA)
+    whole = probe.run(loaded, options).to_dict()
+    parts = [probe.run(loaded, replace(options, part=part)).to_dict()
+             for part in ((0.0, 0.3), (0.3, 0.6), (0.6, 1.0))]  # fmt: skip
+    records = [r for part in parts for r in part["records"]]
+    merged = merge(parts, records, metrics_function(probe, options))
+    assert merged["metrics"] == pytest.approx(whole["metrics"], rel=1e-6, abs=1e-9)
+    assert merged["counts"] == whole["counts"]
+
+    def exact(rows):
+        return sorted(repr({k: v for k, v in r.items() if "loglikelihood" not in k}) for r in rows)
+
+    assert exact(records) == exact(whole["records"])
