@@ -64,11 +64,15 @@ def _summary(out: Path) -> dict:
 
 
 def run(probes: list[tuple[str, int]], levels: tuple[float, ...], precision: float,
-        folder: Path) -> tuple[str, bool]:  # fmt: skip
+        folder: Path, only: str | None = None) -> tuple[str, bool]:  # fmt: skip
     lines, all_inside, totals = [], True, {"exhaustive": [0, 0.0], "adaptive": [0, 0.0]}
     for probe, limit in probes:
         files = {kind: folder / f"{probe}-{limit}-{kind}.sqlite"
                  for kind in ("exhaustive", "adaptive")}  # fmt: skip
+        if only is not None:
+            _timed(_spec(probe, limit, levels, files[only],
+                         precision if only == "adaptive" else None))  # fmt: skip
+            continue
         seconds = {
             "adaptive": _timed(_spec(probe, limit, levels, files["adaptive"], precision)),
             "exhaustive": _timed(_spec(probe, limit, levels, files["exhaustive"], None)),
@@ -100,6 +104,8 @@ def run(probes: list[tuple[str, int]], levels: tuple[float, ...], precision: flo
         base = fast[("baseline", None)]
         lines += ["", f"The adaptive baseline scored {base['items']:,} of "
                   f"{full[('baseline', None)]['items']:,} items.", ""]  # fmt: skip
+    if only is not None:
+        return f"ran the {only} runs only", True
     ratio = totals["exhaustive"][0] / totals["adaptive"][0]
     lines.insert(
         0,
@@ -119,11 +125,20 @@ def main() -> None:
     parser.add_argument("--precision", type=float, default=2.0)
     parser.add_argument("--folder", type=Path, default=Path("runs/bench-adaptive"))
     parser.add_argument("--write", type=Path)
+    parser.add_argument(
+        "--only",
+        choices=("adaptive", "exhaustive"),
+        help="run one kind (two processes can run the two kinds at once); "
+        "a last run without --only resumes both and writes the table",
+    )
     args = parser.parse_args()
     probes = [(p.split(":")[0], int(p.split(":")[1])) for p in args.probe]
     levels = tuple(float(v) for v in args.levels.split(","))
     load = os.getloadavg()[0]
-    body, _ = run(probes, levels, args.precision, args.folder)
+    body, _ = run(probes, levels, args.precision, args.folder, args.only)
+    if args.only is not None:
+        print(body)
+        return
     command = (
         "python benchmarks/bench_adaptive.py "
         + " ".join(f"--probe {p}" for p in args.probe)

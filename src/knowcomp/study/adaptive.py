@@ -7,8 +7,9 @@ baseline's score of the same item and computes the betting confidence sequence o
 (`analysis.sequential`): anytime-valid, so stopping on it keeps its 95% coverage. It stops when
 the sequence's half-width is at most P points, or when the items run out (then the result is
 the exhaustive one). The baseline is scored lazily: its first chunk when it runs, and more
-whenever a trial needs items the baseline has not scored yet, so it covers every item any
-trial used.
+whenever a trial needs items the baseline has not scored yet (twice the share the trial has
+reached: each extension restores the model and compresses it again, so they are kept few), so
+it covers every item any trial used.
 
 What a result stores (`Sequential`, the `results.sequential` column, JSON): the precision, the
 share of the draws scored, the pool (items the exhaustive run scores), the paired items at each
@@ -209,7 +210,9 @@ def measure(
     while True:
         if progress.records:
             metric = _metric(progress.parts[-1])
-            baseline.extend(progress.share, baseline_scorer)
+            if baseline.share < progress.share:  # ahead, to re-compress the model less often
+                ahead = min(1.0, 2 * progress.share)
+                baseline.extend(next(s for s in shares(pool) if s >= ahead), baseline_scorer)
             d = _differences(progress.records, baseline.records, metric)
             if len(d) and (not checks or checks[-1] < len(d)):
                 checks.append(len(d))
