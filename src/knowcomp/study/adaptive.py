@@ -214,6 +214,7 @@ def measure(
                 ahead = min(1.0, 2 * progress.share)
                 baseline.extend(next(s for s in shares(pool) if s >= ahead), baseline_scorer)
             d = _differences(progress.records, baseline.records, metric)
+            checks = [c for c in checks if c <= len(d)]  # a baseline re-scored since: fewer pairs
             if len(d) and (not checks or checks[-1] < len(d)):
                 checks.append(len(d))
             if checks:
