@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,15 +35,9 @@ def _spec(probe: str, limit: int, levels: tuple[float, ...], out: Path, precisio
                                sweeps=sweeps, output=out, precision=precision)  # fmt: skip
 
 
-def _timed(spec) -> float:
-    """Wall seconds of the run (the time of trials stored by an earlier, resumed run is the
-    sum of their stored seconds, so an interrupted benchmark still reports the whole)."""
-    start = time.perf_counter()
+def _timed(spec) -> None:
+    """Run (or resume) the study; each trial stores its own wall seconds."""
     run_study(spec)
-    elapsed = time.perf_counter() - start
-    with ResultsStore(spec.output, readonly=True) as store:
-        stored = sum(t["seconds"] or 0.0 for t in store.trials())
-    return max(elapsed, stored)
 
 
 def _summary(out: Path) -> dict:
@@ -69,30 +62,39 @@ def run(probes: list[tuple[str, int]], levels: tuple[float, ...], precision: flo
     for probe, limit in probes:
         files = {kind: folder / f"{probe}-{limit}-{kind}.sqlite"
                  for kind in ("exhaustive", "adaptive")}  # fmt: skip
-        if only is not None:
+        if only in ("adaptive", "exhaustive"):
             _timed(_spec(probe, limit, levels, files[only],
                          precision if only == "adaptive" else None))  # fmt: skip
             continue
-        seconds = {
-            "adaptive": _timed(_spec(probe, limit, levels, files["adaptive"], precision)),
-            "exhaustive": _timed(_spec(probe, limit, levels, files["exhaustive"], None)),
-        }
+        if only is None:
+            _timed(_spec(probe, limit, levels, files["adaptive"], precision))
+            _timed(_spec(probe, limit, levels, files["exhaustive"], None))
         full, fast = _summary(files["exhaustive"]), _summary(files["adaptive"])
+        both = sorted(set(full) & set(fast), key=lambda k: (k[0] != "baseline", k[0], k[1] or 0))
+        grid = 1 + 3 * len(levels)
+        missing = f" ({grid - len(both)} of the grid's {grid} trials not run in both)" * (
+            len(both) < grid)  # fmt: skip
+        if ("baseline", None) not in both:
+            lines += [f"**{probe}**: no baseline in both files yet", ""]
+            continue
         base_full = full[("baseline", None)]["score"]
-        n_full = sum(v["items"] for v in full.values())
-        n_fast = sum(v["items"] for v in fast.values())
+        n_full = sum(full[k]["items"] for k in both)
+        n_fast = sum(fast[k]["items"] for k in both)
+        seconds = {"exhaustive": sum(full[k]["seconds"] for k in both),
+                   "adaptive": sum(fast[k]["seconds"] for k in both)}  # fmt: skip
         totals["exhaustive"][0] += n_full
         totals["adaptive"][0] += n_fast
         totals["exhaustive"][1] += seconds["exhaustive"]
         totals["adaptive"][1] += seconds["adaptive"]
-        lines += [f"**{probe}**, `--limit {limit}`: exhaustive {n_full:,} items in "
+        lines += [f"**{probe}**, `--limit {limit}`{missing}: exhaustive {n_full:,} items in "
                   f"{seconds['exhaustive']:.0f} s, adaptive {n_fast:,} items in "
                   f"{seconds['adaptive']:.0f} s ({n_full / n_fast:.1f}x fewer items).", "",
                   "| sweep | level | exhaustive drop | adaptive interval | items (of pool) | "
                   "stopped | inside |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-        for (sweep, level), row in sorted(full.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        for sweep, level in both:
             if sweep == "baseline":
                 continue
+            row = full[(sweep, level)]
             drop = base_full - row["score"]
             seq = fast[(sweep, level)]["sequential"]
             d = seq["drop"]
@@ -104,9 +106,9 @@ def run(probes: list[tuple[str, int]], levels: tuple[float, ...], precision: flo
         base = fast[("baseline", None)]
         lines += ["", f"The adaptive baseline scored {base['items']:,} of "
                   f"{full[('baseline', None)]['items']:,} items.", ""]  # fmt: skip
-    if only is not None:
+    if only in ("adaptive", "exhaustive"):
         return f"ran the {only} runs only", True
-    ratio = totals["exhaustive"][0] / totals["adaptive"][0]
+    ratio = totals["exhaustive"][0] / max(totals["adaptive"][0], 1)
     lines.insert(
         0,
         f"Over the grid: exhaustive {totals['exhaustive'][0]:,} items in "
@@ -127,16 +129,16 @@ def main() -> None:
     parser.add_argument("--write", type=Path)
     parser.add_argument(
         "--only",
-        choices=("adaptive", "exhaustive"),
-        help="run one kind (two processes can run the two kinds at once); "
-        "a last run without --only resumes both and writes the table",
+        choices=("adaptive", "exhaustive", "summary"),
+        help="run one kind (two processes can run the two kinds at once), or none (summary): "
+        "the table of the trials both files have; without it, both run (or resume) first",
     )
     args = parser.parse_args()
     probes = [(p.split(":")[0], int(p.split(":")[1])) for p in args.probe]
     levels = tuple(float(v) for v in args.levels.split(","))
     load = os.getloadavg()[0]
     body, _ = run(probes, levels, args.precision, args.folder, args.only)
-    if args.only is not None:
+    if args.only in ("adaptive", "exhaustive"):
         print(body)
         return
     command = (
