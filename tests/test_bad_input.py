@@ -152,6 +152,8 @@ def arena(tmp_path_factory) -> Path:
         "spec-dtype-int4": _spec(["good"], dtype="int4"),
         "spec-models-string": _spec("good"),
         "spec-seeds-scalar": _spec(["good"], seeds=0),
+        "spec-precision-zero": _spec(["good"], precision=0),
+        "spec-precision-text": _spec(["good"], precision="tight"),
         "spec-seeds-repeated": _spec(["good"], seeds=[1, 1]),
         "spec-levels-repeated": _spec(["good"], recipes=[
             {"recipe": "prune:l1_unstructured:overall:{level}", "levels": [0.3, 0.3]}]),
@@ -342,6 +344,13 @@ TABLE = [
     ("seeds-option-full-width", "run spec-ok.yaml --seeds \uff11", "must be integers"),
     ("seeds-option-repeated", "run spec-ok.yaml --seeds 1,1", "repeats"),
     ("probes-option-empty", "run spec-ok.yaml --probes ,", "--probes is empty"),
+    ("precision-zero", "run spec-ok.yaml --precision 0", "precision must be a positive number"),
+    ("precision-negative", "run spec-ok.yaml --precision -2", "positive number|--precision 2"),
+    ("precision-text", "run spec-ok.yaml --precision tight", "got 'tight'"),
+    ("precision-nan", "run spec-ok.yaml --precision nan", "precision must be a positive"),
+    ("precision-infinite", "run spec-ok.yaml --precision inf", "precision must be a positive"),
+    ("spec-precision-zero", "run spec-precision-zero.yaml", "precision must be a positive"),
+    ("spec-precision-text", "run spec-precision-text.yaml", "got 'tight'"),
     # 8. messages that used to mislead
     ("compress-out-is-a-file",
      "compress good -r prune:l1_unstructured:overall:0.2 --out notes.txt --force",

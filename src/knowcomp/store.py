@@ -7,7 +7,10 @@ compression achieved), `results` (one row per trial x probe: metrics, counts, ti
 states to the uncompressed model, when the study asks for it). A trial with a recover step has
 the recovery method, its trainable parameters and its training log in `trials.recovery` (JSON;
 NULL otherwise), a column added in place to files written before it existed; likewise its LAMA
-protocol (`trials.lama_protocol`; NULL in older files means `templates`).
+protocol (`trials.lama_protocol`; NULL in older files means `templates`). A result of adaptive
+evaluation (`knowcomp.study.adaptive`) has how far it got in `results.sequential` (JSON: items,
+stopping reason, final interval; NULL for a result that scored every item, and in older files);
+such a result, unlike any other, is replaced when a later run extends it.
 
 A trial's rows are written together in one `BEGIN IMMEDIATE` transaction, so `kill -9` loses
 at most the trial in flight. Keys are primary keys and every insert is `OR IGNORE`, so two runs
@@ -77,6 +80,7 @@ CREATE TABLE IF NOT EXISTS results (
     notes TEXT,
     seconds REAL,
     created REAL NOT NULL,
+    sequential TEXT,
     PRIMARY KEY (trial_key, probe)
 );
 CREATE TABLE IF NOT EXISTS claims (
@@ -121,6 +125,8 @@ class TrialOutcome:
     trial: dict[str, Any]  # TRIAL_COLUMNS values (the JSON_COLUMNS as dicts)
     results: list[dict[str, Any]] = field(default_factory=list)  # ProbeResult.to_dict()s
     similarity: list[dict[str, Any]] = field(default_factory=list)  # SimilarityResult.rows()
+    # adaptive evaluation: results of other trials (their baselines) extended on the way
+    updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,8 @@ class ResultsStore:
                 self._db.execute("ALTER TABLE trials ADD COLUMN recovery TEXT")
             if "lama_protocol" not in columns:  # likewise before LAMA protocols (NULL: templates)
                 self._db.execute("ALTER TABLE trials ADD COLUMN lama_protocol TEXT")
+            if "sequential" not in {r[1] for r in self._db.execute("PRAGMA table_info(results)")}:
+                self._db.execute("ALTER TABLE results ADD COLUMN sequential TEXT")  # likewise
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self._db.execute(
@@ -239,20 +247,9 @@ class ResultsStore:
                 [trial.get(c) for c in TRIAL_COLUMNS] + [now],
             )
             for result in outcome.results:
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        trial["trial_key"], result["probe"], result.get("category"),
-                        json.dumps(result["metrics"]), json.dumps(result["counts"]),
-                        json.dumps(result.get("notes", [])), result.get("seconds"), now,
-                    ),
-                )  # fmt: skip
-                added += cursor.rowcount
-                if cursor.rowcount and result.get("records"):
-                    self._db.execute(
-                        "INSERT OR IGNORE INTO records VALUES (?, ?, ?)",
-                        (trial["trial_key"], result["probe"], _pack(result["records"])),
-                    )
+                added += self._write_result(trial["trial_key"], result, now)
+            for trial_key, result in outcome.updates:
+                self._write_result(trial_key, result, now)
             for row in outcome.similarity:
                 self._db.execute(
                     "INSERT OR IGNORE INTO similarity VALUES (?, ?, ?, ?, ?)",
@@ -261,6 +258,31 @@ class ResultsStore:
                 )  # fmt: skip
             self._db.execute("DELETE FROM claims WHERE trial_key = ?", (trial["trial_key"],))
         return added
+
+    def _write_result(self, trial_key: str, result: dict[str, Any], now: float) -> int:
+        """Insert one result and its records (1 if added); an adaptive result, or a result over
+        a stored adaptive one, replaces the stored one (it extends it)."""
+        sequential = result.get("sequential")
+        verb = "INSERT OR IGNORE"
+        if sequential is not None or self.sequential(trial_key, result["probe"]) is not None:
+            verb = "INSERT OR REPLACE"
+            self._db.execute("DELETE FROM records WHERE trial_key = ? AND probe = ?",
+                             (trial_key, result["probe"]))  # fmt: skip
+        cursor = self._db.execute(
+            f"{verb} INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                trial_key, result["probe"], result.get("category"),
+                json.dumps(result["metrics"]), json.dumps(result["counts"]),
+                json.dumps(result.get("notes", [])), result.get("seconds"), now,
+                json.dumps(sequential) if sequential is not None else None,
+            ),
+        )  # fmt: skip
+        if cursor.rowcount and result.get("records"):
+            self._db.execute(
+                f"{verb} INTO records VALUES (?, ?, ?)",
+                (trial_key, result["probe"], _pack(result["records"])),
+            )
+        return cursor.rowcount
 
     def claim(self, trial_key: str, owner: Owner) -> Owner | None:
         """Claim a trial for `owner`; returns the other live owner if someone else holds it."""
@@ -294,6 +316,38 @@ class ResultsStore:
         rows = self._db.execute("SELECT probe FROM results WHERE trial_key = ?", (trial_key,))
         return {r[0] for r in rows}
 
+    def _has_sequential(self) -> bool:
+        """Whether `results` has the `sequential` column (a file opened read-only from before
+        it existed has not)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(results)")}
+        return "sequential" in columns
+
+    def sequential(self, trial_key: str, probe: str) -> dict[str, Any] | None:
+        """How far a stored adaptive result got (None: none stored, or it scored every item)."""
+        if not self._has_sequential():
+            return None
+        row = self._db.execute(
+            "SELECT sequential FROM results WHERE trial_key = ? AND probe = ?", (trial_key, probe)
+        ).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def result(self, trial_key: str, probe: str) -> dict[str, Any] | None:
+        """One stored result as a probe returns it (`ProbeResult.to_dict()`), with its records
+        and, for an adaptive one, `sequential`; None if not stored."""
+        row = self._db.execute(
+            "SELECT * FROM results WHERE trial_key = ? AND probe = ?", (trial_key, probe)
+        ).fetchone()
+        if row is None:
+            return None
+        row = dict(row)
+        out: dict[str, Any] = {"probe": probe, "category": row["category"],
+                               "seconds": row["seconds"]}  # fmt: skip
+        for key in ("metrics", "counts", "notes", "sequential"):
+            out[key] = json.loads(row[key]) if row.get(key) else None
+        out["notes"] = out["notes"] or []
+        out["records"] = self.records(trial_key, probe)
+        return out
+
     def trials(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM trials ORDER BY created")
         return [_decode_trial(dict(r)) for r in rows]
@@ -315,14 +369,15 @@ class ResultsStore:
                 args.append(value)
         sql = (
             "SELECT t.*, r.probe, r.category, r.metrics, r.counts, r.notes, "
-            "r.seconds AS eval_seconds FROM results r JOIN trials t USING (trial_key)"
+            + ("r.sequential, " if self._has_sequential() else "NULL AS sequential, ")
+            + "r.seconds AS eval_seconds FROM results r JOIN trials t USING (trial_key)"
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + " ORDER BY t.model, t.sweep, t.level, t.seed, r.probe"
         )
         out = []
         for r in self._db.execute(sql, args):
             row = _decode_trial(dict(r))
-            for key in ("metrics", "counts", "notes"):
+            for key in ("metrics", "counts", "notes", "sequential"):
                 row[key] = json.loads(row[key]) if row[key] else None
             out.append(row)
         return out

@@ -32,8 +32,8 @@ Which method, and why:
   for every trial of that probe (so the pairing is kept), and recomputes the average or share;
   the percentile interval of the draws.
 
-A confidence sequence (anytime-valid, for evaluation that stops early) would be one more
-function of the same shape: per-item values in, an `Estimate` out.
+The confidence sequence of adaptive evaluation (anytime-valid, for evaluation that stops
+early) has the same shape, per-item values in, an `Estimate` out: `analysis.sequential`.
 """
 
 from __future__ import annotations

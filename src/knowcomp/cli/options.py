@@ -16,6 +16,22 @@ add_bos_option = click.option(
 )
 
 
+def _precision(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from knowcomp.study.adaptive import check_precision
+
+    return None if value is None else check_precision(value)
+
+
+precision_option = click.option(
+    "--precision",
+    callback=_precision,
+    metavar="POINTS",
+    help="Adaptive evaluation: score items in a seeded random order, chunk by chunk, and stop "
+    "a probe once the 95% confidence sequence of its drop against the baseline has a "
+    "half-width of at most POINTS (or the items run out); see docs/statistics.md.",
+)
+
+
 def placement_options(command=None, *, spec: bool = False):
     """`--device`, `--dtype` and `--device-map`, as a study spec's `device`, `dtype` and
     `device_map` keys; with `spec=True` (`knowcomp run`) they default to the spec's."""

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from knowcomp.cli.format import console, err_console
-from knowcomp.cli.options import add_bos_option, placement_options
+from knowcomp.cli.options import add_bos_option, placement_options, precision_option
 from knowcomp.errors import KnowcompError
 
 
@@ -48,6 +48,7 @@ from knowcomp.errors import KnowcompError
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory to read.")
 @add_bos_option
 @placement_options(spec=True)
+@precision_option
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="Run trials here, or as Ray tasks.")  # fmt: skip
 @click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
@@ -74,6 +75,7 @@ def run(
     out: Path | None,
     data_dir: Path | None,
     add_bos: str | None,
+    precision: float | None,
     executor: str,
     ray_address: str | None,
     workers: int,
@@ -104,6 +106,7 @@ def run(
     spec = _build_spec(spec_file, preset, models, probes, limit, seeds, out, data_dir,
                        recovery_tokens, lama_protocol, add_bos)  # fmt: skip
     spec = spec.with_overrides(device=device, dtype=dtype, device_map=device_map)
+    spec = spec.with_overrides(precision=precision)
     if dry_run:
         trials = validate(spec)
         console.print(f"{spec.name}: {len(trials)} trials x {len(spec.probes)} probes "

@@ -179,10 +179,13 @@ class Pipeline:
         after_each: Callable[[list[Any]], None] | None = None,
         label: str = "",
         reuse: Any = None,
+        score: Callable[[Any, Any, Callable[[Any], Any]], Any] | None = None,
     ) -> Evaluation:
         """Run `probes` (Probe objects) on the model as it is, with `adapter` attached;
         `after_each(results so far)` after every probe (to save what is done). `reuse` (a
-        `reuse.TrialReuse`) records into or serves from the prefix cache."""
+        `reuse.TrialReuse`) records into or serves from the prefix cache. `score(probe, options,
+        run)` replaces the one call `run(options)` per probe (adaptive evaluation scores a
+        probe chunk by chunk through it)."""
         start = time.perf_counter()
         results: list[Any] = []
         with self.attached(adapter):
@@ -191,10 +194,15 @@ class Pipeline:
                 if progress is not None:
                     step = progress(f"{label}{probe.name}", probe.count(options))
                     run_options = replace(options, progress=step)
-                if reuse is not None:
-                    results.append(reuse.run(probe, self.loaded, run_options))
-                else:
-                    results.append(probe.run(self.loaded, run_options))
+
+                def run(chosen: Any, probe: Any = probe) -> Any:
+                    if reuse is not None:
+                        return reuse.run(probe, self.loaded, chosen)
+                    return probe.run(self.loaded, chosen)
+
+                results.append(
+                    run(run_options) if score is None else score(probe, run_options, run)
+                )
                 if after_each is not None:
                     after_each(results)
         return Evaluation(results, time.perf_counter() - start)

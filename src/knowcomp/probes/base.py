@@ -53,6 +53,9 @@ class RunOptions:
     # A BOS token first in a decoder's inputs: "auto" (where its tokenizer adds one by
     # default, as lm-evaluation-harness does), "true" or "false" (`knowcomp.probes.inputs`)
     add_bos: str = "auto"
+    # Only the items whose seeded draw lies in [low, high) (`probes.sampling`): one chunk of
+    # adaptive evaluation (`knowcomp.study.adaptive`); None scores every item
+    part: tuple[float, float] | None = None
 
 
 class Probe(ABC):

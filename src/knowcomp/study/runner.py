@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 
+from knowcomp.errors import KnowcompError
 from knowcomp.store import Owner, ResultsStore, TrialOutcome, process_alive
 from knowcomp.study.spec import StudySpec
 from knowcomp.study.trials import Trial, validate
@@ -50,18 +51,23 @@ class RunSummary:
     stored_by_others: int = 0  # trials another run held and had stored by the end of this one
 
 
-def _done(store: ResultsStore, trial: Trial) -> set[str]:
+def _done(store: ResultsStore, trial: Trial, precision: float | None = None) -> set[str]:
     """The probes the store has for `trial` (a LAMA result under another protocol than the
-    default is stored as `probe@protocol`)."""
+    default is stored as `probe@protocol`), as far as a run at `precision` needs them (an
+    adaptive result that stopped short of it, or of every item without one, is not done)."""
     from knowcomp.probes.lama.protocols import probe_of
+    from knowcomp.study.adaptive import Sequential, settled
 
-    return {probe_of(name) for name in store.done_probes(trial.key)}
+    return {
+        probe_of(name) for name in store.done_probes(trial.key)
+        if settled(Sequential.of(store.sequential(trial.key, name)), precision, trial.is_baseline)
+    }  # fmt: skip
 
 
 def pending_trials(spec: StudySpec, trials: list[Trial], store: ResultsStore) -> list[PendingTrial]:
     pending = []
     for trial in trials:
-        missing = [p for p in spec.probes if p not in _done(store, trial)]
+        missing = [p for p in spec.probes if p not in _done(store, trial, spec.precision)]
         if missing:
             pending.append(PendingTrial(trial, missing))
     return pending
@@ -80,6 +86,9 @@ def run_study(
     listener = listener or RunListener()
     if executor not in ("local", "ray"):
         raise ValueError(f"unknown executor {executor!r}")
+    if executor == "ray" and spec.precision is not None:
+        raise KnowcompError("--precision runs trials with the local executor (each trial reads "
+                            "its baseline's items as it goes); drop --executor ray")  # fmt: skip
     trials = validate(spec)  # everything checkable is checked before the store is touched
     owner = Owner.me()
     with ResultsStore(spec.output) as store:
@@ -98,7 +107,7 @@ def run_study(
                 listener.trial_left(item.trial, holder.describe())
                 left.append((item, holder))
                 return None
-            done = _done(store, item.trial)
+            done = _done(store, item.trial, spec.precision)
             missing = [p for p in item.probes if p not in done]
             if not missing:
                 listener.trial_left(item.trial, "another run")
@@ -108,7 +117,7 @@ def run_study(
 
         try:
             if executor == "local":
-                outcomes = _run_local(spec, pending, listener, claim, reuse_budget_mb)
+                outcomes = _run_local(spec, pending, listener, claim, store, reuse_budget_mb)
             else:
                 from knowcomp.study.ray_executor import run_on_ray
 
@@ -146,13 +155,18 @@ def _run_local(
     pending: list[PendingTrial],
     listener: RunListener,
     claim: Callable[[PendingTrial], PendingTrial | None],
+    store: ResultsStore,
     reuse_budget_mb: float | None = None,
 ) -> Iterator[tuple[Trial, TrialOutcome]]:
     """Trials grouped by model: each model loads once (when its first trial is claimed) and
     is restored between trials."""
+    from knowcomp.study.adaptive import AdaptiveRun
     from knowcomp.study.worker import ModelWorker
 
     spec_hash = spec.spec_hash()
+    adaptive = None
+    if spec.precision is not None:
+        adaptive = AdaptiveRun(spec.precision, lambda key, probe: _stored(store, key, probe))
     for model, group in groupby(pending, key=lambda p: p.trial.model):
         worker = None
         for candidate in group:
@@ -170,6 +184,16 @@ def _run_local(
                 worker = ModelWorker(model, **options)
             listener.trial_started(item.trial)
             outcome = worker.run(item.trial, item.probes, study=spec.name, spec_hash=spec_hash,
-                                 progress=listener.probe_started)  # fmt: skip
+                                 progress=listener.probe_started, adaptive=adaptive)  # fmt: skip
+            if adaptive is not None:
+                outcome.updates = adaptive.take_updates()  # baselines extended on the way
             yield item.trial, outcome
         del worker
+
+
+def _stored(store: ResultsStore, trial_key: str, probe: str) -> dict | None:
+    """The stored result of `probe` for a trial (under whatever LAMA protocol name)."""
+    from knowcomp.probes.lama.protocols import probe_of
+
+    name = next((n for n in store.done_probes(trial_key) if probe_of(n) == probe), None)
+    return None if name is None else store.result(trial_key, name)

@@ -9,6 +9,7 @@ YAML form (every key but `models` and `recipes` is optional):
     seeds: [0]
     output: runs/my-study.sqlite
     similarity: 16             # per-layer similarity to the uncompressed model on 16 texts
+    precision: 2               # adaptive: stop a probe once its drop is known to +-2 points
     recipes:
       - preset: global-pruning                      # every sweep of a built-in preset
       - name: ff-structured                         # or a sweep of your own
@@ -51,6 +52,7 @@ SPEC_KEYS = {
     "name", "models", "probes", "limit", "seeds", "output", "recipes", "lama_mode", "dtype",
     "add_bos", "device", "device_map", "data_dir", "similarity", "recovery", "lama_protocol",
     "calibration",
+    "precision",
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover", "vary"}
 LEVEL = "level"  # what a sweep varies unless it says otherwise
@@ -168,6 +170,8 @@ class StudySpec:
     similarity: int = 0  # texts for layer-wise similarity of each compressed trial; 0: off
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     calibration: CalibrationSettings | None = None  # None: the default calibration text
+    # adaptive evaluation (`study.adaptive`): the drop's half-width to stop at, in points
+    precision: float | None = None
 
     @property
     def recovers(self) -> bool:
@@ -189,6 +193,7 @@ class StudySpec:
         """Identifies the spec's content (not its output path) in every stored trial."""
         data = asdict(self)
         data.pop("output")
+        data.pop("precision")  # how long to measure, not what: a tighter rerun extends a study
         data["data_dir"] = str(data["data_dir"]) if data["data_dir"] else None
         if not data["similarity"]:
             data.pop("similarity")  # specs without it keep the hash they had before it existed
@@ -267,6 +272,8 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
         values["recovery"] = _recovery(data["recovery"])
     if data.get("calibration") is not None:
         values["calibration"] = _calibration(data["calibration"])
+    if data.get("precision") is not None:
+        values["precision"] = _precision(data["precision"])
     return _resolved(StudySpec(**values))
 
 
@@ -281,6 +288,15 @@ def _resolved(spec: StudySpec) -> StudySpec:
         if (device, dtype) == (spec.device, spec.dtype)
         else replace(spec, device=device, dtype=dtype)
     )
+
+
+def _precision(raw: Any) -> float:
+    from knowcomp.study.adaptive import check_precision
+
+    try:
+        return check_precision(raw)
+    except KnowcompError as err:
+        raise SpecError(str(err)) from None
 
 
 def _add_bos(raw: Any) -> str:

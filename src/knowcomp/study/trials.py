@@ -174,6 +174,9 @@ def validate(spec: StudySpec) -> list[Trial]:
                 _check_recoverable(spec, sweep.name, parsed, placement)
     if spec.recovers:
         _check_recovery(spec, families)
+    if spec.precision is not None and spec.recovers:
+        raise SpecError("precision (adaptive evaluation) does not run recover steps yet; drop "
+                        "'recover' or 'precision' from the study")  # fmt: skip
     return expand(spec)
 
 

@@ -64,6 +64,7 @@ class ModelWorker:
         study: str,
         spec_hash: str,
         progress: ProgressFactory | None = None,
+        adaptive: Any = None,
     ) -> TrialOutcome:
         """Compress with the trial's recipe (restoring first), then run `probes` on it."""
         from knowcomp.probes.base import RunOptions
@@ -85,8 +86,16 @@ class ModelWorker:
         from knowcomp.reuse import for_trial
 
         reuse = for_trial(pipeline.prefix, self.loaded, pipeline.session, trial)
+        score = None
+        if adaptive is not None:  # `study.adaptive.AdaptiveRun`: chunk by chunk, stop when clear
+
+            def score(probe: Any, chosen: Any, run: Any) -> Any:
+                return adaptive.run_probe(
+                    trial, probe, chosen, run, lambda o: self._uncompressed(trial, probe, o)
+                )
+
         evaluation = pipeline.evaluate(
-            chosen, options, adapter=adapter, progress=progress, reuse=reuse
+            chosen, options, adapter=adapter, progress=progress, reuse=reuse, score=score
         )
         if adapter is not None and getattr(adapter, "last", None) is not None:
             row["recovery"]["idp_choices"] = adapter.last.choices.tolist()  # prompt use counts
@@ -99,8 +108,18 @@ class ModelWorker:
             params_linear=pipeline.params_linear, params_model=pipeline.params_model,
             versions=versions, seconds=time.perf_counter() - start,
         )  # fmt: skip
-        results = [r.to_dict() for r in evaluation.results]
+        # an adaptive probe's result is already the stored dict
+        results = [r if isinstance(r, dict) else r.to_dict() for r in evaluation.results]
         return TrialOutcome(row, results, similarity)
+
+    def _uncompressed(self, trial: Trial, probe: Any, options: Any) -> Any:
+        """`probe` run on the uncompressed model, the trial's compression applied again after
+        (adaptive evaluation extends a baseline this way, in the middle of a trial)."""
+        self.pipeline.restore()
+        try:
+            return probe.run(self.loaded, options)
+        finally:
+            self.pipeline.compress(trial.recipe, trial.seed)
 
     def _similarity_reference(self) -> Any:
         """The uncompressed model's per-layer outputs on the similarity texts, captured once

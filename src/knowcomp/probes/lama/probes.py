@@ -61,7 +61,8 @@ class LamaProbe(Probe):
         if options.lama_protocol == COST_OF_COMPRESSION:
             return string_match.count(self, options)
         return sum(
-            len(take(v, options.limit, options.seed)) for v in self._relations(options).values()
+            len(take(v, options.limit, options.seed, options.part, r))
+            for r, v in self._relations(options).items()
         )
 
     def run(self, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
@@ -80,7 +81,8 @@ class LamaProbe(Probe):
             (item, {"relation": relation, "uuid": item.uuid, "subject": item.subject,
                     "object": item.obj})
             for relation in sorted(relations)
-            for item in take(relations[relation], options.limit, options.seed)
+            for item in take(relations[relation], options.limit, options.seed, options.part,
+                             relation)
         ]  # fmt: skip
         decoder = loaded.family is Family.DECODER
         rule = input_rule(loaded.tokenizer, options.add_bos) if decoder else None

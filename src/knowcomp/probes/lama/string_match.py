@@ -49,7 +49,7 @@ def study_facts(probe: Any, options: RunOptions) -> Deduplicated:
 
 def count(probe: Any, options: RunOptions) -> int:
     facts = study_facts(probe, options).relations
-    return sum(len(take(v, options.limit, options.seed)) for v in facts.values())
+    return sum(len(take(v, options.limit, options.seed, options.part, r)) for r, v in facts.items())
 
 
 Chosen = list[tuple[Any, dict[str, Any]]]  # (cloze item, its record)
@@ -99,7 +99,8 @@ def run(probe: Any, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
         (item, {"relation": relation, "uuid": item.uuid, "subject": item.subject,
                 "object": item.obj, "sentence": item.text})
         for relation in sorted(facts.relations)
-        for item in take(facts.relations[relation], options.limit, options.seed)
+        for item in take(facts.relations[relation], options.limit, options.seed, options.part,
+                         relation)
     ]  # fmt: skip
     rule = decoder_rule(loaded, options.add_bos)
     score(loaded, chosen, options, rule)

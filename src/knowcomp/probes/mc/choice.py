@@ -117,7 +117,7 @@ class ChoiceProbe(Probe):
         return items, notes
 
     def count(self, options: RunOptions) -> int:
-        return len(take(self._items(options)[0], options.limit, options.seed))
+        return len(take(self._items(options)[0], options.limit, options.seed, options.part))
 
     def family_problem(self, family: Family, options: RunOptions) -> str | None:
         return continuation_problem(family, "multiple-choice probes")
@@ -126,7 +126,7 @@ class ChoiceProbe(Probe):
         start = time.perf_counter()
         require_continuations(loaded, "multiple-choice probes")
         items, notes = self._items(options)
-        chosen = take(items, options.limit, options.seed)
+        chosen = take(items, options.limit, options.seed, options.part)
         rule = decoder_rule(loaded, options.add_bos)
         scored = score_pairs(
             loaded, [pair for item in chosen for pair in item.pairs],

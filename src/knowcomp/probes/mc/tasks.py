@@ -214,7 +214,7 @@ class Lambada(Probe):
         return list(enumerate(records)), notes
 
     def count(self, options: RunOptions) -> int:
-        return len(take(self._items(options)[0], options.limit, options.seed))
+        return len(take(self._items(options)[0], options.limit, options.seed, options.part))
 
     def family_problem(self, family: Family, options: RunOptions) -> str | None:
         return continuation_problem(family, "language-modelling probes")
@@ -223,7 +223,7 @@ class Lambada(Probe):
         start = time.perf_counter()
         require_continuations(loaded, "language-modelling probes")
         items, notes = self._items(options)
-        chosen = take(items, options.limit, options.seed)
+        chosen = take(items, options.limit, options.seed, options.part)
         rule = decoder_rule(loaded, options.add_bos)
         scored = score_pairs(
             loaded, [(r.context, DELIMITER + r.continuation) for _, r in chosen],

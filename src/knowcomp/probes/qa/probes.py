@@ -87,7 +87,7 @@ class QAProbe(Probe):
         return usable, notes
 
     def count(self, options: RunOptions) -> int:
-        return len(take(self.items(options)[0], options.limit, options.seed))
+        return len(take(self.items(options)[0], options.limit, options.seed, options.part))
 
     def family_problem(self, family: Family, options: RunOptions) -> str | None:
         return continuation_problem(family, "open-answer probes (generation)")
@@ -96,7 +96,7 @@ class QAProbe(Probe):
         start = time.perf_counter()
         rule = rule_for(options, self.stops)
         items, notes = self.items(options)
-        chosen = take(items, options.limit, options.seed)
+        chosen = take(items, options.limit, options.seed, options.part)
         inputs = decoder_rule(loaded, options.add_bos)
         generations = generate_texts(loaded, [item.prompt for item in chosen], rule,
                                      progress=options.progress, inputs=inputs)  # fmt: skip
