@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 
@@ -74,26 +73,3 @@ class Probe(ABC):
         """Why this probe cannot score a model of `family` with these options, or None if it
         can: checked when a study is validated, before any model loads."""
         return None
-
-
-def decoder_problem(family: Family, what: str) -> str | None:
-    """The problem of running `what` (which needs a causal LM) on a model of `family`."""
-    if family is Family.DECODER:
-        return None
-    return f"{what} score continuations with a decoder (causal LM)"
-
-
-def continuation_problem(family: Family, what: str) -> str | None:
-    """The problem of running `what`, which scores or generates continuations with a decoder
-    (a causal LM, or the decoder of an encoder-decoder after its encoder read the context), on
-    a model of `family`: only encoders, which fill masks and have no decoder, cannot."""
-    if family is not Family.ENCODER:
-        return None
-    return f"{what} score continuations with a decoder (a causal LM or an encoder-decoder)"
-
-
-def require_continuations(loaded: LoadedModel, what: str) -> None:
-    """Raise a one-line error if `loaded` cannot run `what` (see `continuation_problem`)."""
-    problem = continuation_problem(loaded.family, what)
-    if problem is not None:
-        raise KnowcompError(f"{problem}; {loaded.spec} is an {loaded.family.value}")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from knowcomp.models.family import Family
+from knowcomp.models.forward import forward_kwargs
 
 
 @dataclass(frozen=True)
@@ -158,12 +159,12 @@ def _score_batch(
     model: nn.Module, family: Family, reqs: list[Request], pad_id: int, device
 ) -> list[Scored]:
     ids, mask = _pad([r.input_ids for r in reqs], pad_id, device)
-    kwargs: dict = {"input_ids": ids, "attention_mask": mask}
-    if family is not Family.ENCODER:
-        kwargs["use_cache"] = False
+    dec = dec_mask = None
     if family is Family.ENCODER_DECODER:
         dec, dec_mask = _pad([r.decoder_ids or () for r in reqs], pad_id, device)
-        kwargs |= {"decoder_input_ids": dec, "decoder_attention_mask": dec_mask}
+    kwargs = forward_kwargs(
+        family, ids, mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask
+    )
     rows = torch.tensor([b for b, r in enumerate(reqs) for _ in r.positions], device=device)
     cols = torch.tensor([p for r in reqs for p in r.positions], device=device)
     with head_only_at(model, rows, cols):

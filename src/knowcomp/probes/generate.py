@@ -305,7 +305,7 @@ def generate_texts(
     and an empty prompt replaced by the prefix token (BOS, else end-of-text). Encoder-decoders
     generate through `generate_seq2seq.generate_texts`, as lm-eval's seq2seq backend encodes
     their prompts."""
-    from knowcomp.probes.base import require_continuations
+    from knowcomp.models.forward import require_continuations
     from knowcomp.probes.mc.requests import model_max_length
 
     if loaded.family is Family.ENCODER_DECODER:
