@@ -14,6 +14,7 @@ from knowcomp.cli.format import console, err_console
 from knowcomp.cli.options import (
     ChosenPlacement,
     add_bos_option,
+    batch_tokens_option,
     choose_placement,
     placement_options,
 )
@@ -82,6 +83,7 @@ COLUMNS = (
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write results (JSON).")
 @click.option("--force", is_flag=True, help="Let --out replace a file knowcomp did not write.")
 @placement_options
+@batch_tokens_option
 def eval_(
     model: str,
     probes: str,
@@ -100,6 +102,7 @@ def eval_(
     device: str,
     dtype: str,
     device_map: str | None,
+    batch_tokens: int | None,
 ) -> None:
     """Measure what MODEL knows with knowledge probes, and print a results table.
 
@@ -131,7 +134,7 @@ def eval_(
     base = RunOptions(
         limit=limit, seed=seed, data_dir=data_dir, skip_malformed=skip_malformed,
         lama_mode=lama_mode, lama_protocol=lama_protocol, max_new_tokens=max_new_tokens,
-        add_bos=add_bos or "auto",
+        add_bos=add_bos or "auto", max_tokens=batch_tokens,
     )  # fmt: skip
     totals = [p.count(base) for p in chosen]  # reads the data: a missing dataset fails here
     with err_console.status(f"loading {model}"):
@@ -178,7 +181,7 @@ def eval_(
 def run_probes(loaded, chosen: list, totals: list[int], base, *, label: str = "",
                after_each=None) -> list:  # fmt: skip
     """Run each probe on `loaded` with an item progress bar; `after_each(results so far)`."""
-    from knowcomp.probes.base import RunOptions
+    from knowcomp.probes.base import RunOptions, run_probe
 
     results: list = []
     with Progress(
@@ -188,7 +191,8 @@ def run_probes(loaded, chosen: list, totals: list[int], base, *, label: str = ""
         for probe, total in zip(chosen, totals, strict=True):
             task = bar.add_task(f"{label}{probe.name}", total=total)
             advance = lambda n, t=task: bar.advance(t, n)  # noqa: E731
-            results.append(probe.run(loaded, RunOptions(**{**base.__dict__, "progress": advance})))
+            options = RunOptions(**{**base.__dict__, "progress": advance})
+            results.append(run_probe(probe, loaded, options))
             if after_each is not None:
                 after_each(results)
     return results

@@ -73,3 +73,24 @@ class Probe(ABC):
         """Why this probe cannot score a model of `family` with these options, or None if it
         can: checked when a study is validated, before any model loads."""
         return None
+
+
+def run_probe(probe: Probe, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
+    """`probe.run`, with the batch budget its loops started with in the result's options
+    (`batch_tokens`) and, where an out-of-memory error lowered it, what it went down to
+    (`batch_tokens_after_oom`) and a note (see `probes.batching`)."""
+    from knowcomp.probes.batching import take_record
+
+    take_record(loaded.model)  # forget what ran before this probe
+    result = probe.run(loaded, options)
+    record = take_record(loaded.model)
+    if record.started is not None:
+        result.options["batch_tokens"] = record.started
+    if record.lowered_to is not None:
+        result.options["batch_tokens_after_oom"] = record.lowered_to
+        result.notes.append(
+            f"out of memory {len(record.backoffs)} time(s): batches of up to {record.started} "
+            f"padded tokens were split, down to {record.lowered_to} (the scores are those of "
+            "an unsplit run)"
+        )
+    return result

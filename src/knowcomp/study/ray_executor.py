@@ -62,7 +62,8 @@ def run_on_ray(
     actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus)(_TrialActor)
     options = {"dtype": spec.dtype, "device": "cuda" if gpus else spec.device,
                "device_map": spec.device_map, "data_dir": spec.data_dir,
-               "similarity": spec.similarity, "adapters": spec.adapters_folder()}  # fmt: skip
+               "similarity": spec.similarity, "adapters": spec.adapters_folder(),
+               "batch_tokens": spec.batch_tokens}  # fmt: skip
     spec_hash = spec.spec_hash()
     by_model: dict[str, list[PendingTrial]] = defaultdict(list)
     for item in pending:

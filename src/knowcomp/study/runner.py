@@ -161,8 +161,8 @@ def _run_local(
                 listener.model_loading(model)
                 options = {"dtype": spec.dtype, "device": spec.device,
                            "device_map": spec.device_map, "data_dir": spec.data_dir,
-                           "similarity": spec.similarity,
-                           "adapters": spec.adapters_folder()}  # fmt: skip
+                           "similarity": spec.similarity, "adapters": spec.adapters_folder(),
+                           "batch_tokens": spec.batch_tokens}  # fmt: skip
                 worker = ModelWorker(model, **options)
             listener.trial_started(item.trial)
             outcome = worker.run(item.trial, item.probes, study=spec.name, spec_hash=spec_hash,

@@ -42,6 +42,7 @@ from knowcomp.errors import KnowcompError
 SPEC_KEYS = {
     "name", "models", "probes", "limit", "seeds", "output", "recipes", "lama_mode", "dtype",
     "add_bos", "device", "device_map", "data_dir", "similarity", "recovery", "lama_protocol",
+    "batch_tokens",
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover"}
 RECOVERY_KEYS = {"tokens", "seqlen", "batch_size", "calibration", "save_adapters"}
@@ -134,6 +135,7 @@ class StudySpec:
     data_dir: Path | None = None
     similarity: int = 0  # texts for layer-wise similarity of each compressed trial; 0: off
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    batch_tokens: int | None = None  # padded tokens per probe batch; None: the device's default
 
     @property
     def recovers(self) -> bool:
@@ -154,6 +156,7 @@ class StudySpec:
         """Identifies the spec's content (not its output path) in every stored trial."""
         data = asdict(self)
         data.pop("output")
+        data.pop("batch_tokens")  # where batches are cut changes no score
         data["data_dir"] = str(data["data_dir"]) if data["data_dir"] else None
         if not data["similarity"]:
             data.pop("similarity")  # specs without it keep the hash they had before it existed
@@ -226,6 +229,8 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
         values["similarity"] = _similarity(data["similarity"])
     if data.get("recovery") is not None:
         values["recovery"] = _recovery(data["recovery"])
+    if data.get("batch_tokens") is not None:
+        values["batch_tokens"] = _batch_tokens(data["batch_tokens"])
     return StudySpec(**values)
 
 
@@ -407,6 +412,15 @@ def _similarity(value: Any) -> int:
             f"'similarity' must be the number of texts to compare layers on (0: off), got {value!r}"
         )
     return value
+
+
+def _batch_tokens(value: Any) -> int:
+    from knowcomp.probes.batching import check_batch_tokens
+
+    try:
+        return check_batch_tokens(value)
+    except KnowcompError as err:
+        raise SpecError(f"'batch_tokens': {err}") from None
 
 
 def _limit(value: Any) -> int:

@@ -49,6 +49,7 @@ class ModelWorker:
         data_dir: Path | None = None,
         similarity: int = 0,
         adapters: Path | None = None,
+        batch_tokens: int | None = None,
     ) -> None:
         from knowcomp.compress import CompressionSession
         from knowcomp.compress.calibration import CalibrationSpec
@@ -60,6 +61,7 @@ class ModelWorker:
         self.data_dir = data_dir
         self.similarity_texts = similarity
         self.adapters = adapters  # folder for trained adapters (one per trial key), or None
+        self.batch_tokens = batch_tokens  # padded tokens per probe batch; None: device default
         self._reference: Any = None  # the uncompressed outputs, captured on first use
         self._applied: tuple[tuple[str, int], dict[str, Any]] | None = None  # kept compression
         self.params_model = sum(p.numel() for p in self.loaded.model.parameters())
@@ -77,7 +79,7 @@ class ModelWorker:
         progress: ProgressFactory | None = None,
     ) -> TrialOutcome:
         """Compress with the trial's recipe (restoring first), then run `probes` on it."""
-        from knowcomp.probes.base import RunOptions
+        from knowcomp.probes.base import RunOptions, run_probe
         from knowcomp.probes.registry import get_probe
 
         start = time.perf_counter()
@@ -93,12 +95,12 @@ class ModelWorker:
                 options = RunOptions(
                     limit=trial.limit, seed=trial.seed, data_dir=self.data_dir,
                     lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol,
-                    add_bos=trial.add_bos,
+                    add_bos=trial.add_bos, max_tokens=self.batch_tokens,
                 )  # fmt: skip
                 if progress is not None:
                     step = progress(name, probe.count(options))
                     options = RunOptions(**{**options.__dict__, "progress": step})
-                results.append(probe.run(self.loaded, options).to_dict())
+                results.append(run_probe(probe, self.loaded, options).to_dict())
         if adapter is not None and getattr(adapter, "last", None) is not None:
             row["recovery"]["idp_choices"] = adapter.last.choices.tolist()  # prompt use counts
         row.update(
@@ -107,20 +109,23 @@ class ModelWorker:
             level=trial.level, seed=trial.seed, limit_items=trial.limit,
             lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol, dtype=trial.dtype,
             params_linear=self.params_linear,
-            params_model=self.params_model, versions=self._versions(trial),
+            params_model=self.params_model, versions=self._versions(trial, results),
             seconds=time.perf_counter() - start,
         )  # fmt: skip
         return TrialOutcome(row, results, similarity)
 
-    def _versions(self, trial: Trial) -> dict[str, str]:
-        """Package versions, and the input rule the trial's probes were scored under."""
+    def _versions(self, trial: Trial, results: list[dict[str, Any]]) -> dict[str, str]:
+        """Package versions, the input rule the trial's probes were scored under, and the
+        batch budgets they ran with."""
+        from knowcomp.probes.batching import describe_budgets
         from knowcomp.probes.inputs import INPUT_RULE, input_rule
 
         rule = f"{INPUT_RULE}"
         if self.loaded.family is Family.DECODER:
             bos = input_rule(self.loaded.tokenizer, trial.add_bos).add_bos
             rule += f" (BOS {'first' if bos else 'none'}, add_bos {trial.add_bos})"
-        return {**self.versions, "knowcomp input rule": rule}
+        budgets = describe_budgets(results, self.batch_tokens)
+        return {**self.versions, "knowcomp input rule": rule, "knowcomp batch tokens": budgets}
 
     def _similarity_reference(self) -> Any:
         """The uncompressed model's per-layer outputs on the similarity texts, captured once
