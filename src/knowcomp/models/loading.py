@@ -122,6 +122,16 @@ def _planned_map(
     return plan_device_map(config, AUTO_CLASSES[family], DTYPES[dtype], strategy)
 
 
+def load_tokenizer(spec: str) -> Any:
+    """`spec`'s tokenizer alone, without reading its weights (for work that only tokenizes);
+    a GGUF file is decoded into the cache once, as `load_model` does."""
+    source = resolve(spec)
+    if source.kind == "gguf":
+        source = _dequantized_gguf(source)
+    _, kwargs = _load_config(spec, source)
+    return _tokenizer(spec, source, kwargs, required=True)[0]
+
+
 def _tokenizer(spec: str, source: Source, kwargs: dict[str, Any], *, required: bool):
     """(tokenizer, None), or (None, why not) when it cannot load and is not `required`."""
     from knowcomp.models.preflight import broken, first_line
