@@ -299,3 +299,17 @@ def test_a_spec_batch_budget_is_checked_and_changes_no_hash():
 
 def test_errors_are_knowcomp_errors():
     assert issubclass(OutOfMemory, KnowcompError)
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
+def test_a_study_stores_the_budgets_its_probes_ran_with(tmp_path, model_dir):
+    from knowcomp.store import ResultsStore
+    from knowcomp.study.runner import run_study
+    from knowcomp.study.spec import spec_from_dict
+
+    spec = spec_from_dict({"name": "b", "models": [str(model_dir)], "probes": ["piqa"],
+                           "limit": 2, "output": str(tmp_path / "b.sqlite"), "recipes": [],
+                           "batch_tokens": 64})  # fmt: skip
+    run_study(spec)
+    [row] = ResultsStore(spec.output, readonly=True).rows()
+    assert row["versions"]["knowcomp batch tokens"] == "piqa 64 (asked for (batch_tokens))"
