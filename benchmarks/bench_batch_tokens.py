@@ -118,17 +118,20 @@ def render(rows, budgets: list[int], args) -> str:
         lines.append(f"| {name} | {', '.join(probes)} | {CPU_BATCH_TOKENS[key]} | "
                      f"{' | '.join(cells)} | {'yes' if same else 'NO'} |")  # fmt: skip
     load = max(r[5] for r in rows)
+    rounds = f"the best of {args.rounds} alternating rounds" if args.rounds > 1 else "one round"
     command = f"python benchmarks/bench_batch_tokens.py --items {args.items}"
     if args.budgets != "256,512,1024,2048,4096,8192":
         command += f" --budgets {args.budgets}"
     if args.rounds != 2:
         command += f" --rounds {args.rounds}"
+    if args.only:
+        command += f" --only {args.only}"
     return f"""{MARK}
 ## Padded tokens per batch on the CPU
 
 Seconds for the probes named (`--limit {args.items} --seed 0` each, float32) at each budget of
 padded tokens per batch (`--batch-tokens`), wall / CPU (the process's CPU time, all threads:
-what other jobs on the machine disturb least), the best of {args.rounds} alternating rounds;
+what other jobs on the machine disturb least), {rounds};
 bold: the least CPU. `default` is knowcomp's CPU default for that kind of model
 (`probes.batching.CPU_BATCH_TOKENS`). {os.cpu_count()} cores, {torch.get_num_threads()} torch
 threads, torch {torch.__version__}; 1-minute load average {load:.1f} at the worst (other jobs

@@ -28,11 +28,12 @@ from knowcomp.errors import KnowcompError
 
 T = TypeVar("T")
 
-# Padded tokens per batch on a CPU, per kind of loop. Measured on this project's 2-core machine
-# (see BENCHMARKS.md, `benchmarks/bench_batch_tokens.py`): decoder scoring is fastest with
-# small batches (SmolLM2 PIQA 4.9 s at 512 against 6.1 s at 128 and 14.1 s at 8192); an
-# encoder-decoder's shared-encoder batches are whole contexts with all their continuations and
-# want larger ones; generation reads every weight once per step, whatever the batch.
+# Padded tokens per batch on a CPU, per kind of loop, measured on 2 cores: decoder scoring is
+# fastest with small batches (SmolLM2 PIQA 4.9 s at 512 against 6.1 s at 128 and 14.1 s at
+# 8192); an encoder-decoder's shared-encoder batches are whole contexts with all their
+# continuations and want larger ones (a Flan-T5-small-shaped T5 on BoolQ, PIQA and HellaSwag:
+# 27.9 s of CPU at 4096 against 79.5 s at 512; BENCHMARKS.md, `bench_batch_tokens.py`);
+# generation reads every weight once per step, whatever the batch.
 CPU_BATCH_TOKENS = {"score": 512, "seq2seq": 4096, "generate": 2048}
 # Accelerators: this when free memory is unknown (MPS), and the bounds of the CUDA estimate.
 ACCELERATOR_BATCH_TOKENS = 16384
