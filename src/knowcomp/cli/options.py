@@ -21,7 +21,7 @@ batch_tokens_option = click.option(
     type=click.IntRange(min=1),
     default=None,
     help="Padded tokens per probe batch (a study spec's batch_tokens). Default: the device's "
-    "(CPU: 512 for decoders and encoders, 4096 for encoder-decoders, 2048 when generating; "
+    "(CPU: 512 for decoders and encoders, 8192 for encoder-decoders, 2048 when generating; "
     "CUDA: scaled to the free memory). On out-of-memory, batches are halved and retried.",
 )
 

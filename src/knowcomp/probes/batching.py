@@ -32,9 +32,9 @@ T = TypeVar("T")
 # fastest with small batches (SmolLM2 PIQA 4.9 s at 512 against 6.1 s at 128 and 14.1 s at
 # 8192); an encoder-decoder's shared-encoder batches are whole contexts with all their
 # continuations and want larger ones (a Flan-T5-small-shaped T5 on BoolQ, PIQA and HellaSwag:
-# 27.9 s of CPU at 4096 against 79.5 s at 512; BENCHMARKS.md, `bench_batch_tokens.py`);
+# 23.7 s of CPU at 8192, 28.7 s at 4096, 94.4 s at 512; BENCHMARKS.md, `bench_batch_tokens.py`);
 # generation reads every weight once per step, whatever the batch.
-CPU_BATCH_TOKENS = {"score": 512, "seq2seq": 4096, "generate": 2048}
+CPU_BATCH_TOKENS = {"score": 512, "seq2seq": 8192, "generate": 2048}
 # Accelerators: this when free memory is unknown (MPS), and the bounds of the CUDA estimate.
 ACCELERATOR_BATCH_TOKENS = 16384
 MIN_ACCELERATOR_BATCH_TOKENS = 2048
