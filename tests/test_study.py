@@ -22,7 +22,6 @@ import yaml
 from click.testing import CliRunner
 
 from knowcomp.cli.main import cli
-from knowcomp.models import load_model
 from knowcomp.store import Owner, TrialOutcome
 from knowcomp.study import (
     PRESETS,
@@ -35,7 +34,7 @@ from knowcomp.study import (
     run_study,
 )
 from knowcomp.study.spec import spec_from_dict
-from tests.conftest import save_tiny_llama
+from tests.conftest import save_tiny_llama, smollm2_tokenizer
 
 pytestmark = pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
 
@@ -44,7 +43,7 @@ pytestmark = pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenize
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random 2-layer Llama saved as a folder, with SmolLM2's tokenizer: a real model spec."""
     folder = tmp_path_factory.mktemp("tiny-llama")
-    save_tiny_llama(folder, load_model("smollm2-135m").tokenizer, max_position_embeddings=512,
+    save_tiny_llama(folder, smollm2_tokenizer(), max_position_embeddings=512,
                     tie_word_embeddings=True)  # fmt: skip
     return folder
 

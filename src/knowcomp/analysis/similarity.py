@@ -43,6 +43,8 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from knowcomp.errors import DataError, KnowcompError
+from knowcomp.models.family import Family, detect_family
+from knowcomp.models.forward import forward_kwargs
 
 DEFAULT_TEXTS = 16
 DEFAULT_MAX_LENGTH = 128
@@ -209,8 +211,9 @@ def _run(model: nn.Module, batch: Batch, eager: bool) -> _Outputs:
         stack = "encoder"
     device = next(core.parameters()).device
     mask = batch["attention_mask"]
+    family = Family.ENCODER if stack == "encoder" else Family.DECODER  # what `runner` is
     out = runner(
-        input_ids=batch["input_ids"].to(device), attention_mask=mask.to(device),
+        **forward_kwargs(family, batch["input_ids"].to(device), mask.to(device)),
         output_hidden_states=True, output_attentions=eager, return_dict=True,
     )  # fmt: skip
     real = mask.bool().to(device)
@@ -246,8 +249,6 @@ def _run(model: nn.Module, batch: Batch, eager: bool) -> _Outputs:
 
 
 def _is_encoder(core: PreTrainedModel) -> bool:
-    from knowcomp.models.family import Family, detect_family
-
     try:
         return detect_family(core.config) is Family.ENCODER
     except KnowcompError:

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console
-from knowcomp.cli.options import add_bos_option, placement_options
+from knowcomp.cli.options import add_bos_option, batch_tokens_option, placement_options
 from knowcomp.cli.progress import compression_progress, work_progress
 from knowcomp.models.placement import choose_placement
 from knowcomp.outputs import write_atomically
@@ -77,6 +77,7 @@ COLUMNS = (
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write results (JSON).")
 @click.option("--force", is_flag=True, help="Let --out replace a file knowcomp did not write.")
 @placement_options
+@batch_tokens_option
 def eval_(
     model: str,
     probes: str,
@@ -95,6 +96,7 @@ def eval_(
     device: str,
     dtype: str,
     device_map: str | None,
+    batch_tokens: int | None,
 ) -> None:
     """Measure what MODEL knows with knowledge probes, and print a results table.
 
@@ -126,7 +128,7 @@ def eval_(
     options = RunOptions(
         limit=limit, seed=seed, data_dir=data_dir, skip_malformed=skip_malformed,
         lama_mode=lama_mode, lama_protocol=lama_protocol, max_new_tokens=max_new_tokens,
-        add_bos=add_bos or "auto",
+        add_bos=add_bos or "auto", max_tokens=batch_tokens,
     )  # fmt: skip
     for probe in chosen:
         probe.count(options)  # reads the data: a missing dataset fails here, before loading

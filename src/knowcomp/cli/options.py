@@ -16,6 +16,16 @@ add_bos_option = click.option(
 )
 
 
+batch_tokens_option = click.option(
+    "--batch-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Padded tokens per probe batch (a study spec's batch_tokens). Default: the device's "
+    "(CPU: 512 for decoders and encoders, 8192 for encoder-decoders, 2048 when generating; "
+    "CUDA: scaled to the free memory). On out-of-memory, batches are halved and retried.",
+)
+
+
 def _precision(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     from knowcomp.study.adaptive import check_precision
 

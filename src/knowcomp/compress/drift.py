@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from knowcomp.models.family import Family
+from knowcomp.models.forward import forward_kwargs
 
 PROBE_TEXT = (
     "The Eiffel Tower is located in Paris, the capital of France. Water boils at 100 degrees "
@@ -25,11 +26,9 @@ class OutputDrift:
 def probe_logits(model, tokenizer, family: Family, text: str = PROBE_TEXT) -> torch.Tensor:
     """Output logits for `text` at every position (float32, on CPU)."""
     batch = tokenizer(text, return_tensors="pt").to(next(model.parameters()).device)
-    kwargs = {}
-    if family is Family.ENCODER_DECODER:
-        kwargs["decoder_input_ids"] = batch["input_ids"]
+    kwargs = forward_kwargs(family, batch["input_ids"], batch.get("attention_mask"))
     with torch.inference_mode():
-        return model(**batch, **kwargs).logits[0].float().cpu()
+        return model(**kwargs).logits[0].float().cpu()
 
 
 def output_drift(before: torch.Tensor, after: torch.Tensor) -> OutputDrift:

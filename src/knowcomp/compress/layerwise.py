@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from knowcomp.models.family import Family
+from knowcomp.models.forward import forward_kwargs
 
 Statistic = Literal["hessian", "input_norm"]
 CompressFn = Callable[[str, "InputStats"], None]
@@ -140,11 +141,7 @@ def find_stacks(model: nn.Module) -> list[Stack]:
 
 def model_forward(model: nn.Module, family: Family, ids: torch.Tensor) -> Any:
     """One forward of any family on token ids (the decoder reads the same ids)."""
-    if family is Family.ENCODER:
-        return model(input_ids=ids)
-    if family is Family.ENCODER_DECODER:
-        return model(input_ids=ids, decoder_input_ids=ids, use_cache=False)
-    return model(input_ids=ids, use_cache=False)
+    return model(**forward_kwargs(family, ids))
 
 
 def _batches(tokens: torch.Tensor, device: torch.device) -> list[torch.Tensor]:

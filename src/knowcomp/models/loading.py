@@ -49,6 +49,7 @@ class LoadedModel:
     spec: str
     source: str
     notes: list[str] = field(default_factory=list)
+    device_map: dict[str, int | str] | None = None  # where each module went (device_map runs)
 
     @property
     def name(self) -> str:
@@ -67,7 +68,9 @@ def load_model(
     folder, or a Hugging Face id (from the local cache first, the hub only if reachable).
 
     `device_map` (e.g. "auto") places the model's layers across the devices accelerate sees,
-    for a model larger than one device; `device` is then ignored. A local model is checked
+    for a model larger than one device; `device` is then ignored. The map is planned before
+    the weights load (`device_map.plan_device_map`: a map that would offload to disk is a
+    one-line error) and kept in `LoadedModel.device_map`. A local model is checked
     (`preflight`) before its weights load, so a broken file is one line, not a traceback.
     Without `require_tokenizer`, a folder with no usable tokenizer loads with `tokenizer=None`
     and a note saying why.
@@ -93,7 +96,8 @@ def load_model(
         check_weights(spec, Path(source.location))
     config, kwargs = _load_config(spec, source)
     family = detect_family(config)
-    placement = {"device_map": device_map} if device_map else {}
+    planned = _planned_map(config, family, dtype, device_map) if device_map else None
+    placement = {"device_map": planned} if planned else {}
     model, info = AUTO_CLASSES[family].from_pretrained(
         source.location, config=config, dtype=DTYPES[dtype], output_loading_info=True,
         **placement, **kwargs,
@@ -103,7 +107,29 @@ def load_model(
         model.to(device)
     tokenizer, problem = _tokenizer(spec, source, kwargs, required=require_tokenizer)
     notes = _loading_notes(info, tokenizer) if tokenizer is not None else [problem]
-    return LoadedModel(model, tokenizer, family, spec, source.location, notes)
+    if planned:
+        from knowcomp.models.device_map import describe_device_map
+
+        notes.append(f"device map ({device_map}): {describe_device_map(planned)}")
+    return LoadedModel(model, tokenizer, family, spec, source.location, notes, planned)
+
+
+def _planned_map(
+    config: PretrainedConfig, family: Family, dtype: str, strategy: str
+) -> dict[str, int | str]:
+    from knowcomp.models.device_map import plan_device_map
+
+    return plan_device_map(config, AUTO_CLASSES[family], DTYPES[dtype], strategy)
+
+
+def load_tokenizer(spec: str) -> Any:
+    """`spec`'s tokenizer alone, without reading its weights (for work that only tokenizes);
+    a GGUF file is decoded into the cache once, as `load_model` does."""
+    source = resolve(spec)
+    if source.kind == "gguf":
+        source = _dequantized_gguf(source)
+    _, kwargs = _load_config(spec, source)
+    return _tokenizer(spec, source, kwargs, required=True)[0]
 
 
 def _tokenizer(spec: str, source: Source, kwargs: dict[str, Any], *, required: bool):

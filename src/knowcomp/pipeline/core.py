@@ -186,6 +186,8 @@ class Pipeline:
         `reuse.TrialReuse`) records into or serves from the prefix cache. `score(probe, options,
         run)` replaces the one call `run(options)` per probe (adaptive evaluation scores a
         probe chunk by chunk through it)."""
+        from knowcomp.probes.base import run_probe
+
         start = time.perf_counter()
         results: list[Any] = []
         with self.attached(adapter):
@@ -198,7 +200,7 @@ class Pipeline:
                 def run(chosen: Any, probe: Any = probe) -> Any:
                     if reuse is not None:
                         return reuse.run(probe, self.loaded, chosen)
-                    return probe.run(self.loaded, chosen)
+                    return run_probe(probe, self.loaded, chosen)
 
                 results.append(
                     run(run_options) if score is None else score(probe, run_options, run)

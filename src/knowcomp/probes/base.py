@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 
@@ -79,24 +78,22 @@ class Probe(ABC):
         return None
 
 
-def decoder_problem(family: Family, what: str) -> str | None:
-    """The problem of running `what` (which needs a causal LM) on a model of `family`."""
-    if family is Family.DECODER:
-        return None
-    return f"{what} score continuations with a decoder (causal LM)"
+def run_probe(probe: Probe, loaded: LoadedModel, options: RunOptions) -> ProbeResult:
+    """`probe.run`, with the batch budget its loops started with in the result's options
+    (`batch_tokens`) and, where an out-of-memory error lowered it, what it went down to
+    (`batch_tokens_after_oom`) and a note (see `probes.batching`)."""
+    from knowcomp.probes.batching import take_record
 
-
-def continuation_problem(family: Family, what: str) -> str | None:
-    """The problem of running `what`, which scores or generates continuations with a decoder
-    (a causal LM, or the decoder of an encoder-decoder after its encoder read the context), on
-    a model of `family`: only encoders, which fill masks and have no decoder, cannot."""
-    if family is not Family.ENCODER:
-        return None
-    return f"{what} score continuations with a decoder (a causal LM or an encoder-decoder)"
-
-
-def require_continuations(loaded: LoadedModel, what: str) -> None:
-    """Raise a one-line error if `loaded` cannot run `what` (see `continuation_problem`)."""
-    problem = continuation_problem(loaded.family, what)
-    if problem is not None:
-        raise KnowcompError(f"{problem}; {loaded.spec} is an {loaded.family.value}")
+    take_record(loaded.model)  # forget what ran before this probe
+    result = probe.run(loaded, options)
+    record = take_record(loaded.model)
+    if record.started is not None:
+        result.options["batch_tokens"] = record.started
+    if record.lowered_to is not None:
+        result.options["batch_tokens_after_oom"] = record.lowered_to
+        result.notes.append(
+            f"out of memory {len(record.backoffs)} time(s): batches of up to {record.started} "
+            f"padded tokens were split, down to {record.lowered_to} (the scores are those of "
+            "an unsplit run)"
+        )
+    return result

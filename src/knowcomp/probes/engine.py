@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from knowcomp.models.family import Family
+from knowcomp.models.forward import forward_kwargs
+from knowcomp.probes.batching import budget_for, run_batches
 
 
 @dataclass(frozen=True)
@@ -101,20 +103,6 @@ def encoder_states(
     return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> Iterator[list[int]]:
-    """Indices of sequences, longest first, in batches whose padded size fits `max_tokens`."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batch: list[int] = []
-    for i in order:
-        longest = lengths[batch[0]] if batch else lengths[i]
-        if batch and (len(batch) >= max_batch or longest * (len(batch) + 1) > max_tokens):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
-
-
 def pad_id_of(tokenizer) -> int:
     """The tokenizer's padding id; 0 where it has none (padded positions are never scored)."""
     pad = tokenizer.pad_token_id
@@ -129,16 +117,6 @@ def _pad(seqs: list[tuple[int, ...]], pad_id: int, device) -> tuple[torch.Tensor
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
     return ids.to(device), mask.to(device)
-
-
-# Padded tokens per batch. On CPU small batches are fastest (measured on SmolLM2 with 2 cores:
-# PIQA 14.1 s at 8192, 4.9 s at 512, 6.1 s at 128); accelerators want large ones.
-DEFAULT_MAX_TOKENS = {"cpu": 512}
-ACCELERATOR_MAX_TOKENS = 16384
-
-
-def default_max_tokens(device: torch.device) -> int:
-    return DEFAULT_MAX_TOKENS.get(device.type, ACCELERATOR_MAX_TOKENS)
 
 
 # Set on a model whose output for an input depends on the whole input sequence (IDP chooses a
@@ -171,31 +149,31 @@ def score(
     max_batch: int = 128,
     progress=None,
 ) -> list[Scored]:
-    """Score every request; results come back in the order of `requests`."""
+    """Score every request; results come back in the order of `requests`. Batches hold at
+    most `max_tokens` padded tokens (None: the device's default; see `probes.batching`)."""
     device = next(model.parameters()).device
-    max_tokens = max_tokens or default_max_tokens(device)
-    results: list[Scored | None] = [None] * len(requests)
+    budget = budget_for(model, max_tokens, "score")
+
+    def run(batch: list[int]) -> list[Scored]:
+        scored = _score_batch(model, family, [requests[i] for i in batch], pad_id, device)
+        if progress is not None:
+            progress(len(batch))
+        return scored
+
     with torch.inference_mode():
-        for batch in batches([r.length for r in requests], max_tokens, max_batch):
-            reqs = [requests[i] for i in batch]
-            for i, scored in zip(batch, _score_batch(model, family, reqs, pad_id, device),
-                                 strict=True):  # fmt: skip
-                results[i] = scored
-            if progress is not None:
-                progress(len(batch))
-    return results  # type: ignore[return-value]
+        return run_batches(model, [r.length for r in requests], budget, run, max_batch=max_batch)
 
 
 def _score_batch(
     model: nn.Module, family: Family, reqs: list[Request], pad_id: int, device
 ) -> list[Scored]:
     ids, mask = _pad([r.input_ids for r in reqs], pad_id, device)
-    kwargs: dict = {"input_ids": ids, "attention_mask": mask}
-    if family is not Family.ENCODER:
-        kwargs["use_cache"] = False
+    dec = dec_mask = None
     if family is Family.ENCODER_DECODER:
         dec, dec_mask = _pad([r.decoder_ids or () for r in reqs], pad_id, device)
-        kwargs |= {"decoder_input_ids": dec, "decoder_attention_mask": dec_mask}
+    kwargs = forward_kwargs(
+        family, ids, mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask
+    )
     rows = torch.tensor([b for b, r in enumerate(reqs) for _ in r.positions], device=device)
     cols = torch.tensor([p for r in reqs for p in r.positions], device=device)
     logits = head_logits(model, rows, cols, kwargs).float()
@@ -249,11 +227,11 @@ def score_shared_context(
     one-token continuations (yes/no, most LAMA candidates) cost nothing beyond the context.
     """
     device = next(model.parameters()).device
-    max_tokens = max_tokens or default_max_tokens(device)
+    budget = budget_for(model, max_tokens, "score")
     results = []
     with torch.inference_mode():
         for context, continuations in groups:
-            results.append(_score_group(model, context, continuations, pad_id, max_tokens, device))
+            results.append(_score_group(model, context, continuations, pad_id, budget, device))
             if progress is not None:
                 progress(len(continuations))
     return results
@@ -268,20 +246,29 @@ def _score_group(
     device,
 ) -> list[Scored]:
     last = torch.tensor([len(context) - 1], device=device)
-    with head_only_at(model, torch.tensor([0], device=device), last):
-        first = model(input_ids=torch.tensor([context], device=device), use_cache=True)
+
+    def run_context(_: list[int]) -> list:
+        with head_only_at(model, torch.tensor([0], device=device), last):
+            return [model(input_ids=torch.tensor([context], device=device), use_cache=True)]
+
+    [first] = run_batches(model, [len(context)], max_tokens, run_context, what="context")
     first_logits = first.logits[0, 0].float()
     first_lp = torch.log_softmax(first_logits, dim=-1)
     first_top = int(first_logits.argmax())
-    # rows[i]: log-probabilities and argmax for tokens 1.. of continuation i
-    rest: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    # rest[i]: log-probabilities and argmax for tokens 1.. of continuation i, in batches of
+    # continuations as wide as the longest, on copies of the context's cache
     longer = [i for i, c in enumerate(continuations) if len(c) > 1]
     width = max((len(continuations[i]) - 1 for i in longer), default=0)
-    per_chunk = max(1, max_tokens // (len(context) + width))
-    for start in range(0, len(longer), per_chunk):
-        chunk = longer[start : start + per_chunk]
-        rest.update(_score_rest(model, first.past_key_values, context, continuations, chunk,
-                                pad_id, device))  # fmt: skip
+
+    def run_chunk(batch: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        chunk = [longer[j] for j in batch]
+        found = _score_rest(model, first.past_key_values, context, continuations, chunk,
+                            pad_id, device)  # fmt: skip
+        return [found[i] for i in chunk]
+
+    sizes = [len(context) + width] * len(longer)
+    scored = run_batches(model, sizes, max_tokens, run_chunk, max_batch=max(1, len(longer)))
+    rest = dict(zip(longer, scored, strict=True))
     out = []
     for i, continuation in enumerate(continuations):
         target = continuation[0]

@@ -35,6 +35,7 @@ from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import RunOptions
+from knowcomp.probes.batching import budget_for, run_batches
 from knowcomp.probes.inputs import InputRule, input_rule
 
 DEFAULT_STOPS = ("\n", ".", ",")  # lm-eval's TriviaQA `until`: newline, period, comma
@@ -46,7 +47,6 @@ DEFAULT_MAX_NEW_TOKENS = 32
 # 69 to 122 s of CPU at 8, 16, 32 and 64 prompts a batch, in no consistent order (noise);
 # 32 is the middle.
 DEFAULT_MAX_BATCH = 32
-DEFAULT_MAX_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def generate(
     if any(len(p) == 0 for p in prompts):
         raise KnowcompError("an empty prompt cannot be continued; give every item some text")
     max_batch = max_batch or DEFAULT_MAX_BATCH
-    max_tokens = max_tokens or DEFAULT_MAX_TOKENS
+    budget = budget_for(model, max_tokens, "generate")
     device = next(model.parameters()).device
     params = _forward_params(model)
     # The LM head at the last position only, where the model offers it. Left-padded rows need
@@ -146,16 +146,34 @@ def generate(
     # unpadded ones (with `generate` too).
     keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     with_positions = "position_ids" in params
-    results: list[Generation | None] = [None] * len(prompts)
+
+    def plan(indices: list[int], tokens: int) -> list[list[int]]:
+        planned = _batches([prompts[i] for i in indices], max_batch, tokens, not with_positions)
+        return [[indices[j] for j in b] for b in planned]
+
+    def run(batch: list[int]) -> list[Generation]:
+        extras = [tuple(extra_stops[i]) if extra_stops else () for i in batch]
+        return _generate_batch(model, [prompts[i] for i in batch], extras, decode, rule,
+                               eos_ids, pad_id, device, keep_last, with_positions)  # fmt: skip
+
     with torch.inference_mode():
-        for batch in _batches(prompts, max_batch, max_tokens, same_length=not with_positions):
-            extras = [tuple(extra_stops[i]) if extra_stops else () for i in batch]
-            done = _generate_batch(model, [prompts[i] for i in batch], extras, decode, rule,
-                                   eos_ids, pad_id, device, keep_last, with_positions,
-                                   progress)  # fmt: skip
-            for i, generation in zip(batch, done, strict=True):
-                results[i] = generation
-    return results  # type: ignore[return-value]
+        return run_batches(model, [len(p) for p in prompts], budget, told_once(run, progress),
+                           plan=plan, what="prompt")  # fmt: skip
+
+
+def told_once(
+    run: Callable[[list[int]], list[Generation]], progress: Callable[[int], Any] | None
+) -> Callable[[list[int]], list[Generation]]:
+    """`run`, telling `progress` of a batch's answers once the whole batch is done (a batch
+    that ran out of memory is retried, and its answers must not be counted twice)."""
+
+    def counted(batch: list[int]) -> list[Generation]:
+        done = run(batch)
+        if progress is not None:
+            progress(len(done))
+        return done
+
+    return counted
 
 
 def _batches(
@@ -197,7 +215,6 @@ def _generate_batch(
     device: torch.device,
     keep_last: dict[str, int],
     with_positions: bool,
-    progress: Callable[[int], Any] | None,
 ) -> list[Generation]:
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -213,7 +230,7 @@ def _generate_batch(
     following = out.logits[:, -1].argmax(-1)
     next_position = mask.sum(-1)
     alive = list(range(len(prompts)))  # batch row -> prompt index
-    answers = Answers(extras, decode, rule, eos_ids, progress)
+    answers = Answers(extras, decode, rule, eos_ids)
     while True:
         keep = answers.step(alive, following)
         if not keep:
@@ -241,16 +258,14 @@ class Answers:
         decode: Callable[[Sequence[int]], str],
         rule: StopRule,
         eos_ids: frozenset[int] | set[int],
-        progress: Callable[[int], Any] | None,
     ) -> None:
         self.extras, self.decode, self.rule, self.eos_ids = extras, decode, rule, eos_ids
-        self.progress = progress
         self.tokens: list[list[int]] = [[] for _ in extras]
         self.finished: list[Generation | None] = [None] * len(extras)
 
     def step(self, alive: list[int], following: torch.Tensor) -> list[int]:
         """Append row i's new token `following[i]` to prompt `alive[i]`; the rows still
-        generating (the others' answers are kept, and `progress` is told)."""
+        generating (the others' answers are kept)."""
         keep = []
         for row, index in enumerate(alive):
             self.tokens[index].append(int(following[row]))
@@ -261,8 +276,6 @@ class Answers:
                 keep.append(row)
             else:
                 self.finished[index] = ending
-        if self.progress is not None and len(keep) < len(alive):
-            self.progress(len(alive) - len(keep))
         return keep
 
     def done(self) -> list[Generation]:
@@ -305,7 +318,7 @@ def generate_texts(
     and an empty prompt replaced by the prefix token (BOS, else end-of-text). Encoder-decoders
     generate through `generate_seq2seq.generate_texts`, as lm-eval's seq2seq backend encodes
     their prompts."""
-    from knowcomp.probes.base import require_continuations
+    from knowcomp.models.forward import require_continuations
     from knowcomp.probes.mc.requests import model_max_length
 
     if loaded.family is Family.ENCODER_DECODER:

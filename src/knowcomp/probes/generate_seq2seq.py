@@ -34,13 +34,14 @@ from transformers.modeling_outputs import BaseModelOutput
 from knowcomp.errors import KnowcompError
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine
+from knowcomp.probes.batching import budget_for, run_batches
 from knowcomp.probes.generate import (
     DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_TOKENS,
     Answers,
     Generation,
     StopRule,
     eos_ids_of,
+    told_once,
 )
 from knowcomp.probes.mc.seq2seq import decoder_start_id
 
@@ -97,16 +98,16 @@ def generate(
     if extra_stops is not None and len(extra_stops) != len(prompts):
         raise ValueError("extra_stops needs one entry per prompt")
     device = next(model.parameters()).device
-    results: list[Generation | None] = [None] * len(prompts)
+    budget = budget_for(model, max_tokens, "generate")
+
+    def run(batch: list[int]) -> list[Generation]:
+        extras = [tuple(extra_stops[i]) if extra_stops else () for i in batch]
+        return _generate_batch(model, [prompts[i] for i in batch], extras, decode, rule,
+                               eos_ids, pad_id, start_id, device)  # fmt: skip
+
     with torch.inference_mode():
-        for batch in engine.batches([len(p) for p in prompts], max_tokens or DEFAULT_MAX_TOKENS,
-                                    max_batch or DEFAULT_MAX_BATCH):  # fmt: skip
-            extras = [tuple(extra_stops[i]) if extra_stops else () for i in batch]
-            done = _generate_batch(model, [prompts[i] for i in batch], extras, decode, rule,
-                                   eos_ids, pad_id, start_id, device, progress)  # fmt: skip
-            for i, generation in zip(batch, done, strict=True):
-                results[i] = generation
-    return results  # type: ignore[return-value]
+        return run_batches(model, [len(p) for p in prompts], budget, told_once(run, progress),
+                           max_batch=max_batch or DEFAULT_MAX_BATCH, what="prompt")  # fmt: skip
 
 
 def _generate_batch(
@@ -119,7 +120,6 @@ def _generate_batch(
     pad_id: int,
     start_id: int,
     device: torch.device,
-    progress: Callable[[int], Any] | None,
 ) -> list[Generation]:
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -132,7 +132,7 @@ def _generate_batch(
     following = torch.full((len(prompts),), start_id, dtype=torch.long, device=device)
     cache = None
     alive = list(range(len(prompts)))  # batch row -> prompt index
-    answers = Answers(extras, decode, rule, eos_ids, progress)
+    answers = Answers(extras, decode, rule, eos_ids)
     while True:
         out = model(encoder_outputs=BaseModelOutput(last_hidden_state=states),
                     attention_mask=mask, decoder_input_ids=following[:, None],

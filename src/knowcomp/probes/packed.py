@@ -32,6 +32,7 @@ from torch import nn
 
 from knowcomp.models.family import Family
 from knowcomp.probes import engine
+from knowcomp.probes.batching import budget_for, run_batches, unrecorded
 from knowcomp.probes.engine import Request, Scored
 
 Group = tuple[tuple[int, ...], Sequence[tuple[int, ...]]]  # (context, continuations)
@@ -85,18 +86,23 @@ def score_packed(
     """Score every continuation of every `(context, continuations)` group; results per group,
     in order. Every context plus continuation must fit `max_length` (see `window`)."""
     device = next(model.parameters()).device
-    max_tokens = max_tokens or engine.default_max_tokens(device)
-    packed = rows(groups, min(max_length, max_tokens))
+    budget = budget_for(model, max_tokens, "score")
+    packed = rows(groups, min(max_length, budget))
+
+    def run(batch: list[int]) -> list[list[Scored]]:  # each row's continuations' scores
+        chosen = [packed[b] for b in batch]
+        scored = iter(_score_rows(model, groups, chosen, pad_id, device))
+        if progress is not None:
+            progress(sum(len(row.members) for row in chosen))
+        return [[next(scored) for _ in row.members] for row in chosen]
+
     results: list[list[Scored | None]] = [[None] * len(c) for _, c in groups]
     with torch.inference_mode():
-        for batch in engine.batches([r.length for r in packed], max_tokens, max_batch):
-            chosen = [packed[b] for b in batch]
-            scored = iter(_score_rows(model, groups, chosen, pad_id, device))
-            for row in chosen:
-                for i in row.members:
-                    results[row.group][i] = next(scored)
-            if progress is not None:
-                progress(sum(len(row.members) for row in chosen))
+        per_row = run_batches(model, [r.length for r in packed], budget, run,
+                              max_batch=max_batch, what="packed row")  # fmt: skip
+    for row, scored in zip(packed, per_row, strict=True):
+        for i, one in zip(row.members, scored, strict=True):
+            results[row.group][i] = one
     return results  # type: ignore[return-value]
 
 
@@ -179,11 +185,11 @@ def _agrees(model: nn.Module) -> bool:
         return Request(inputs, tuple(range(len(prefix) - 1, len(inputs))), continuation)
 
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), unrecorded(model):
             separate = engine.score(model, Family.DECODER, [
                 alone(context, first), alone(context, second), alone(context + first, second)],
                 pad_id=0)  # fmt: skip
-        packed = score_packed(model, [(context, [first, second])], pad_id=0, max_length=64)
+            packed = score_packed(model, [(context, [first, second])], pad_id=0, max_length=64)
     except Exception:  # a model that rejects the mask or the positions: not packable
         return False
     right = torch.tensor(separate[0].logprobs + separate[1].logprobs)

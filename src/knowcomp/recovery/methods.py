@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from knowcomp.models.family import Family
+from knowcomp.models.forward import require_decoder
 from knowcomp.models.loading import LoadedModel
 from knowcomp.recovery.adapters import (
     Adapter,
@@ -48,11 +48,7 @@ def register(name: str) -> Callable[[Trainer], Trainer]:
 
 def check_trainable(loaded: LoadedModel) -> None:
     """Recovery trains through the model: decoders whose layers pass gradients."""
-    if loaded.family is not Family.DECODER:
-        raise RecoveryError(
-            f"recovery trains with next-token loss and needs a decoder; "
-            f"{loaded.spec} is an {loaded.family.value} model"
-        )
+    require_decoder(loaded, "recovery", "trains with next-token loss and needs", RecoveryError)
     for name, module in loaded.model.named_modules():
         if type(module).__module__.startswith("torch.ao.nn.quantized"):
             raise RecoveryError(

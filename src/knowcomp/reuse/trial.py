@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from knowcomp.probes import engine
-from knowcomp.probes.base import Probe, ProbeResult, RunOptions
+from knowcomp.probes.base import Probe, ProbeResult, RunOptions, run_probe
 from knowcomp.reuse.changes import ChangePoint, Reuse, change_point
 from knowcomp.reuse.prefix_cache import PrefixCache
 
@@ -33,7 +33,7 @@ class TrialReuse:
         else:
             context = nullcontext()
         with context, cache.probe(probe.name):
-            result = probe.run(loaded, options)
+            result = run_probe(probe, loaded, options)
         note = None
         if self.mode == "record":
             note = cache.budget_note() if cache.over_budget else cache.held_note(probe.name)

@@ -4,13 +4,17 @@ Trials of a model go round-robin to that model's actors (all trials of one recip
 recovered trials included, to the same actor); results come back to the driver as
 each finishes, and the driver alone writes the store. An actor is released as soon as its last
 trial is done, so models that do not fit at the same time take turns. Each actor asks for one
-GPU when the cluster has GPUs, and runs the model there.
+GPU when the cluster has GPUs, and runs the model there (`actor_placement`); Ray gives each
+actor its own GPU and shows it that GPU only, as `cuda:0`. An actor loads its model on its first
+trial, in its own process.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from knowcomp.errors import KnowcompError
@@ -22,16 +26,49 @@ if TYPE_CHECKING:
     from knowcomp.study.trials import Trial
 
 
+@dataclass(frozen=True)
+class ActorPlacement:
+    """What one actor asks Ray for, and the device its model runs on inside the actor."""
+
+    num_gpus: int
+    device: str
+
+
+def actor_placement(device: str, device_map: str | None, cluster_gpus: float) -> ActorPlacement:
+    """One GPU per actor when the cluster has GPUs (the model runs on it: Ray shows each actor
+    only its own GPU, so a spec's `cuda:N` becomes `cuda` there), with `device_map` too (its
+    layers spread over that GPU and the CPU); none otherwise, on the spec's device. An Apple
+    GPU (`mps`) is no Ray resource: such actors ask for none."""
+    if cluster_gpus < 1 or device.startswith("mps"):
+        return ActorPlacement(0, device)
+    return ActorPlacement(1, device if device_map else "cuda")
+
+
 class _TrialActor:
-    """Lives in a Ray worker process: holds one loaded model."""
+    """Lives in a Ray worker process: holds one model, loaded on its first trial."""
 
     def __init__(self, model: str, options: dict[str, Any]) -> None:
-        from knowcomp.study.worker import ModelWorker
+        self.model, self.options = model, options
+        self.worker: Any = None
 
-        self.worker = ModelWorker(model, **options)
+    def placement(self) -> dict[str, Any]:
+        """The GPUs Ray gave this actor, what it shows the process, and the model's device."""
+        import ray
+
+        return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "device": self.options["device"],
+                "visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}  # fmt: skip
 
     def run(self, trial: Trial, probes: list[str], study: str, spec_hash: str) -> TrialOutcome:
+        if self.worker is None:
+            from knowcomp.study.worker import ModelWorker
+
+            self.worker = ModelWorker(self.model, **self.options)
         return self.worker.run(trial, probes, study=study, spec_hash=spec_hash)
+
+
+def actor_class(ray: Any, placement: ActorPlacement, cpus_per_worker: float) -> Any:
+    """The Ray actor class of `run_on_ray`, asking for `placement`'s GPUs."""
+    return ray.remote(num_cpus=cpus_per_worker, num_gpus=placement.num_gpus)(_TrialActor)
 
 
 def run_on_ray(
@@ -58,12 +95,13 @@ def run_on_ray(
                      configure_logging=False)  # fmt: skip
         except ConnectionError as err:
             raise KnowcompError(f"cannot reach the Ray cluster at {address!r}: {err}") from None
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus)(_TrialActor)
-    options = {"dtype": spec.dtype, "device": "cuda" if gpus else spec.device,
+    placement = actor_placement(spec.device, spec.device_map,
+                                ray.cluster_resources().get("GPU", 0))  # fmt: skip
+    actors_of = actor_class(ray, placement, cpus_per_worker)
+    options = {"dtype": spec.dtype, "device": placement.device,
                "device_map": spec.device_map, "data_dir": spec.data_dir,
                "similarity": spec.similarity, "adapters": spec.adapters_folder(),
-               "calibration": spec.calibration}  # fmt: skip
+               "calibration": spec.calibration, "batch_tokens": spec.batch_tokens}  # fmt: skip
     spec_hash = spec.spec_hash()
     by_model: dict[str, list[PendingTrial]] = defaultdict(list)
     for item in pending:
@@ -72,7 +110,7 @@ def run_on_ray(
     remaining: dict[Any, int] = {}
     try:
         for model, items in by_model.items():
-            actors = [actor_class.remote(model, options) for _ in range(min(workers, len(items)))]
+            actors = [actors_of.remote(model, options) for _ in range(min(workers, len(items)))]
             groups: dict[tuple[str | None, int], int] = {}  # one recipe and seed: one actor,
             for item in items:  # so a recipe's recovered trials reuse its compression
                 group = groups.setdefault((item.trial.recipe, item.trial.seed), len(groups))

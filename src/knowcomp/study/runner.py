@@ -178,7 +178,8 @@ def _run_local(
                 options = {"dtype": spec.dtype, "device": spec.device,
                            "device_map": spec.device_map, "data_dir": spec.data_dir,
                            "similarity": spec.similarity, "calibration": spec.calibration,
-                           "adapters": spec.adapters_folder()}  # fmt: skip
+                           "adapters": spec.adapters_folder(),
+                           "batch_tokens": spec.batch_tokens}  # fmt: skip
                 if reuse_budget_mb is not None:  # the prefix cache's budget (knowcomp.reuse)
                     options["reuse_budget_mb"] = reuse_budget_mb
                 worker = ModelWorker(model, **options)

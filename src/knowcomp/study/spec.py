@@ -53,6 +53,7 @@ SPEC_KEYS = {
     "add_bos", "device", "device_map", "data_dir", "similarity", "recovery", "lama_protocol",
     "calibration",
     "precision",
+    "batch_tokens",
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover", "vary"}
 LEVEL = "level"  # what a sweep varies unless it says otherwise
@@ -172,6 +173,7 @@ class StudySpec:
     calibration: CalibrationSettings | None = None  # None: the default calibration text
     # adaptive evaluation (`study.adaptive`): the drop's half-width to stop at, in points
     precision: float | None = None
+    batch_tokens: int | None = None  # padded tokens per probe batch; None: the device's default
 
     @property
     def recovers(self) -> bool:
@@ -194,6 +196,7 @@ class StudySpec:
         data = asdict(self)
         data.pop("output")
         data.pop("precision")  # how long to measure, not what: a tighter rerun extends a study
+        data.pop("batch_tokens")  # where batches are cut changes no score
         data["data_dir"] = str(data["data_dir"]) if data["data_dir"] else None
         if not data["similarity"]:
             data.pop("similarity")  # specs without it keep the hash they had before it existed
@@ -274,6 +277,8 @@ def spec_from_dict(data: dict[str, Any], *, default_name: str = "study") -> Stud
         values["calibration"] = _calibration(data["calibration"])
     if data.get("precision") is not None:
         values["precision"] = _precision(data["precision"])
+    if data.get("batch_tokens") is not None:
+        values["batch_tokens"] = _batch_tokens(data["batch_tokens"])
     return _resolved(StudySpec(**values))
 
 
@@ -556,6 +561,15 @@ def _similarity(value: Any) -> int:
             f"'similarity' must be the number of texts to compare layers on (0: off), got {value!r}"
         )
     return value
+
+
+def _batch_tokens(value: Any) -> int:
+    from knowcomp.probes.batching import check_batch_tokens
+
+    try:
+        return check_batch_tokens(value)
+    except KnowcompError as err:
+        raise SpecError(f"'batch_tokens': {err}") from None
 
 
 def _limit(value: Any) -> int:

@@ -198,7 +198,7 @@ def _check_recovery(spec: StudySpec, families: dict[str, Any]) -> None:
     None where it cannot be read cheaply: checked when the model loads) is a decoder: recovery
     trains with next-token loss."""
     from knowcomp.compress.calibration import CalibrationSpec
-    from knowcomp.models.family import Family
+    from knowcomp.models.forward import decoder_problem
 
     source = spec.recovery.calibration
     try:
@@ -206,8 +206,11 @@ def _check_recovery(spec: StudySpec, families: dict[str, Any]) -> None:
     except KnowcompError as err:
         raise SpecError(f"recovery: {err}") from None
     for model, family in families.items():
-        if family is not None and family is not Family.DECODER:
+        if family is None:
+            continue
+        problem = decoder_problem(family, "recover steps", "train with next-token loss and need")
+        if problem:
             raise SpecError(
-                f"model '{model}' is an {family.value} model; recover steps train with next-token "
-                "loss and need a decoder (drop 'recover' or the model)"
+                f"model '{model}' is an {family.value} model; {problem} "
+                "(drop 'recover' or the model)"
             )

@@ -35,6 +35,7 @@ class ModelWorker:
         adapters: Path | None = None,
         calibration: Any = None,
         reuse_budget_mb: float = 1024,
+        batch_tokens: int | None = None,
     ) -> None:
         from knowcomp.compress.calibration import CalibrationSpec
         from knowcomp.models.placement import ChosenPlacement, resolve_auto
@@ -54,6 +55,7 @@ class ModelWorker:
         self.data_dir = data_dir
         self.similarity_texts = similarity
         self.adapters = adapters  # folder for trained adapters (one per trial key), or None
+        self.batch_tokens = batch_tokens  # padded tokens per probe batch; None: device default
         self._reference: Any = None  # the uncompressed outputs, captured on first use
 
     def run(
@@ -68,6 +70,7 @@ class ModelWorker:
     ) -> TrialOutcome:
         """Compress with the trial's recipe (restoring first), then run `probes` on it."""
         from knowcomp.probes.base import RunOptions
+        from knowcomp.probes.batching import describe_budgets
         from knowcomp.probes.registry import get_probe
 
         start = time.perf_counter()
@@ -81,6 +84,7 @@ class ModelWorker:
         options = RunOptions(
             limit=trial.limit, seed=trial.seed, data_dir=self.data_dir,
             lama_mode=trial.lama_mode, lama_protocol=trial.lama_protocol, add_bos=trial.add_bos,
+            max_tokens=self.batch_tokens,
         )  # fmt: skip
         chosen = [get_probe(name) for name in probes]
         from knowcomp.reuse import for_trial
@@ -97,9 +101,15 @@ class ModelWorker:
         evaluation = pipeline.evaluate(
             chosen, options, adapter=adapter, progress=progress, reuse=reuse, score=score
         )
+        # an adaptive probe's result is already the stored dict
+        results = [r if isinstance(r, dict) else r.to_dict() for r in evaluation.results]
+        versions = {
+            **pipeline.versions,
+            "knowcomp input rule": pipeline.input_rule(trial.add_bos),
+            "knowcomp batch tokens": describe_budgets(results, self.batch_tokens),
+        }
         if adapter is not None and getattr(adapter, "last", None) is not None:
             row["recovery"]["idp_choices"] = adapter.last.choices.tolist()  # prompt use counts
-        versions = {**pipeline.versions, "knowcomp input rule": pipeline.input_rule(trial.add_bos)}
         row.update(
             trial_key=trial.key, study=study, spec_hash=spec_hash, model=trial.model,
             family=pipeline.family.value, sweep=trial.sweep, recipe=trial.recipe,
@@ -108,16 +118,16 @@ class ModelWorker:
             params_linear=pipeline.params_linear, params_model=pipeline.params_model,
             versions=versions, seconds=time.perf_counter() - start,
         )  # fmt: skip
-        # an adaptive probe's result is already the stored dict
-        results = [r if isinstance(r, dict) else r.to_dict() for r in evaluation.results]
         return TrialOutcome(row, results, similarity)
 
     def _uncompressed(self, trial: Trial, probe: Any, options: Any) -> Any:
         """`probe` run on the uncompressed model, the trial's compression applied again after
         (adaptive evaluation extends a baseline this way, in the middle of a trial)."""
+        from knowcomp.probes.base import run_probe
+
         self.pipeline.restore()
         try:
-            return probe.run(self.loaded, options)
+            return run_probe(probe, self.loaded, options)
         finally:
             self.pipeline.compress(trial.recipe, trial.seed)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from knowcomp.models.forward import require_decoder
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import RunOptions
 from knowcomp.probes.inputs import InputRule
 from knowcomp.probes.lama.items import SLOT, ClozeItem, Relations
 from knowcomp.probes.lama.metrics import fact_scores
-from knowcomp.probes.mc.requests import require_decoder, score_pairs
+from knowcomp.probes.mc.requests import score_pairs
 
 
 def score_candidates(
@@ -27,7 +28,7 @@ def score_candidates(
 ) -> None:
     """Fill each record with the gold object's rank among its relation's objects (`rule`: how
     text becomes tokens; the tokenizer's `auto` rule by default)."""
-    require_decoder(loaded, what="LAMA candidate-ranking probes")
+    require_decoder(loaded, "LAMA candidate-ranking probes")
     candidates = {rel: sorted({item.obj for item in items}) for rel, items in relations.items()}
     pairs: list[tuple[str, str]] = []
     slices: list[tuple[dict[str, Any], list[str], int]] = []

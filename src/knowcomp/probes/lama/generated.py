@@ -16,12 +16,12 @@ from collections import defaultdict
 from statistics import mean
 from typing import Any
 
+from knowcomp.models.forward import require_decoder
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import RunOptions
 from knowcomp.probes.generate import DEFAULT_STOPS, StopRule, generate_texts, rule_for
 from knowcomp.probes.inputs import InputRule
 from knowcomp.probes.lama.items import SLOT, ClozeItem
-from knowcomp.probes.mc.requests import require_decoder
 from knowcomp.probes.qa.normalize import exact_match
 
 

@@ -11,8 +11,9 @@ from typing import ClassVar
 from knowcomp.data import dataset_files
 from knowcomp.errors import DataError, KnowcompError
 from knowcomp.models.family import Family
+from knowcomp.models.forward import decoder_problem
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes.base import Probe, ProbeResult, RunOptions, decoder_problem
+from knowcomp.probes.base import Probe, ProbeResult, RunOptions
 from knowcomp.probes.generate import rule_for
 from knowcomp.probes.inputs import InputRule, input_rule
 from knowcomp.probes.lama import evidence, string_match

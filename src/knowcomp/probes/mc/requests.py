@@ -28,9 +28,9 @@ from typing import Any
 
 from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
+from knowcomp.models.forward import require_decoder
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine, packed
-from knowcomp.probes.base import decoder_problem
 from knowcomp.probes.engine import Request, Scored
 from knowcomp.probes.inputs import InputRule, as_rule, input_rule
 
@@ -90,13 +90,6 @@ def model_max_length(loaded: LoadedModel) -> int:
     return DEFAULT_MAX_LENGTH
 
 
-def require_decoder(loaded: LoadedModel, what: str = "multiple-choice probes") -> None:
-    """Raise a one-line error unless the model is a decoder (causal LM)."""
-    problem = decoder_problem(loaded.family, what)
-    if problem is not None:
-        raise KnowcompError(f"{problem}; {loaded.spec} is an {loaded.family.value}")
-
-
 def score_pairs(
     loaded: LoadedModel,
     pairs: Sequence[tuple[str, str]],
@@ -121,7 +114,7 @@ def score_pairs(
 
         return seq2seq.score_pairs(loaded, pairs, max_tokens=max_tokens, progress=progress,
                                    progress_total=progress_total)  # fmt: skip
-    require_decoder(loaded)
+    require_decoder(loaded, "multiple-choice probes")
     limit = model_max_length(loaded)
     rule = rule or input_rule(loaded.tokenizer)
     requests = [pair_request(rule, c, x, limit) for c, x in pairs]

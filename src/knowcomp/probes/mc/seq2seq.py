@@ -33,6 +33,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from knowcomp.errors import KnowcompError
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine
+from knowcomp.probes.batching import budget_for, run_batches
 from knowcomp.probes.engine import Request, Scored
 from knowcomp.probes.mc.requests import check_continuation
 
@@ -149,24 +150,28 @@ def score_shared_encoder(
     as `engine.score`, which runs the encoder once per request; BoolQ's two answers and
     HellaSwag's four endings share one passage each, so most of the encoder work goes."""
     device = next(model.parameters()).device
-    max_tokens = max_tokens or engine.default_max_tokens(device)
+    budget = budget_for(model, max_tokens, "seq2seq")
     groups: dict[tuple[int, ...], list[int]] = {}  # context -> its requests
     for i, request in enumerate(requests):
         groups.setdefault(request.input_ids, []).append(i)
     contexts = list(groups)
     sizes = [len(c) + sum(len(requests[i].decoder_ids or ()) for i in groups[c]) for c in contexts]
+
+    def run(batch: list[int]) -> list[list[Scored]]:  # each context's requests' scores
+        chosen = [contexts[b] for b in batch]
+        members = [[requests[i] for i in groups[c]] for c in chosen]
+        scored = iter(_score_contexts(model, chosen, members, pad_id, device))
+        if progress is not None:
+            progress(sum(len(m) for m in members))
+        return [[next(scored) for _ in m] for m in members]
+
     results: list[Scored | None] = [None] * len(requests)
     with torch.inference_mode():
-        for batch in engine.batches(sizes, max_tokens, max_batch):
-            chosen = [contexts[b] for b in batch]
-            members = [groups[c] for c in chosen]
-            scored = _score_contexts(model, chosen, [[requests[i] for i in m] for m in members],
-                                     pad_id, device)  # fmt: skip
-            flat = [i for m in members for i in m]
-            for i, result in zip(flat, scored, strict=True):
-                results[i] = result
-            if progress is not None:
-                progress(len(flat))
+        per_context = run_batches(model, sizes, budget, run, max_batch=max_batch,
+                                  what="context with its continuations")  # fmt: skip
+    for context, scored in zip(contexts, per_context, strict=True):
+        for i, result in zip(groups[context], scored, strict=True):
+            results[i] = result
     return results  # type: ignore[return-value]
 
 

@@ -41,14 +41,9 @@ from typing import Any, ClassVar
 from knowcomp.data import loaders
 from knowcomp.errors import DataError
 from knowcomp.models.family import Family
+from knowcomp.models.forward import continuation_problem, require_continuations
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes.base import (
-    Probe,
-    ProbeResult,
-    RunOptions,
-    continuation_problem,
-    require_continuations,
-)
+from knowcomp.probes.base import Probe, ProbeResult, RunOptions
 from knowcomp.probes.inputs import decoder_rule
 from knowcomp.probes.mc.choice import ChoiceItem, ChoiceProbe, skipped_note
 from knowcomp.probes.mc.requests import score_pairs

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from knowcomp.data import loaders
 from knowcomp.errors import DataError
 from knowcomp.models.family import Family
+from knowcomp.models.forward import continuation_problem
 from knowcomp.models.loading import LoadedModel
-from knowcomp.probes.base import Probe, ProbeResult, RunOptions, continuation_problem
+from knowcomp.probes.base import Probe, ProbeResult, RunOptions
 from knowcomp.probes.generate import generate_texts, rule_for
 from knowcomp.probes.inputs import decoder_rule
 from knowcomp.probes.mc.choice import skipped_note
