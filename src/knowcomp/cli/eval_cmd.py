@@ -157,7 +157,8 @@ def eval_(
 
     try:
         if adapter is None:
-            results = run_probes(loaded, chosen, totals, base, after_each=save)
+            results = run_probes(loaded, chosen, totals, base, after_each=save,
+                                 baseline=parsed is None)  # fmt: skip
         else:
             from knowcomp.recovery import load_adapter
 
@@ -176,8 +177,11 @@ def eval_(
 
 
 def run_probes(loaded, chosen: list, totals: list[int], base, *, label: str = "",
-               after_each=None) -> list:  # fmt: skip
-    """Run each probe on `loaded` with an item progress bar; `after_each(results so far)`."""
+               after_each=None, baseline: bool = False) -> list:  # fmt: skip
+    """Run each probe on `loaded` with an item progress bar; `after_each(results so far)`.
+    `baseline`: the model is uncompressed with no adapter, so results come from and go to
+    the baseline cache (`knowcomp.cache`)."""
+    from knowcomp.cache import cached_probe_run
     from knowcomp.probes.base import RunOptions
 
     results: list = []
@@ -188,7 +192,8 @@ def run_probes(loaded, chosen: list, totals: list[int], base, *, label: str = ""
         for probe, total in zip(chosen, totals, strict=True):
             task = bar.add_task(f"{label}{probe.name}", total=total)
             advance = lambda n, t=task: bar.advance(t, n)  # noqa: E731
-            results.append(probe.run(loaded, RunOptions(**{**base.__dict__, "progress": advance})))
+            options = RunOptions(**{**base.__dict__, "progress": advance})
+            results.append(cached_probe_run(loaded, probe, options, baseline=baseline))
             if after_each is not None:
                 after_each(results)
     return results

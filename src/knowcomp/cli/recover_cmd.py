@@ -174,7 +174,8 @@ def recover(
 
     batch = latency_batch(loaded.model.get_input_embeddings().num_embeddings, seed=seed)
     if chosen:
-        stages["uncompressed"] = run_probes(loaded, chosen, totals, options, label="uncompressed ")
+        stages["uncompressed"] = run_probes(loaded, chosen, totals, options, label="uncompressed ",
+                                            baseline=True)  # fmt: skip
     if latency:
         timing["uncompressed"] = forward_seconds(loaded.model, batch)
     with compression_progress() as progress:

@@ -77,6 +77,7 @@ class ModelWorker:
         progress: ProgressFactory | None = None,
     ) -> TrialOutcome:
         """Compress with the trial's recipe (restoring first), then run `probes` on it."""
+        from knowcomp.cache import cached_probe_run
         from knowcomp.probes.base import RunOptions
         from knowcomp.probes.registry import get_probe
 
@@ -98,7 +99,9 @@ class ModelWorker:
                 if progress is not None:
                     step = progress(name, probe.count(options))
                     options = RunOptions(**{**options.__dict__, "progress": step})
-                results.append(probe.run(self.loaded, options).to_dict())
+                baseline = trial.recipe is None and adapter is None  # cached once, ever
+                results.append(cached_probe_run(self.loaded, probe, options,
+                                                baseline=baseline).to_dict())  # fmt: skip
         if adapter is not None and getattr(adapter, "last", None) is not None:
             row["recovery"]["idp_choices"] = adapter.last.choices.tolist()  # prompt use counts
         row.update(
