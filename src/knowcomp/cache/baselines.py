@@ -77,7 +77,7 @@ class BaselineCache:
             return None
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # absent; a bad folder fails in `put`
             return None
         except OSError as err:
             self._fail_once(f"the baseline cache folder {self.root} cannot be read "
