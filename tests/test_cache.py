@@ -70,7 +70,7 @@ def test_second_run_reads_the_cache_and_equals_the_fresh_result(tmp_path, loaded
     second = cached_probe_run(loaded, counting.probe, _options(progress=steps.append),
                               cache=cache)  # fmt: skip
     assert counting.runs == 1 and (cache.hits, cache.misses) == (1, 1)
-    assert sum(steps) == 2 * first.counts["items"]  # a hit still completes the progress bar
+    assert sum(steps) == first.counts["items"]  # a hit scores nothing: no progress
     fresh, reused = first.to_dict(), second.to_dict()
     assert reused.pop("notes")[-1].startswith("read from the baseline cache")
     fresh.pop("notes")
@@ -156,9 +156,19 @@ def _study(model: Path, out: Path) -> dict:
 
 
 def test_a_second_study_reuses_the_first_ones_baselines(tmp_path, model_dir, monkeypatch):
+    from knowcomp.cli.run_cmd import _ProgressListener
+
     monkeypatch.setenv("KNOWCOMP_BASELINE_CACHE", str(tmp_path / "cache"))
+    clocks = []
     for name in ("first", "second"):
-        run_study(spec_from_dict(_study(model_dir, tmp_path / f"{name}.sqlite")))
+        with _ProgressListener(DATA) as listener:
+            run_study(spec_from_dict(_study(model_dir, tmp_path / f"{name}.sqlite")),
+                      listener=listener)  # fmt: skip
+        clocks.append(listener.clock)
+    # The study's progress: every trial done; the second study's cached baseline did no work
+    first, second = clocks
+    assert first.trials_done == second.trials_done == 2
+    assert first.done == first.total and second.done == second.total == first.total // 2
     stored = {}
     for name in ("first", "second"):
         with ResultsStore(tmp_path / f"{name}.sqlite") as store:

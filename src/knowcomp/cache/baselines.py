@@ -230,9 +230,7 @@ def cached_probe_run(
     found = cache.get(key)
     if found is not None:
         result, header = found
-        cache.hits += 1
-        if options.progress is not None:
-            options.progress(int(header.get("items", 0)))
+        cache.hits += 1  # no progress is reported: a study's ETA counts work done (`eta`)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(header["created"]))
         result.notes.append(f"read from the baseline cache (computed {when} in "
                             f"{header['seconds']:.1f} s; `knowcomp cache clear` recomputes "
