@@ -56,7 +56,11 @@ from knowcomp.study.eta import StudyClock, format_seconds, planned_items
               help="Ray: workers (model copies) per model.")  # fmt: skip
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write the report folder next to the results file at the end.")  # fmt: skip
-@click.option("--dry-run", is_flag=True, help="Validate and list the trials; run nothing.")
+@click.option("--dry-run", is_flag=True, help="Validate and list the trials, and estimate what "
+              "each will cost (items, tokens, time, memory) from a few measured batches of "
+              "each probe on the actual model; run nothing.")  # fmt: skip
+@click.option("--estimate/--no-estimate", default=True, show_default=True,
+              help="With --dry-run: measure and estimate the cost (loads the models).")  # fmt: skip
 @click.option("--list-presets", is_flag=True, help="List the built-in studies and exit.")
 def run(
     spec_file: Path | None,
@@ -75,6 +79,7 @@ def run(
     workers: int,
     report: bool,
     dry_run: bool,
+    estimate: bool,
     list_presets: bool,
 ) -> None:
     """Run a compression study: every model x recipe x level x seed, every probe, one results
@@ -99,12 +104,16 @@ def run(
         trials = validate(spec)
         console.print(f"{spec.name}: {len(trials)} trials x {len(spec.probes)} probes "
                       f"-> {spec.output}")  # fmt: skip
-        for t in trials:
+        for t in trials if not estimate else ():  # the estimate's table lists them too
             recover = f" + {t.method}" if t.recover else ""
             console.print(
                 f"  {t.model}  {t.sweep:<28} seed {t.seed:<3} {t.recipe or '(uncompressed)'}"
                 f"{recover}"
             )
+        if estimate:
+            from knowcomp.cli.estimate_view import estimate_and_print
+
+            estimate_and_print(spec, trials)
         return
     try:
         with _ProgressListener(spec.data_dir) as listener:
