@@ -35,7 +35,11 @@ def cache() -> None:
 def list_() -> None:
     """List the stored baselines: model, probe, size, age and state."""
     store = _cache()
-    entries = store.entries()
+    try:
+        entries = store.entries()
+    except OSError as err:
+        raise KnowcompError(f"cannot read the baseline cache folder {store.root} "
+                            f"({err.strerror}); check its permissions") from None  # fmt: skip
     if not entries:
         console.print(f"no baselines stored in {store.root}")
         return
