@@ -15,6 +15,7 @@ manifest's checksums say what the mirror shipped, not what a user has since edit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import weakref
@@ -81,11 +82,26 @@ def config_hash(model: torch.nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_tokenizer_memo: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
 def tokenizer_hash(tokenizer: Any) -> str:
     """SHA-256 of what decides a tokenizer's ids: its class, full serialized form where it has
-    one (fast tokenizers), its vocabulary and special tokens; "none" without a tokenizer."""
+    one (fast tokenizers), its vocabulary and special tokens; "none" without a tokenizer.
+    Memoized per tokenizer object (a fast tokenizer serializes to megabytes)."""
     if tokenizer is None:
         return "none"
+    try:
+        return _tokenizer_memo[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    digest = _tokenizer_digest(tokenizer)
+    with contextlib.suppress(TypeError):  # an object that takes no weak reference
+        _tokenizer_memo[tokenizer] = digest
+    return digest
+
+
+def _tokenizer_digest(tokenizer: Any) -> str:
     parts: dict[str, Any] = {"class": type(tokenizer).__name__}
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -93,7 +109,6 @@ def tokenizer_hash(tokenizer: Any) -> str:
     else:
         parts["vocab"] = sorted(tokenizer.get_vocab().items())
     parts["special"] = getattr(tokenizer, "special_tokens_map", {})
-    parts["padding_side"] = getattr(tokenizer, "padding_side", None)
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
