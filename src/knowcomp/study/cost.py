@@ -7,10 +7,11 @@ tokens and the peak memory per item. Where the study's items are few enough, the
 at the study's size instead: that is the study's baseline itself, stored in the baseline
 cache (`knowcomp.cache`) so the study reuses it. Per sweep (a recipe at one level stands for
 its others): apply the recipe once and time it, and time one forward batch compressed
-against uncompressed, which scales the per-item part (dynamic int8 runs faster than float,
-pruning does not change dense kernels). Calibrated methods (GPTQ, SparseGPT, Wanda) take
-minutes, so they run up to the first layer of their second block and the rest is scaled
-from it.
+against uncompressed where the recipe quantizes, which scales the per-item part (dynamic
+int8 runs at another speed than float; pruning does not change dense kernels, so a pruned
+model's factor is 1 and is not measured: on a busy machine the noise would exceed it).
+Calibrated methods (GPTQ, SparseGPT, Wanda) take minutes, so they run up to the first layer
+of their second block and the rest is scaled from it.
 
 The estimate of a trial: its probes' counts (the runner counts items before each probe),
 each probe's fixed part plus items x per-item time x the sweep's speed factor, and its
@@ -234,7 +235,9 @@ def measure_sweep(worker: Any, trial: Trial, batch: torch.Tensor, base_forward: 
     if stopper.stopped:
         seconds = stopper.scaled(seconds)
         how = f"scaled from {stopper.done} of {stopper.total} layers"
-    factor = forward_seconds(worker.loaded.model, batch, repeats=2) / base_forward
+    factor = 1.0  # zeros do not speed up dense kernels: a pruned model runs as fast
+    if recipe.has_quantization:
+        factor = forward_seconds(worker.loaded.model, batch, repeats=2) / base_forward
     worker.session.restore()
     worker._applied = None
     return SweepCost(seconds, factor, memory.peak, how)
@@ -334,7 +337,8 @@ def estimate_study(spec: StudySpec, pending: list, report: Report | None = None)
         }  # fmt: skip
         vocab = worker.loaded.model.get_input_embeddings().num_embeddings
         batch = latency_batch(vocab, batch=2, tokens=32)  # small: it only sets a ratio
-        base_forward = forward_seconds(worker.loaded.model, batch, repeats=2)
+        quantized = any("quant:" in (i.trial.recipe or "") for i in items)
+        base_forward = forward_seconds(worker.loaded.model, batch, repeats=2) if quantized else 1.0
         sweeps: dict[str, SweepCost] = {}
         previous: tuple | None = None
         for item in items:
