@@ -97,7 +97,7 @@ class ProbeRate:
     per_item: float  # seconds per item
     tokens_per_item: float
     peak: int | None
-    exact: bool  # measured at the study's size (then `overhead` holds the whole time)
+    exact: bool  # measured at the study's size (then `per_item` holds the whole time)
 
     def seconds(self, factor: float = 1.0) -> float:
         return self.count_seconds + self.overhead + factor * self.per_item * self.items
@@ -184,7 +184,8 @@ def measure_probe(loaded: Any, trial: Trial, probe_name: str, data_dir: Path | N
     sample_limit = max(2, math.ceil(SAMPLE_ITEMS / unit))
     if trial.limit is not None and trial.limit <= sample_limit and not cached:
         seconds, tokens, peak, scored = _timed_run(loaded, probe, target, device, cached=True)
-        return ProbeRate(probe_name, items, count_seconds, seconds, 0.0,
+        per_item = seconds / max(scored, 1)  # no split: the speed factor scales all of it
+        return ProbeRate(probe_name, items, count_seconds, 0.0, per_item,
                          tokens / max(scored, 1), peak, True)  # fmt: skip
     small_limit = 1
     if trial.limit is not None:
