@@ -43,7 +43,8 @@ def estimate_and_print(spec, trials) -> None:
     peak = human_bytes(estimate.peak) if estimate.peak else "unknown"
     console.print(
         f"[bold]total[/]: {len(estimate.trials)} trial(s), {items:,} items, {tokens:,} tokens, "
-        f"about {format_seconds(estimate.seconds)} (model loading {format_seconds(loads)} "
+        f"about {format_seconds(estimate.seconds)} ({estimate.seconds:,.0f} s; model loading "
+        f"{format_seconds(loads)} "
         f"included), peak memory {peak}; measuring took "
         f"{format_seconds(estimate.measure_seconds)}",
         highlight=False,
