@@ -1,17 +1,17 @@
 """What a study will cost, measured before it runs (`knowcomp run --dry-run`).
 
-Per model: load it as the study would, and per probe setting time two runs on the actual
-model and device, a tiny one (one item per relation or task) and a sample, to split the
-probe's cost into a fixed part (reading data, building items) and a part per item, with the
-tokens and the peak memory per item. Where the study's items are few enough, the probe runs
-at the study's size instead: that is the study's baseline itself, stored in the baseline
-cache (`knowcomp.cache`) so the study reuses it. Per sweep (a recipe at one level stands for
-its others): apply the recipe once and time it, and time one forward batch compressed
-against uncompressed where the recipe quantizes, which scales the per-item part (dynamic
-int8 runs at another speed than float; pruning does not change dense kernels, so a pruned
-model's factor is 1 and is not measured: on a busy machine the noise would exceed it).
-Calibrated methods (GPTQ, SparseGPT, Wanda) take minutes, so they run up to the first layer
-of their second block and the rest is scaled from it.
+Per model: load it as the study would, and per probe setting, after one untimed warm-up run,
+time two runs on the actual model and device, a tiny one (one item per relation or task) and a
+sample, to split the probe's cost into a fixed part (reading data, building items) and a part
+per item, with the tokens and the peak memory per item. Where the study's items are few enough,
+the probe runs at the study's size instead: that is the study's baseline itself, stored in the
+baseline cache (`knowcomp.cache`) so the study reuses it. Per sweep (a recipe at one level
+stands for its others): apply the recipe once and time it, and time one forward batch
+compressed against uncompressed where the recipe quantizes, which scales the per-item part
+(dynamic int8 runs at another speed than float; pruning does not change dense kernels, so a
+pruned model's factor is 1 and is not measured: on a busy machine the noise would exceed it).
+Calibrated methods (GPTQ, SparseGPT, Wanda) take minutes, so they run up to the first layer of
+their second block and the rest is scaled from it.
 
 The estimate of a trial: its probes' counts (the runner counts items before each probe),
 each probe's fixed part plus items x per-item time x the sweep's speed factor, and its
@@ -181,6 +181,9 @@ def measure_probe(loaded: Any, trial: Trial, probe_name: str, data_dir: Path | N
     count_seconds = time.perf_counter() - start
     cached = cached_baseline(loaded, trial, probe_name, data_dir)
     unit = max(probe.count(_options(trial, data_dir, limit=1)), 1)  # items per limit step
+    # A first run pays once what a study pays once (reading and parsing the data, first
+    # allocations); timed, it would count that in every trial.
+    _timed_run(loaded, probe, _options(trial, data_dir, limit=1), device)
     sample_limit = max(2, math.ceil(SAMPLE_ITEMS / unit))
     if trial.limit is not None and trial.limit <= sample_limit and not cached:
         seconds, tokens, peak, scored = _timed_run(loaded, probe, target, device, cached=True)
