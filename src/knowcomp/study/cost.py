@@ -199,8 +199,9 @@ def measure_probe(loaded: Any, trial: Trial, probe_name: str, data_dir: Path | N
     sample = _options(trial, data_dir, limit=sample_limit)
     s2, t2, p2, n2 = _timed_run(loaded, probe, sample, device)
     per_item = s2 / max(n2, 1)
-    if n2 > n1:  # the slope; noise on a busy machine never makes it negative
-        per_item = max((s2 - s1) / (n2 - n1), 0.25 * per_item)
+    if n2 > n1:  # the slope, within what a fixed part of zero to 3/4 of s2 allows: noise on
+        # a busy machine makes the difference of two timings swing far beyond either
+        per_item = min(max((s2 - s1) / (n2 - n1), 0.25 * per_item), per_item)
     overhead = max(s2 - per_item * n2, 0.0)
     peaks = [p for p in (p1, p2) if p is not None]
     return ProbeRate(probe_name, items, count_seconds, overhead, per_item,
@@ -226,7 +227,6 @@ def measure_sweep(worker: Any, trial: Trial, batch: torch.Tensor, base_forward: 
     """Apply `trial`'s recipe once (calibrated steps up to their second block) and time it,
     and a forward batch on the result; then restore the model."""
     from knowcomp.compress import parse_recipe
-    from knowcomp.recovery.latency import forward_seconds
 
     recipe = parse_recipe(trial.recipe or "")
     stopper = _FirstBlocks()
@@ -241,10 +241,25 @@ def measure_sweep(worker: Any, trial: Trial, batch: torch.Tensor, base_forward: 
         how = f"scaled from {stopper.done} of {stopper.total} layers"
     factor = 1.0  # zeros do not speed up dense kernels: a pruned model runs as fast
     if recipe.has_quantization:
-        factor = forward_seconds(worker.loaded.model, batch, repeats=2) / base_forward
+        factor = fastest_forward(worker.loaded.model, batch) / base_forward
     worker.session.restore()
     worker._applied = None
     return SweepCost(seconds, factor, memory.peak, how)
+
+
+def fastest_forward(model: torch.nn.Module, ids: torch.Tensor, repeats: int = 5) -> float:
+    """The fastest of `repeats` forwards of `ids` after a warm-up: on a shared machine the
+    minimum is the timing least disturbed by other processes, and only a ratio is needed."""
+    ids = ids.to(next(model.parameters()).device)
+    mask = torch.ones_like(ids)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            model(input_ids=ids, attention_mask=mask)
+            if i:
+                times.append(time.perf_counter() - start)
+    return min(times)
 
 
 class _Stop(Exception):
@@ -310,7 +325,7 @@ def _rate_key(trial: Trial, probe: str) -> tuple:
 
 def estimate_study(spec: StudySpec, pending: list, report: Report | None = None) -> StudyEstimate:
     """Measure and estimate every pending trial (`runner.PendingTrial`s) of `spec`."""
-    from knowcomp.recovery.latency import forward_seconds, latency_batch
+    from knowcomp.recovery.latency import latency_batch
     from knowcomp.study.worker import ModelWorker
 
     say = report or (lambda _text: None)
@@ -342,7 +357,7 @@ def estimate_study(spec: StudySpec, pending: list, report: Report | None = None)
         vocab = worker.loaded.model.get_input_embeddings().num_embeddings
         batch = latency_batch(vocab, batch=2, tokens=32)  # small: it only sets a ratio
         quantized = any("quant:" in (i.trial.recipe or "") for i in items)
-        base_forward = forward_seconds(worker.loaded.model, batch, repeats=2) if quantized else 1.0
+        base_forward = fastest_forward(worker.loaded.model, batch) if quantized else 1.0
         sweeps: dict[str, SweepCost] = {}
         previous: tuple | None = None
         for item in items:
