@@ -15,6 +15,9 @@ from knowcomp.models.family import detect_family
 from knowcomp.models.loading import AUTO_CLASSES, LoadedModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+# Tests score fresh models unless they point the baseline cache at their own tmp folder
+# (tests/test_cache.py): a shared cache would let one test's baseline answer another's.
+os.environ.setdefault("KNOWCOMP_BASELINE_CACHE", "off")
 
 TINY_CONFIGS: dict[str, dict] = {
     "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

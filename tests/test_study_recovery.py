@@ -151,7 +151,7 @@ def test_bad_recovery_specs_fail_in_one_line_before_any_work(folder, tmp_path, c
 def test_dry_run_lists_the_recovered_trials(folder, tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(_spec(folder, tmp_path / "r.sqlite")))
-    result = CliRunner().invoke(cli, ["run", str(path), "--dry-run"])
+    result = CliRunner().invoke(cli, ["run", str(path), "--dry-run", "--no-estimate"])
     assert result.exit_code == 0, result.output
     assert "4 trials x 3 probes" in result.output
     assert f"{PRUNE} + prompt:tokens=2:lr=0.05" in result.output

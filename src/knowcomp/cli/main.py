@@ -64,6 +64,10 @@ def _register() -> None:
 
     cli.add_command(plan_cmd.plan)
 
+    from knowcomp.cli import cache_cmd
+
+    cli.add_command(cache_cmd.cache)
+
 
 _register()
 

@@ -16,10 +16,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from knowcomp.cli.format import console, err_console
 from knowcomp.cli.options import add_bos_option, placement_options, precision_option
 from knowcomp.errors import KnowcompError
+from knowcomp.study.eta import StudyClock, format_seconds, planned_items
 
 
 @click.command("run")
@@ -61,7 +63,11 @@ from knowcomp.errors import KnowcompError
               "they run in full with a note. 0: off.")  # fmt: skip
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write the report folder next to the results file at the end.")  # fmt: skip
-@click.option("--dry-run", is_flag=True, help="Validate and list the trials; run nothing.")
+@click.option("--dry-run", is_flag=True, help="Validate and list the trials, and estimate what "
+              "each will cost (items, tokens, time, memory) from a few measured batches of "
+              "each probe on the actual model; run nothing.")  # fmt: skip
+@click.option("--estimate/--no-estimate", default=True, show_default=True,
+              help="With --dry-run: measure and estimate the cost (loads the models).")  # fmt: skip
 @click.option("--list-presets", is_flag=True, help="List the built-in studies and exit.")
 def run(
     spec_file: Path | None,
@@ -82,6 +88,7 @@ def run(
     reuse_memory: float,
     report: bool,
     dry_run: bool,
+    estimate: bool,
     list_presets: bool,
     device: str | None,
     dtype: str | None,
@@ -111,15 +118,19 @@ def run(
         trials = validate(spec)
         console.print(f"{spec.name}: {len(trials)} trials x {len(spec.probes)} probes "
                       f"-> {spec.output}")  # fmt: skip
-        for t in trials:
+        for t in trials if not estimate else ():  # the estimate's table lists them too
             recover = f" + {t.method}" if t.recover else ""
             console.print(
                 f"  {t.model}  {t.sweep:<28} seed {t.seed:<3} {t.recipe or '(uncompressed)'}"
                 f"{recover}"
             )
+        if estimate:
+            from knowcomp.cli.estimate_view import estimate_and_print
+
+            estimate_and_print(spec, trials)
         return
     try:
-        with _ProgressListener() as listener:
+        with _ProgressListener(spec.data_dir) as listener:
             summary = run_study(spec, executor=executor, listener=listener,
                                 ray_address=ray_address, workers_per_model=workers,
                                 reuse_budget_mb=reuse_memory)  # fmt: skip
@@ -207,15 +218,29 @@ def _print_presets() -> None:
     console.print(table)
 
 
-class _ProgressListener:
-    """A trial bar (count and ETA) over a bar for the probe being scored."""
+class _StudyEta(TimeRemainingColumn):
+    """The study's time left from its `StudyClock` (items scored, all trials); a probe's
+    own bar keeps rich's estimate."""
 
-    def __init__(self) -> None:
+    def render(self, task):
+        eta = task.fields.get("eta")
+        if eta is None:
+            return super().render(task)
+        return Text(eta, style="progress.remaining")
+
+
+class _ProgressListener:
+    """A study bar (trials done / left, items scored, and the whole study's ETA) over a bar
+    for the probe being scored."""
+
+    def __init__(self, data_dir: Path | None = None) -> None:
         self.bar = Progress(
             TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), _StudyEta(),
             console=err_console, transient=True,
         )  # fmt: skip
+        self.data_dir = data_dir
+        self.clock: StudyClock | None = None
         self.trials: TaskID | None = None
         self.probe: TaskID | None = None
         self.started_at = time.perf_counter()
@@ -231,28 +256,56 @@ class _ProgressListener:
     def started(self, pending, skipped: int) -> None:
         if skipped:
             console.print(f"{skipped} trial(s) already in the results file; skipping them")
-        self.trials = self.bar.add_task("trials", total=len(pending))
+        self.clock = StudyClock(planned_items(pending, self.data_dir))
+        self.trials = self.bar.add_task("study", total=self.clock.total, eta="-")
+        self._show()
+
+    def _show(self, label: str | None = None) -> None:
+        """The study bar: `trial 4/64: <label>`, items scored of planned, the study's ETA."""
+        clock = self.clock
+        if clock is None or self.trials is None:
+            return
+        eta = clock.eta()
+        fields = {"completed": clock.done, "total": max(clock.total, 1),
+                  "eta": "-" if eta is None else format_seconds(eta)}  # fmt: skip
+        if label is not None:
+            number = min(clock.trials_done + 1, clock.trials)
+            fields["description"] = f"trial {number}/{clock.trials}: {label}"
+        self.bar.update(self.trials, **fields)
 
     def model_loading(self, model: str) -> None:
-        self.bar.update(self.trials, description=f"loading {model}")
+        self._show(f"loading {model}")
 
     def trial_started(self, trial) -> None:
-        self.bar.update(self.trials, description=f"{trial.label} (seed {trial.seed})")
+        if self.clock is not None:
+            self.clock.start_trial(trial.key)
+        self._show(f"{trial.label} (seed {trial.seed})")
 
     def probe_started(self, probe: str, total: int):
         if self.probe is not None:
             self.bar.remove_task(self.probe)
         self.probe = self.bar.add_task(f"  {probe}", total=total)
-        return lambda n, task=self.probe: self.bar.advance(task, n)
+
+        def advance(n: int, task=self.probe) -> None:
+            self.bar.advance(task, n)
+            if self.clock is not None:
+                self.clock.advance(n)
+            self._show()
+
+        return advance
 
     def trial_left(self, trial, holder: str) -> None:
-        self.bar.advance(self.trials, 1)
+        if self.clock is not None:
+            self.clock.leave_trial(trial.key)
+        self._show()
 
     def trial_finished(self, trial, outcome) -> None:
         if self.probe is not None:
             self.bar.remove_task(self.probe)
             self.probe = None
-        self.bar.advance(self.trials, 1)
+        if self.clock is not None:
+            self.clock.finish_trial(trial.key)
+        self._show()
         setting = tuple(outcome.trial.get(k) for k in ("model", "seed", "limit_items",
                                                        "lama_mode", "dtype"))  # fmt: skip
         if outcome.trial.get("recipe") is None:

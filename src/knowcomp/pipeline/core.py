@@ -185,11 +185,14 @@ class Pipeline:
         `after_each(results so far)` after every probe (to save what is done). `reuse` (a
         `reuse.TrialReuse`) records into or serves from the prefix cache. `score(probe, options,
         run)` replaces the one call `run(options)` per probe (adaptive evaluation scores a
-        probe chunk by chunk through it)."""
-        from knowcomp.probes.base import run_probe
+        probe chunk by chunk through it). The uncompressed model without an adapter reads its
+        results from the baseline cache (`knowcomp.cache`) where they are stored, and stores
+        them there, unless the prefix cache is recording its states."""
+        from knowcomp.cache import cached_probe_run
 
         start = time.perf_counter()
         results: list[Any] = []
+        baseline = self._kept is None and adapter is None  # uncompressed, nothing attached
         with self.attached(adapter):
             for probe in probes:
                 run_options = options
@@ -198,9 +201,9 @@ class Pipeline:
                     run_options = replace(options, progress=step)
 
                 def run(chosen: Any, probe: Any = probe) -> Any:
-                    if reuse is not None:
+                    if reuse is not None and reuse.mode != "plain":
                         return reuse.run(probe, self.loaded, chosen)
-                    return run_probe(probe, self.loaded, chosen)
+                    return cached_probe_run(self.loaded, probe, chosen, baseline=baseline)
 
                 results.append(
                     run(run_options) if score is None else score(probe, run_options, run)
