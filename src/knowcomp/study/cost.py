@@ -324,9 +324,9 @@ def _rate_key(trial: Trial, probe: str) -> tuple:
 
 def estimate_study(spec: StudySpec, pending: list, report: Report | None = None) -> StudyEstimate:
     """Measure and estimate every pending trial (`runner.PendingTrial`s) of `spec`."""
-    from knowcomp.recovery.latency import latency_batch
     from knowcomp.models.placement import ChosenPlacement, resolve_auto
     from knowcomp.pipeline import Pipeline
+    from knowcomp.recovery.latency import latency_batch
 
     say = report or (lambda _text: None)
     started = time.perf_counter()
