@@ -69,16 +69,14 @@ def test_estimate_measures_every_trial_and_stores_small_baselines(tmp_path, mode
 
 
 def test_a_calibrated_recipe_is_timed_on_its_first_block_and_restored(model_dir):
-    from knowcomp.compress import CompressionSession
     from knowcomp.compress.calibration import CalibrationSpec
+    from knowcomp.pipeline import Pipeline
     from knowcomp.recovery.latency import latency_batch
-    from knowcomp.study.worker import ModelWorker
 
     spec = spec_from_dict({**_spec(model_dir, Path("unused.sqlite")), "recipes": [SPARSEGPT]})
     trial = validate(spec)[1]
-    worker = ModelWorker(str(model_dir), data_dir=DATA)
     calibration = CalibrationSpec(nsamples=2, seqlen=32, data_dir=str(DATA))
-    worker.session = CompressionSession(worker.loaded, calibration=calibration)
+    worker = Pipeline(str(model_dir), data_dir=DATA, calibration=calibration)
     before = weights_hash(worker.loaded.model)
     batch = latency_batch(worker.loaded.model.config.vocab_size, batch=1, tokens=8)
     sweep = measure_sweep(worker, trial, batch, 1.0, "cpu")

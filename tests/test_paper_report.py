@@ -201,8 +201,8 @@ HOANG_SCORES = {  # (arc-easy, piqa, winogrande)
 }
 HOANG_RECOVERED = {  # on gptq 3-bit: method -> (trainable parameters, scores)
     "lora": (1000, (0.65, 0.75, 0.57)),
-    "idp:tokens=10": (30, (0.63, 0.72, 0.56)),
-    "idp:tokens=20": (60, (0.64, 0.74, 0.57)),
+    "idp:tokens=5+5": (30, (0.63, 0.72, 0.56)),
+    "idp:tokens=10+10": (60, (0.64, 0.74, 0.57)),
 }
 
 
@@ -263,7 +263,7 @@ def test_the_second_studys_figures_plot_the_tables_numbers(tmp_path):
         assert point["y"] == pytest.approx(recovery[(gptq3, method)]["Average"].mean)
     fig6 = _values(plots["hoang2024-fig6"])
     assert sorted(x for series, x in fig6 if series == "idp") == [10.0, 20.0]
-    assert fig6[("idp", 20.0)]["y"] == pytest.approx(fig4[("idp:tokens=20", 60.0)]["y"])
+    assert fig6[("idp", 20.0)]["y"] == pytest.approx(fig4[("idp:tokens=10+10", 60.0)]["y"])
     fig7 = _values(plots["hoang2024-fig7"])
     for task in HOANG_TASKS:
         gain = recovery[(gptq3, "lora")][task].mean - recovery[(gptq3, "–")][task].mean

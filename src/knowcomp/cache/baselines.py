@@ -218,15 +218,19 @@ def cached_probe_run(
     *,
     baseline: bool = True,
     cache: BaselineCache | None = None,
+    run: Callable[[RunOptions], ProbeResult] | None = None,
 ) -> ProbeResult:
     """`probe.run(loaded, options)`, read from the baseline cache where an entry for this
     model, probe, data and options is stored, and stored there after it runs. Callers pass
     `baseline=False` for a compressed model or one with an adapter attached (an adapter's
-    prompts are not in the weights): those always run."""
+    prompts are not in the weights): those always run. `run(options)` computes a result that
+    is not cached (default: `run_probe`; a study's prefix cache records through it)."""
+    if run is None:
+        run = lambda chosen: run_probe(probe, loaded, chosen)  # noqa: E731
     cache = cache if cache is not None else default_cache()
     key = baseline_key(loaded, probe, options) if baseline and cache is not None else None
     if key is None or cache is None:
-        return run_probe(probe, loaded, options)
+        return run(options)
     found = cache.get(key)
     if found is not None:
         result, header = found
@@ -239,6 +243,6 @@ def cached_probe_run(
     cache.misses += 1
     counted = [0]
     counting = RunOptions(**{**options.__dict__, "progress": _counting(options.progress, counted)})
-    result = run_probe(probe, loaded, counting)
+    result = run(counting)
     cache.put(key, result, loaded=loaded, items=counted[0])
     return result

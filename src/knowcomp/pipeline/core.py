@@ -187,7 +187,8 @@ class Pipeline:
         run)` replaces the one call `run(options)` per probe (adaptive evaluation scores a
         probe chunk by chunk through it). The uncompressed model without an adapter reads its
         results from the baseline cache (`knowcomp.cache`) where they are stored, and stores
-        them there, unless the prefix cache is recording its states."""
+        them there (a cached baseline leaves the prefix cache empty: later trials then run
+        whole, with the same results)."""
         from knowcomp.cache import cached_probe_run
 
         start = time.perf_counter()
@@ -201,9 +202,12 @@ class Pipeline:
                     run_options = replace(options, progress=step)
 
                 def run(chosen: Any, probe: Any = probe) -> Any:
+                    compute = None  # a prefix cache records or serves through `reuse`
                     if reuse is not None and reuse.mode != "plain":
-                        return reuse.run(probe, self.loaded, chosen)
-                    return cached_probe_run(self.loaded, probe, chosen, baseline=baseline)
+                        compute = lambda o: reuse.run(probe, self.loaded, o)  # noqa: E731
+                    return cached_probe_run(
+                        self.loaded, probe, chosen, baseline=baseline, run=compute
+                    )
 
                 results.append(
                     run(run_options) if score is None else score(probe, run_options, run)

@@ -154,15 +154,19 @@ def _fig4(frame: Frame, tasks: list[str], recovered: dict, folder: Path) -> Plot
 
 
 def _prompt_size(method: str) -> int | None:
-    """The soft prompt length of a prompt-based method (`idp:tokens=50`), None otherwise."""
+    """The soft prompt size of a prompt-based method, None otherwise: `prompt:tokens=50` is 50,
+    and an IDP of prompts 50 and 100 (`idp:tokens=50+100`) is 150, all its prompts' tokens."""
     from knowcomp.errors import KnowcompError
     from knowcomp.recovery.settings import parse_method
 
     try:
-        tokens = getattr(parse_method(method), "tokens", None)
+        settings = parse_method(method)
     except KnowcompError:
         return None
-    return tokens if isinstance(tokens, int) and method.split(":")[0] in ("idp", "prompt") else None
+    if method.split(":")[0] == "idp":
+        return sum(settings.lengths)
+    tokens = getattr(settings, "tokens", None)
+    return tokens if isinstance(tokens, int) and method.split(":")[0] == "prompt" else None
 
 
 def _fig6(frame: Frame, tasks: list[str], recovered: dict, folder: Path) -> Plot:

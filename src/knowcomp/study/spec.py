@@ -193,8 +193,11 @@ class StudySpec:
 
     def spec_hash(self) -> str:
         """Identifies the spec's content (not its output path) in every stored trial."""
+        from knowcomp.models.placement import resolve_auto
+
         data = asdict(self)
         data.pop("output")
+        data["device"], data["dtype"] = resolve_auto(self.device, self.dtype)  # as it runs
         data.pop("precision")  # how long to measure, not what: a tighter rerun extends a study
         data.pop("batch_tokens")  # where batches are cut changes no score
         data["data_dir"] = str(data["data_dir"]) if data["data_dir"] else None
