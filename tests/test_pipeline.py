@@ -109,6 +109,7 @@ def test_every_command_takes_and_records_device_and_dtype(tmp_path, word_tiny):
     adapter = tmp_path / "adapter"
     _invoke(["recover", model, "-r", RECIPE, "-m", "prompt:tokens=2", "--tokens", "64",
              "--train-seqlen", "16", "--calibration", str(corpus), "--no-latency",
+             "--batch-tokens", "256",
              "--out", str(adapter), *where])  # fmt: skip
     record = json.loads((adapter / "knowcomp-recovery.json").read_text())
     assert record["placement"] == {"device": "cpu", "dtype": "bfloat16"}

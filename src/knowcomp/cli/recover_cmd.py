@@ -9,6 +9,7 @@ from rich.table import Table
 
 from knowcomp.cli.format import console, err_console
 from knowcomp.cli.options import (
+    batch_tokens_option,
     calibration_options,
     calibration_spec,
     data_dir_option,
@@ -107,6 +108,7 @@ def _help_methods(ctx: click.Context, _param, value: bool) -> None:
     "(the ICML 2024 study's Table 3).",
 )
 @placement_options
+@batch_tokens_option
 def recover(
     model: str,
     recipe: str,
@@ -129,6 +131,7 @@ def recover(
     device: str,
     dtype: str,
     device_map: str | None,
+    batch_tokens: int | None,
 ) -> None:
     """Compress MODEL, then recover knowledge with LoRA, prompt tuning, prefix tuning or IDP.
 
@@ -161,7 +164,7 @@ def recover(
     placement = choose_placement(device, dtype, device_map, parsed)
     check_recipe_trainable(parsed, on_cpu=placement.device == "cpu")
     chosen = parse_probe_list(probes) if probes else []
-    options = RunOptions(limit=limit, seed=seed, data_dir=data_dir)
+    options = RunOptions(limit=limit, seed=seed, data_dir=data_dir, max_tokens=batch_tokens)
     for probe in chosen:
         probe.count(options)  # a missing dataset fails here, before loading
     resolve(model)
