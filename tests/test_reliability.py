@@ -35,12 +35,14 @@ def _stored(db: Path) -> dict[tuple[str, str], tuple]:
 def test_sigint_keeps_stored_trials_says_so_and_resumes_byte_identical(tmp_path, tiny_model_dir):
     db = tmp_path / "r.sqlite"
     spec_path = tmp_path / "study.yaml"
-    sweep = {"recipe": "prune:l1_unstructured:overall:{level}", "levels": [0.1, 0.2, 0.3, 0.4]}
+    # enough trials that the study cannot finish between two polls (a tiny trial takes ~0.2 s)
+    levels = [round(i / 50, 2) for i in range(1, 41)]
+    sweep = {"recipe": "prune:l1_unstructured:overall:{level}", "levels": levels}
     spec_path.write_text(yaml.safe_dump(_spec(tiny_model_dir, db, **QUICK, recipes=[sweep])))
     proc = _run_cli(spec_path)
     deadline = time.time() + 240
     while _count(db, "trials") < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
