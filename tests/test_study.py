@@ -302,10 +302,14 @@ def test_worker_restores_the_model_between_trials(tiny_model_dir):
 
 
 def _run_cli(spec_path: Path, env_extra: dict | None = None) -> subprocess.Popen:
+    """`knowcomp run SPEC` in a child process that handles Ctrl-C as a user's shell would: a
+    SIGINT ignored by the test process (a CI runner or a library may ignore it) would be
+    inherited, and Python then installs no KeyboardInterrupt handler."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "knowcomp.cli.main", "run", str(spec_path), "--no-report"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
 
 
