@@ -125,14 +125,9 @@ and its long solutions go through the decoder either way.
 {MARK}"""
     print(section)
     if args.write:
-        text = args.write.read_text() if args.write.exists() else "# Benchmarks\n"
-        if MARK in text:
-            before, _, rest = text.partition(MARK)
-            _, _, after = rest.partition(MARK)
-            text = before + section + after
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        args.write.write_text(text)
+        from bench_global_prune import write_section
+
+        write_section(args.write, section, MARK)
 
 
 if __name__ == "__main__":

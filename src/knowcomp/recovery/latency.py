@@ -23,8 +23,9 @@ def latency_batch(
     return torch.randint(3, vocab_size, (batch, tokens), generator=generator)
 
 
-def forward_seconds(model: nn.Module, ids: torch.Tensor, repeats: int = 3) -> float:
-    """Median seconds of one forward of `ids` (with an all-ones attention mask)."""
+def forward_times(model: nn.Module, ids: torch.Tensor, repeats: int = 3) -> list[float]:
+    """Seconds of each of `repeats` forwards of `ids` (with an all-ones attention mask), after
+    one warm-up call."""
     device = next(model.parameters()).device
     ids = ids.to(device)
     mask = torch.ones_like(ids)
@@ -35,4 +36,9 @@ def forward_seconds(model: nn.Module, ids: torch.Tensor, repeats: int = 3) -> fl
             model(input_ids=ids, attention_mask=mask)
             if i:  # the first call warms up
                 times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def forward_seconds(model: nn.Module, ids: torch.Tensor, repeats: int = 3) -> float:
+    """Median seconds of one forward of `ids` (with an all-ones attention mask)."""
+    return statistics.median(forward_times(model, ids, repeats))

@@ -249,16 +249,9 @@ def measure_sweep(worker: Any, trial: Trial, batch: torch.Tensor, base_forward: 
 def fastest_forward(model: torch.nn.Module, ids: torch.Tensor, repeats: int = 5) -> float:
     """The fastest of `repeats` forwards of `ids` after a warm-up: on a shared machine the
     minimum is the timing least disturbed by other processes, and only a ratio is needed."""
-    ids = ids.to(next(model.parameters()).device)
-    mask = torch.ones_like(ids)
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            model(input_ids=ids, attention_mask=mask)
-            if i:
-                times.append(time.perf_counter() - start)
-    return min(times)
+    from knowcomp.recovery.latency import forward_times
+
+    return min(forward_times(model, ids, repeats))
 
 
 class _Stop(Exception):
