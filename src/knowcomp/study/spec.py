@@ -452,13 +452,17 @@ def _calibration(value: Any) -> CalibrationSettings:
                 )
             values[field_name] = number
     if value.get("source") is not None:
-        if not isinstance(value["source"], str) or not value["source"].strip():
-            raise SpecError(
-                "calibration: 'source' is 'data', 'data:NAME[,NAME]' or a text file path, "
-                f"got {value['source']!r}"
-            )
-        values["source"] = value["source"].strip()
+        values["source"] = _text_source("calibration", "source", value["source"])
     return CalibrationSettings(**values)
+
+
+def _text_source(block: str, key: str, raw: Any) -> str:
+    """A text source key of a spec block: `data`, `data:NAME[,NAME]` or a text file path."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise SpecError(
+            f"{block}: '{key}' is 'data', 'data:NAME[,NAME]' or a text file path, got {raw!r}"
+        )
+    return raw.strip()
 
 
 def _recovery(value: Any) -> RecoverySettings:
@@ -487,12 +491,7 @@ def _recovery(value: Any) -> RecoverySettings:
                 raise SpecError(f"recovery: '{name}' must be a positive integer, got {number!r}")
             values[key] = number
     if value.get("calibration") is not None:
-        if not isinstance(value["calibration"], str) or not value["calibration"].strip():
-            raise SpecError(
-                "recovery: 'calibration' is 'data', 'data:NAME[,NAME]' or a text file path, "
-                f"got {value['calibration']!r}"
-            )
-        values["calibration"] = value["calibration"].strip()
+        values["calibration"] = _text_source("recovery", "calibration", value["calibration"])
     if value.get("save_adapters") is not None:
         if not isinstance(value["save_adapters"], bool):
             raise SpecError(
