@@ -414,6 +414,7 @@ def check_one_line(stderr: str, says: tuple[str, ...]) -> None:
     assert ";" in lines[0], f"no fix given after the problem: {lines[0]!r}"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_clean_line_and_touches_nothing(in_arena, bad: Case):
     arena, loads = in_arena
@@ -439,6 +440,7 @@ SUBPROCESS_SAMPLE = [  # one per area; each process pays torch's import (seconds
 ]  # fmt: skip
 
 
+@pytest.mark.integration
 def test_sample_through_the_real_entry_point(arena, tmp_path):
     """One process for each sampled case, as a user runs it: exit code, one stderr line with
     nothing else (no warning, no progress residue), and no file touched."""
@@ -485,6 +487,7 @@ def test_results_export_creates_its_folder_with_umask_modes(in_arena):
         shutil.rmtree(arena / "exports", ignore_errors=True)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
 def test_eval_out_replaces_only_with_force_and_keeps_the_mode(in_arena, tmp_path):
     target = tmp_path / "theirs.json"

@@ -511,6 +511,7 @@ def test_session_calibrates_from_a_file_with_the_apply_seed(tiny, tmp_path):
     assert report.groups[0].sparsity == pytest.approx(0.5)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
 def test_default_corpus_reads_the_data_directory():
     documents = corpus_documents(CalibrationSpec(seed=0, data_dir=str(SHARED_DATA)))

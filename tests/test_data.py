@@ -108,6 +108,7 @@ def test_unknown_dataset_lists_known_names():
 # --- import ----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_import_verifies_every_checksum_and_row_count(imported):
     dest, report = imported
     assert report.ok
@@ -119,6 +120,7 @@ def test_import_verifies_every_checksum_and_row_count(imported):
     assert not any(p.is_symlink() for p in dest.rglob("*"))
 
 
+@pytest.mark.integration
 def test_reimport_is_idempotent(imported):
     dest, _ = imported
     stamps = {p: p.stat().st_mtime_ns for p in dest.rglob("*") if p.is_file()}
@@ -127,6 +129,7 @@ def test_reimport_is_idempotent(imported):
     assert {p: p.stat().st_mtime_ns for p in dest.rglob("*") if p.is_file()} == stamps
 
 
+@pytest.mark.integration
 def test_link_import_and_repair_of_a_damaged_file(tmp_path):
     report = import_mirror(MIRROR, tmp_path, link=True)
     assert report.count("linked") == MIRROR_FILES
@@ -179,6 +182,7 @@ def test_rows_that_disagree_with_the_catalog_fail_the_import(tmp_path):
     assert states["boolq"] == "rows differ" and states["piqa"] == "missing"
 
 
+@pytest.mark.integration
 def test_importing_a_folder_onto_itself_only_verifies(imported):
     dest, _ = imported
     report = import_mirror(dest, dest)
@@ -226,6 +230,7 @@ FIRST = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", list(LOADERS))
 def test_each_loader_reads_its_documented_rows(imported, name):
     dest, _ = imported
@@ -376,6 +381,7 @@ def _cli() -> click.Group:
     return cli
 
 
+@pytest.mark.integration
 def test_cli_data_list(imported):
     dest, _ = imported
     result = CliRunner().invoke(_cli(), ["data", "list"], env={"KNOWCOMP_DATA": str(dest)})
@@ -392,6 +398,7 @@ def test_cli_data_list_on_an_empty_directory(tmp_path):
     assert "16 dataset(s) missing" in result.stdout
 
 
+@pytest.mark.integration
 def test_cli_data_import(tmp_path):
     dest = tmp_path / "data"
     args = ["data", "import", str(MIRROR), "--link"]

@@ -52,6 +52,7 @@ def fake_gpu_ray():
     ray.shutdown()
 
 
+@pytest.mark.integration
 def test_ray_gives_each_actor_its_own_gpu_and_queues_the_next(fake_gpu_ray):
     ray = fake_gpu_ray
     placement = actor_placement("cpu", None, ray.cluster_resources()["GPU"])
@@ -71,6 +72,7 @@ def test_ray_gives_each_actor_its_own_gpu_and_queues_the_next(fake_gpu_ray):
     ray.kill(third)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
 def test_a_study_on_a_gpu_cluster_loads_each_trials_model_on_cuda(fake_gpu_ray, tmp_path):
@@ -149,6 +151,7 @@ def test_loading_with_a_device_map_records_the_map(model_dir):
     assert load_model(str(model_dir)).device_map is None
 
 
+@pytest.mark.integration
 def test_eval_refuses_a_model_that_would_go_to_disk_before_its_weights_load(tmp_path):
     """A folder whose config is a 2-trillion-parameter Llama (and whose weights are a tiny real
     file: loading them would fail): the plan refuses first, in one line, exit 2."""
@@ -167,6 +170,7 @@ def test_eval_refuses_a_model_that_would_go_to_disk_before_its_weights_load(tmp_
 
 
 # -- dtypes are never mixed in one comparison ------------------------------------------------
+@pytest.mark.integration
 def test_a_bfloat16_trial_is_compared_with_the_bfloat16_baseline_only(tmp_path):
     from knowcomp.report import load_frame
     from knowcomp.store import ResultsStore

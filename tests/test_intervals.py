@@ -53,6 +53,7 @@ def test_paired_binary_interval_covers(n, base, lost, gained):
     assert covered / REPS >= 0.94, covered
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("n", "p"), [(40, 0.1), (200, 0.5), (100, 0.03)])
 def test_binary_score_interval_covers(n, p):
     rng = np.random.default_rng(7)
@@ -63,6 +64,7 @@ def test_binary_score_interval_covers(n, p):
     assert covered / REPS >= 0.94, covered
 
 
+@pytest.mark.integration
 def test_continuous_paired_bootstrap_covers():
     """Log-likelihood-like items: skewed per-item differences with a known mean."""
     rng = np.random.default_rng(3)
@@ -87,6 +89,7 @@ def _clustered(rng, groups: int, size: int, base_spread: float, loss: float):
     return a.astype(float), b.astype(float), codes
 
 
+@pytest.mark.integration
 def test_cluster_aware_interval_is_wider_and_covers():
     rng = np.random.default_rng(11)
     groups, size, loss = 40, 25, 0.2

@@ -170,6 +170,7 @@ def test_limit_with_seed_is_stable():
     assert take(items, 500, 3) == items
 
 
+@pytest.mark.integration
 @needs_data
 def test_lama_trex_end_to_end_on_a_tiny_decoder(bpe_tokenizer):
     loaded = tiny_with("llama", bpe_tokenizer)

@@ -125,6 +125,7 @@ def _values(plot, panel=None):
     return {(v["series"], v["x"]): v for v in plot.values if panel is None or v["panel"] == panel}
 
 
+@pytest.mark.integration
 def test_the_first_studys_figures_plot_the_tables_numbers(store_path, tmp_path):
     plots, tables = _plots(store_path, tmp_path / "out")
     named = sorted(n for n in plots if n.startswith("namburi2023"))
@@ -180,6 +181,7 @@ def _pooled_store(path):
     return path
 
 
+@pytest.mark.integration
 def test_figures_pool_a_familys_models(tmp_path):
     plots, _ = _plots(_pooled_store(tmp_path / "p.sqlite"), tmp_path / "out")
     fig6 = plots["namburi2023-fig6"]
@@ -240,6 +242,7 @@ def _hoang_store(path):
     return path
 
 
+@pytest.mark.integration
 def test_the_second_studys_figures_plot_the_tables_numbers(tmp_path):
     plots, tables = _plots(_hoang_store(tmp_path / "h.sqlite"), tmp_path / "out")
     assert sorted(n for n in plots if n.startswith("hoang2024")) == [

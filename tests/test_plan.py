@@ -24,6 +24,7 @@ def _items(output: str) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+@pytest.mark.integration
 def test_plan_gives_the_items_for_the_power_of_mcnemars_test():
     result = _plan("piqa", "--score", "64.5", "--drop", "3")
     assert result.exit_code == 0, result.output
@@ -34,6 +35,7 @@ def test_plan_gives_the_items_for_the_power_of_mcnemars_test():
     assert _items(stronger.output) > expected.items
 
 
+@pytest.mark.integration
 def test_plan_from_a_pilot_uses_its_measured_discordance(tmp_path):
     pilot = full_store(tmp_path / "pilot.sqlite", measured=True)
     result = _plan("piqa", "--drop", "5", "--from", str(pilot))

@@ -451,6 +451,7 @@ def run_cli(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
 def test_eval_prints_exact_match_capped_and_categories(tiny_folder, tmp_path):
     out = tmp_path / "results.json"

@@ -508,6 +508,7 @@ def test_recover_command_rejects_bad_input_in_one_line(folder, extra, message):
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
 def test_recover_compares_on_probes_and_eval_attaches_the_adapter(folder, tmp_path):
     out = tmp_path / "idp"

@@ -72,6 +72,7 @@ def test_the_ablation_is_for_idp_only(loaded, folder):
         ablation_variants(lora)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
 def test_recover_ablation_prints_the_table_and_records_it(folder, tmp_path):
     out = tmp_path / "idp"

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from knowcomp.store import Owner, TrialOutcome
@@ -32,6 +33,7 @@ def _stored(db: Path) -> dict[tuple[str, str], tuple]:
     return {(r[0], r[1]): (*r[2:], records.get((r[0], r[1]))) for r in rows}
 
 
+@pytest.mark.integration
 def test_sigint_keeps_stored_trials_says_so_and_resumes_byte_identical(tmp_path, tiny_model_dir):
     db = tmp_path / "r.sqlite"
     spec_path = tmp_path / "study.yaml"
@@ -61,6 +63,7 @@ def test_sigint_keeps_stored_trials_says_so_and_resumes_byte_identical(tmp_path,
     assert {key: after[key] for key in kept} == kept  # resuming rewrote nothing
 
 
+@pytest.mark.integration
 def test_a_rerun_into_a_new_file_is_bit_identical(tmp_path, tiny_model_dir):
     first = spec_from_dict(_spec(tiny_model_dir, tmp_path / "a.sqlite", **QUICK))
     second = spec_from_dict(_spec(tiny_model_dir, tmp_path / "b.sqlite", **QUICK))

@@ -252,6 +252,7 @@ def test_tables_show_the_studys_layout_with_missing_probes_as_missing(store_path
     assert rows[2] == ["m2", "30", "", "1", "", "", "0", "", "", "0"]
 
 
+@pytest.mark.integration
 def test_tables_without_data_are_skipped(tmp_path):
     path = tmp_path / "s.sqlite"
     with ResultsStore(path) as store:
@@ -279,6 +280,7 @@ def test_category_averages_table(store_path):
 
 
 # -- findings -----------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_findings_hold_on_data_shaped_like_the_study(measured):
     findings = check_findings(_frame(measured))
     assert [f.verdict for f in findings[:4]] == ["holds"] * 4
@@ -391,6 +393,7 @@ def test_forgetting_lists_facts_and_items_the_baseline_knew(store_path):
 
 
 # -- files, plots and html ----------------------------------------------------------------------
+@pytest.mark.integration
 def test_report_writes_every_part(written):
     out = written
     plots = sorted(p.name for p in (out / "plots").iterdir())
@@ -456,6 +459,7 @@ def _run(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
+@pytest.mark.integration
 def test_report_command_prints_findings_and_writes_the_folder(store_path, tmp_path):
     result = _run("report", str(store_path), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
@@ -628,6 +632,7 @@ def test_lama_generate_mode_and_unscored_metrics(tmp_path):
     assert (total["baseline_correct"], total["forgotten"], total["gained"]) == (1, 1, 1)
 
 
+@pytest.mark.integration
 def test_a_read_only_results_file_is_reported_from_a_copy(store_path, tmp_path, monkeypatch):
     import knowcomp.report.build as build
 
@@ -661,6 +666,7 @@ def measured(tmp_path_factory) -> Path:
     return full_store(tmp_path_factory.mktemp("measured") / "m.sqlite", measured=True)
 
 
+@pytest.mark.integration
 def test_tables_show_each_drop_and_score_with_its_interval(measured):
     from scipy import stats
 
@@ -703,6 +709,7 @@ def test_tables_show_each_drop_and_score_with_its_interval(measured):
     assert averaged.mean == pytest.approx(5.0) and averaged.low < 5.0 < averaged.high
 
 
+@pytest.mark.integration
 def test_the_report_of_a_measured_store_draws_bands_and_tests_findings(measured, tmp_path):
     result = generate_report(measured, tmp_path / "out")
     assert (tmp_path / "out" / "tables" / "drops.md").is_file()

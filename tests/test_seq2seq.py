@@ -155,6 +155,7 @@ def test_generation_equals_transformers_greedy_generate():
 # -- the CLI and studies -----------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.lmeval
 @pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval not installed")
 def test_cli_evaluates_a_t5_folder_as_lm_evals_seq2seq_backend(t5_folder, tmp_path):
@@ -182,6 +183,7 @@ def test_cli_evaluates_a_t5_folder_as_lm_evals_seq2seq_backend(t5_folder, tmp_pa
             assert (record["chosen"], record["chosen_norm"]) == (pick, pick_norm)
 
 
+@pytest.mark.integration
 def test_the_first_studys_presets_run_their_choice_tasks_on_t5(t5_folder, tmp_path):
     from knowcomp.study import ResultsStore, preset_spec, run_study
     from knowcomp.study.trials import validate

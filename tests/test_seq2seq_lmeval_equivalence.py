@@ -187,6 +187,7 @@ def lmeval_samples(
     return {name: sorted(s, key=lambda s: s["doc_id"]) for name, s in samples.items()}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("probe", [*CHOICE_SIZES, "kc-custom"])
 def test_choices_score_as_lm_evals_seq2seq_backend(
     probe, model, chosen, knowcomp_records, lmeval_samples

@@ -94,6 +94,7 @@ def _binary(rng, n, lost, gained):
     return np.where(u < lost, 1.0, np.where(u < lost + gained, -1.0, 0.0))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("lost", "gained", "precision"), [(0.08, 0.02, 0.04), (0.03, 0.03, 0.03), (0.25, 0.05, 0.08)]
 )
@@ -109,6 +110,7 @@ def test_binary_coverage_under_stopping(lost, gained, precision):
     assert items < REPS * 1500  # the rule did stop early
 
 
+@pytest.mark.integration
 def test_continuous_coverage_under_stopping():
     """MRR-like scores: baseline a ~ Beta(2, 3), trial a * U with U ~ Uniform(0.8, 1); the
     true drop is E[a] E[1 - U] = 0.4 * 0.1 = 0.04."""

@@ -114,6 +114,7 @@ def test_identical_models_give_one_at_every_layer(model_type):
     assert candidate.config._attn_implementation == "sdpa"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "qwen2"])
 def test_compressed_model_equals_a_brute_force_computation(model_type):
     reference, candidate = build_tiny(model_type).model, _compressed(model_type)
@@ -159,6 +160,7 @@ class KeyValuePrefix(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=mask, past_key_values=cache, **kwargs)
 
 
+@pytest.mark.integration
 def test_a_key_value_prefix_is_compared_on_the_input_columns():
     reference = build_tiny("llama").model
     # A prefix masked out changes nothing (rotary positions are relative): 1.0 everywhere, and
@@ -242,6 +244,7 @@ def _run(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
+@pytest.mark.integration
 def test_command_prints_the_table_and_writes_csv_and_json(tiny_folder, texts_file, tmp_path):
     result = _run("similarity", str(tiny_folder), "-r", PRUNE, "--texts", str(texts_file))
     assert result.exit_code == 0, result.output
@@ -292,6 +295,7 @@ def test_command_rejects_bad_input(tiny_folder, texts_file, tmp_path):
 
 
 # -- the study and the report ----------------------------------------------------------------
+@pytest.mark.integration
 def test_a_study_stores_similarity_and_the_report_draws_it(tiny_folder, tmp_path):
     from knowcomp.report import generate_report
     from knowcomp.study import ResultsStore, run_study
@@ -322,6 +326,7 @@ def test_a_study_stores_similarity_and_the_report_draws_it(tiny_folder, tmp_path
     assert f"id='{plot.name}'" in report.html.read_text()
 
 
+@pytest.mark.integration
 def test_no_similarity_rows_no_plot_and_old_files_read(tiny_folder, tmp_path):
     import sqlite3
 

@@ -184,6 +184,7 @@ class _Outcomes(RunListener):
         self.outcomes.append(outcome)
 
 
+@pytest.mark.integration
 @needs_data
 def test_a_study_with_recovery_runs_stores_resumes_and_reports(folder, tmp_path, monkeypatch):
     from knowcomp.compress import CompressionSession
@@ -269,6 +270,7 @@ def test_a_study_with_recovery_runs_stores_resumes_and_reports(folder, tmp_path,
     assert len(drops) == 4 and {d["recipe"] for d in drops} == {PRUNE}
 
 
+@pytest.mark.integration
 @needs_data
 def test_adapters_can_be_left_unsaved(folder, tmp_path):
     data = _spec(folder, tmp_path / "r.sqlite", probes=["piqa"],

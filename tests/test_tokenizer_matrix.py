@@ -138,6 +138,7 @@ def test_edge_pairs_score_as_lm_eval_does(pair):
         assert mine.greedy == greedy, where
 
 
+@pytest.mark.integration
 @needs_lm_eval
 @needs_data
 @pytest.mark.parametrize("probe", list(CHOICE_TASKS))
@@ -156,6 +157,7 @@ def test_choice_tasks_score_as_lm_eval_does(probe, pair):
         assert record["chosen"] == max(range(len(lls)), key=lls.__getitem__), where
 
 
+@pytest.mark.integration
 @needs_lm_eval
 @needs_data
 def test_lambada_scores_as_lm_eval_does(pair):
@@ -169,6 +171,7 @@ def test_lambada_scores_as_lm_eval_does(pair):
         assert record["greedy"] == greedy
 
 
+@pytest.mark.integration
 @needs_lm_eval
 @needs_data
 def test_generation_answers_are_lm_evals(pair):
@@ -218,6 +221,7 @@ def test_lama_next_token_is_a_plain_forward_on_lm_evals_encoding(pair):
         assert result.first_rank == lm_eval_rank(lm, loaded.model, context, item.obj), item
 
 
+@pytest.mark.integration
 @needs_lm_eval
 @needs_data
 def test_lama_probe_ranks_are_lm_evals(pair):
