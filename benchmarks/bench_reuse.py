@@ -86,7 +86,7 @@ def main() -> None:
     # the baseline, plain first: the plain side pays the data caches' first reads
     plain_base = timed_run(plain, baseline, probes)[0] if args.plain_baseline else None
     reuse_base, _ = timed_run(reuse, baseline, probes)
-    held = dict(reuse.prefix.held)
+    held = dict(reuse.pipeline.prefix.held)
     reuse_times, plain_times, worst, same, total = [], [], 0.0, 0, 0
     for i, trial in enumerate(sweep):
         run_plain = i % args.plain_every == 0

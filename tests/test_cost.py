@@ -97,3 +97,43 @@ def test_dry_run_prints_the_estimate_and_skips_stored_trials(tmp_path, model_dir
     assert not (tmp_path / "r.sqlite").exists()  # a dry run writes no results file
     listed = CliRunner().invoke(cli, ["run", str(path), "--dry-run", "--no-estimate"])
     assert "quant:dynamic_int8:feed_forward" in listed.output and "total" not in listed.output
+
+
+def test_a_final_layer_sweep_is_timed_on_the_reuse_path(tmp_path, model_dir, monkeypatch):
+    monkeypatch.setenv("KNOWCOMP_BASELINE_CACHE", "off")
+    recipes = [{"name": "final", "recipe": "prune:l1_unstructured:final_layer:{level}",
+                "levels": [0.3, 0.6]}, "prune:l1_unstructured:overall:0.5"]  # fmt: skip
+    spec = spec_from_dict({**_spec(model_dir, tmp_path / "r.sqlite"), "recipes": recipes})
+    pending = [PendingTrial(t, list(spec.probes)) for t in validate(spec)]
+    estimate = estimate_study(spec, pending)
+    baseline, final_30, final_60, overall = estimate.trials
+    assert baseline.reuse is None and overall.reuse is None
+    for trial in (final_30, final_60):
+        assert trial.reuse is not None and "final layer" in trial.reuse
+        assert trial.items == baseline.items and trial.seconds > 0
+    # the served share scales only the probes' runs: a reused trial never costs more than the
+    # same trial on the plain path (its share is at most 1)
+    plain = estimate_study(spec, pending, reuse_budget_mb=0)
+    assert all(t.reuse is None for t in plain.trials)
+    # a budget too small for the states the study would keep: the study runs plain, and so
+    # does the estimate
+    tight = estimate_study(spec, pending, reuse_budget_mb=1e-6)
+    assert all(t.reuse is None for t in tight.trials)
+
+
+def test_measuring_the_reuse_path_leaves_the_model_as_it_was(model_dir):
+    from knowcomp.pipeline import Pipeline
+    from knowcomp.recovery.latency import latency_batch
+    from knowcomp.study.cost import measure_probe
+
+    spec = spec_from_dict({**_spec(model_dir, Path("unused.sqlite")),
+                           "recipes": ["prune:l1_unstructured:final_layer:0.5"]})  # fmt: skip
+    trial = validate(spec)[1]
+    worker = Pipeline(str(model_dir), data_dir=DATA)
+    rates = [measure_probe(worker.loaded, trial, p, DATA, "cpu") for p in spec.probes]
+    before = weights_hash(worker.loaded.model)
+    batch = latency_batch(worker.loaded.model.config.vocab_size, batch=1, tokens=8)
+    sweep = measure_sweep(worker, trial, batch, 1.0, "cpu", rates)
+    assert set(sweep.reuse_share) == set(spec.probes)
+    assert all(0 < share <= 1 for share in sweep.reuse_share.values())
+    assert weights_hash(worker.loaded.model) == before

@@ -8,7 +8,7 @@ from knowcomp.cli.format import console, err_console, human_bytes
 from knowcomp.study.eta import format_seconds
 
 
-def estimate_and_print(spec, trials) -> None:
+def estimate_and_print(spec, trials, reuse_budget_mb: float = 1024) -> None:
     """Measure the pending trials of `spec` on its models and print the estimate."""
     from knowcomp.study.cost import estimate_study
 
@@ -19,7 +19,9 @@ def estimate_and_print(spec, trials) -> None:
         console.print("nothing left to run")
         return
     with err_console.status("measuring") as status:
-        estimate = estimate_study(spec, pending, report=lambda text: status.update(text))
+        estimate = estimate_study(
+            spec, pending, report=lambda text: status.update(text), reuse_budget_mb=reuse_budget_mb
+        )
     table = Table(title=f"{spec.name}: estimated cost per trial (measured on this machine now)",
                   title_justify="left")  # fmt: skip
     for column, justify in (("Model", "left"), ("Trial", "left"), ("Seed", "right"),

@@ -17,6 +17,11 @@ The estimate of a trial: its probes' counts (the runner counts items before each
 each probe's fixed part plus items x per-item time x the sweep's speed factor, and its
 compression when the trial before it left another one in place; a probe whose baseline is in
 the cache costs nothing. Training of recover steps is not estimated (a note says so).
+
+A sweep whose trials start from the baseline's kept states (`knowcomp.reuse`: only the final
+layer changes, or only an encoder-decoder's decoder) is timed on that path: each probe's sample
+runs once recording on the uncompressed model and once served on the compressed one, and the
+served run's share of the plain run scales the probe's cost for the sweep's trials.
 """
 
 from __future__ import annotations
@@ -98,6 +103,9 @@ class ProbeRate:
     tokens_per_item: float
     peak: int | None
     exact: bool  # measured at the study's size (then `per_item` holds the whole time)
+    sample: RunOptions | None = None  # the options of the timed run (for the reuse timing)
+    sample_seconds: float = 0.0  # that run's time
+    sample_items: int = 0  # and its items
 
     def seconds(self, factor: float = 1.0) -> float:
         return self.count_seconds + self.overhead + factor * self.per_item * self.items
@@ -109,6 +117,8 @@ class SweepCost:
     speed_factor: float  # a forward batch's time compressed / uncompressed
     peak: int | None
     how: str  # "applied" or "from one block of N"
+    reuse: str | None = None  # what of the baseline's forward pass the trials reuse
+    reuse_share: dict[str, float] = field(default_factory=dict)  # probe: served / plain time
 
 
 @dataclass
@@ -137,14 +147,6 @@ class StudyEstimate:
     def peak(self) -> int | None:
         peaks = [t.peak for t in self.trials if t.peak is not None]
         return max(peaks) if peaks else None
-
-
-def prefix_reuse(trial: Trial) -> str | None:
-    """Hook for prefix reuse (issue 16, item 1): what part of the forward pass a trial reuses
-    from its baseline (e.g. "final hidden states"), and so which probes' per-item cost it
-    does not pay. None until the reuse engine lands; it should return its plan here and let
-    `_trial_estimate` scale the per-item part by the share it still computes."""
-    return None
 
 
 def _options(trial: Trial, data_dir: Path | None, **extra: Any) -> RunOptions:
@@ -189,7 +191,7 @@ def measure_probe(loaded: Any, trial: Trial, probe_name: str, data_dir: Path | N
         seconds, tokens, peak, scored = _timed_run(loaded, probe, target, device, cached=True)
         per_item = seconds / max(scored, 1)  # no split: the speed factor scales all of it
         return ProbeRate(probe_name, items, count_seconds, 0.0, per_item,
-                         tokens / max(scored, 1), peak, True)  # fmt: skip
+                         tokens / max(scored, 1), peak, True, target, seconds, scored)  # fmt: skip
     small_limit = 1
     if trial.limit is not None:
         sample_limit = min(sample_limit, trial.limit)
@@ -205,7 +207,8 @@ def measure_probe(loaded: Any, trial: Trial, probe_name: str, data_dir: Path | N
     overhead = max(s2 - per_item * n2, 0.0)
     peaks = [p for p in (p1, p2) if p is not None]
     return ProbeRate(probe_name, items, count_seconds, overhead, per_item,
-                     t2 / max(n2, 1), max(peaks) if peaks else None, False)  # fmt: skip
+                     t2 / max(n2, 1), max(peaks) if peaks else None, False, sample,
+                     s2, n2)  # fmt: skip
 
 
 def cached_baseline(loaded: Any, trial: Trial, probe_name: str, data_dir: Path | None) -> bool:
@@ -223,9 +226,11 @@ def cached_baseline(loaded: Any, trial: Trial, probe_name: str, data_dir: Path |
 
 
 def measure_sweep(worker: Any, trial: Trial, batch: torch.Tensor, base_forward: float,
-                  device: str) -> SweepCost:  # fmt: skip
+                  device: str, reuse_rates: list[ProbeRate] | None = None,
+                  reuse_budget_mb: float = 1024) -> SweepCost:  # fmt: skip
     """Apply `trial`'s recipe once on `worker` (a `pipeline.Pipeline`; calibrated steps up to
-    their second block) and time it, and a forward batch on the result; then restore."""
+    their second block) and time it, and a forward batch on the result; then restore.
+    `reuse_rates`: the trial's probes, timed on the reuse path where the recipe allows it."""
     from knowcomp.compress import parse_recipe
 
     recipe = parse_recipe(trial.recipe or "")
@@ -243,7 +248,52 @@ def measure_sweep(worker: Any, trial: Trial, batch: torch.Tensor, base_forward: 
     if recipe.has_quantization:
         factor = fastest_forward(worker.loaded.model, batch) / base_forward
     worker.restore()
-    return SweepCost(seconds, factor, memory.peak, how)
+    cost = SweepCost(seconds, factor, memory.peak, how)
+    if reuse_rates and not stopper.stopped:
+        measure_reuse(worker, trial, reuse_rates, cost, reuse_budget_mb)
+    return cost
+
+
+def measure_reuse(worker: Any, trial: Trial, rates: list[ProbeRate], cost: SweepCost,
+                  budget_mb: float = 1024) -> None:  # fmt: skip
+    """Where `trial`'s recipe leaves a prefix of the forward pass unchanged, time each probe's
+    sample on the reuse path: recorded on the uncompressed model, served on the compressed one.
+    Sets `cost.reuse` and, per probe, the served run's share of the plain run's time, unless
+    the states kept at the study's size would exceed `budget_mb` (the study then runs plain)."""
+    from knowcomp.compress import parse_recipe
+    from knowcomp.probes import engine
+    from knowcomp.probes.registry import get_probe
+    from knowcomp.reuse import PrefixCache
+    from knowcomp.reuse.changes import Reuse
+    from knowcomp.reuse.trial import TrialReuse, recipe_change_point
+
+    loaded, recipe = worker.loaded, trial.recipe or ""
+    if engine.per_sequence(loaded.model):
+        return
+    point = recipe_change_point(loaded, worker.session, recipe, trial.seed)
+    if point.reuse is Reuse.NONE:
+        return
+    cache = PrefixCache(int(budget_mb * 2**20))
+    for rate in rates:
+        if rate.sample is not None:
+            TrialReuse(cache, "record").run(get_probe(rate.probe), loaded, rate.sample)
+    by_probe = {rate.probe: rate for rate in rates}
+    at_size = sum(held * by_probe[name].items / max(by_probe[name].sample_items, 1)
+                  for name, held in cache.held.items() if name in by_probe)  # fmt: skip
+    if cache.over_budget or cache.empty or at_size > budget_mb * 2**20:
+        return
+    worker.session.apply(parse_recipe(recipe), seed=trial.seed)
+    try:
+        for rate in rates:
+            if rate.sample is None or rate.sample_seconds <= 0:
+                continue
+            start = time.perf_counter()
+            TrialReuse(cache, "serve", point).run(get_probe(rate.probe), loaded, rate.sample)
+            served = time.perf_counter() - start
+            cost.reuse_share[rate.probe] = min(served / rate.sample_seconds, 1.0)
+    finally:
+        worker.restore()
+    cost.reuse = point.describe()
 
 
 def fastest_forward(model: torch.nn.Module, ids: torch.Tensor, repeats: int = 5) -> float:
@@ -293,8 +343,8 @@ def _trial_estimate(trial: Trial, probes: list[str], rates: dict[tuple, ProbeRat
                     sweep: SweepCost | None, compress: bool,
                     cached: set[str]) -> TrialEstimate:  # fmt: skip
     factor = sweep.speed_factor if sweep is not None else 1.0
-    estimate = TrialEstimate(trial, 0, 0, 0.0, sweep.peak if sweep else None,
-                             reuse=prefix_reuse(trial))  # fmt: skip
+    reuse = sweep.reuse if sweep is not None and sweep.reuse_share else None
+    estimate = TrialEstimate(trial, 0, 0, 0.0, sweep.peak if sweep else None, reuse=reuse)
     for name in probes:
         rate = rates[_rate_key(trial, name)]
         estimate.items += rate.items
@@ -302,6 +352,11 @@ def _trial_estimate(trial: Trial, probes: list[str], rates: dict[tuple, ProbeRat
         if name in cached:
             estimate.cached.append(name)
             estimate.seconds += rate.count_seconds
+        elif reuse is not None and name in sweep.reuse_share:
+            share = sweep.reuse_share[name]
+            estimate.seconds += rate.count_seconds + share * (
+                rate.seconds(1.0) - rate.count_seconds
+            )
         else:
             estimate.seconds += rate.seconds(factor)
         if rate.peak is not None:
@@ -315,8 +370,10 @@ def _rate_key(trial: Trial, probe: str) -> tuple:
     return (probe, trial.limit, trial.lama_mode, trial.lama_protocol, trial.add_bos)
 
 
-def estimate_study(spec: StudySpec, pending: list, report: Report | None = None) -> StudyEstimate:
-    """Measure and estimate every pending trial (`runner.PendingTrial`s) of `spec`."""
+def estimate_study(spec: StudySpec, pending: list, report: Report | None = None,
+                   reuse_budget_mb: float = 1024) -> StudyEstimate:  # fmt: skip
+    """Measure and estimate every pending trial (`runner.PendingTrial`s) of `spec`; with a
+    `reuse_budget_mb` above 0, trials that reuse the baseline's states are timed that way."""
     from knowcomp.models.placement import ChosenPlacement, resolve_auto
     from knowcomp.pipeline import Pipeline
     from knowcomp.recovery.latency import latency_batch
@@ -359,8 +416,12 @@ def estimate_study(spec: StudySpec, pending: list, report: Report | None = None)
             if trial.recipe is not None:
                 if trial.sweep not in sweeps:
                     say(f"compressing once for {trial.sweep}")
+                    reusable = None
+                    if reuse_budget_mb > 0 and trial.recover is None:
+                        reusable = [rates[_rate_key(trial, p)] for p in item.probes]
                     sweeps[trial.sweep] = measure_sweep(worker, trial, batch, base_forward,
-                                                        device)  # fmt: skip
+                                                        device, reusable,
+                                                        reuse_budget_mb)  # fmt: skip
                 sweep = sweeps[trial.sweep]
             same = previous == (trial.recipe, trial.seed)  # the worker keeps it compressed
             estimates.append(_trial_estimate(trial, item.probes, rates, sweep, not same,
