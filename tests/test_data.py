@@ -415,3 +415,26 @@ def test_cli_data_import_of_a_missing_folder_is_one_line_and_exit_2(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: mirror folder")
     assert "nowhere" in lines[0] and "Traceback" not in result.output
+
+
+def test_a_file_read_to_the_end_is_remembered_until_it_changes(tmp_path):
+    rel, content, bad_lines, good = MALFORMED["lama-squad"]
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    first = load("lama-squad", tmp_path, skip_malformed=True)
+    records = list(first)
+    again = load("lama-squad", tmp_path, skip_malformed=True)
+    assert list(again) == records and again.rows == good
+    assert [s.line for s in again.skipped] == bad_lines  # the skipped lines are remembered too
+    # the second stream served the parsed records: the same objects, not a second parse
+    assert all(a is b for a, b in zip(list(load("lama-squad", tmp_path, skip_malformed=True)),
+                                      records, strict=True))  # fmt: skip
+    # a changed file (another size and time) is read again
+    line = b'{"id": "2", "sub_label": "New", "obj_label": "y", "masked_sentences": ["[MASK]"]}\n'
+    path.write_bytes(content + line)
+    changed = list(load("lama-squad", tmp_path, skip_malformed=True))
+    assert len(changed) == good + 1 and changed[-1].obj_label == "y"
+    # without skip_malformed the bad line still raises: a remembered skip never hides it
+    with pytest.raises(DataError):
+        list(load("lama-squad", tmp_path))

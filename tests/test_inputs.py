@@ -109,3 +109,18 @@ def test_calibration_documents_start_with_bos_where_the_tokenizer_adds_one(tmp_p
         assert (ids[0] == tokenizer.bos_token_id) is first, convention
         if first:  # every document: BOS, its text, end-of-text
             assert ids.count(tokenizer.bos_token_id) >= 1
+
+
+def test_plain_token_ids_are_the_tokenizers_own_and_remembered():
+    from knowcomp.probes.inputs import _known_ids, input_rule
+
+    tokenizer = build("gpt2")
+    rule = input_rule(tokenizer)
+    texts = ["The capital of France is", " Paris", "", "naïve café"]
+    for text in texts:
+        expected = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert rule.plain(text) == expected
+        ids = rule.plain(text)
+        ids.append(-1)  # a caller's copy: changing it changes nothing remembered
+        assert rule.plain(text) == expected
+    assert set(_known_ids(tokenizer)) == set(texts)

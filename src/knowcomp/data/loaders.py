@@ -6,6 +6,11 @@ iterated, so a probe can walk 30k facts without holding them. A missing file is 
 that names the dataset, the path looked at and the fix; a malformed line is a `DataError` naming
 file and line, unless the stream was opened with `skip_malformed=True`, in which case the line is
 skipped and recorded in `stream.skipped`.
+
+Streams that `load` opens remember the records of each file they read to the end, keyed by
+the file's identity, size and modification time (`_ParsedFiles`, bounded by file size): a study
+reads the same files for every trial, and parsing them again cost half a second a trial on
+T-REx. A file that changes is read again; the importer's checks always read the bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +42,43 @@ from knowcomp.errors import DataError
 from knowcomp.paths import data_dir as default_data_dir
 
 R = TypeVar("R")
+
+MEMO_BYTES = 256 * 2**20  # file bytes whose parsed records stay in memory between reads
+
+
+class _ParsedFiles:
+    """Parsed records of whole files, least recently used first out, within `MEMO_BYTES`."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._entries: dict[tuple, tuple[tuple, tuple, int]] = {}
+
+    @staticmethod
+    def key(path: Path, dataset: str, skip_malformed: bool) -> tuple | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
+                dataset, skip_malformed)  # fmt: skip
+
+    def get(self, key: tuple) -> tuple[tuple, tuple] | None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        self._entries[key] = entry  # most recently used last
+        return entry[0], entry[1]
+
+    def put(self, key: tuple, records: list, skipped: list) -> None:
+        size = key[3]
+        if size > self.budget:
+            return
+        self._entries[key] = (tuple(records), tuple(skipped), size)
+        while sum(e[2] for e in self._entries.values()) > self.budget:
+            self._entries.pop(next(iter(self._entries)))
+
+
+_PARSED = _ParsedFiles(MEMO_BYTES)
 
 IMPORT_FIX = (
     "run `knowcomp data import PATH` with PATH the evaluation data mirror (e.g. ../shared/data), "
@@ -88,10 +130,12 @@ class RecordStream(Generic[R]):
     `skip_malformed=True`; otherwise the first malformed item raises `DataError`).
     """
 
-    def __init__(self, dataset: Dataset, files: Sequence[Path], *, skip_malformed: bool = False):
+    def __init__(self, dataset: Dataset, files: Sequence[Path], *, skip_malformed: bool = False,
+                 memo: bool = False):  # fmt: skip
         self.dataset = dataset
         self.files = tuple(files)
         self.skip_malformed = skip_malformed
+        self.memo = memo  # remember whole files' records (see the module doc)
         self.rows = 0
         self.skipped: list[SkippedLine] = []
         self._format = FORMATS[dataset.format]
@@ -103,6 +147,17 @@ class RecordStream(Generic[R]):
             yield from self._read(path)
 
     def _read(self, path: Path) -> Iterator[R]:
+        key = _PARSED.key(path, self.dataset.name, self.skip_malformed) if self.memo else None
+        known = _PARSED.get(key) if key is not None else None
+        if known is not None:
+            records, skipped = known
+            self.skipped.extend(skipped)
+            for record in records:
+                self.rows += 1
+                yield record
+            return
+        parsed: list[R] = []
+        skipped_before = len(self.skipped)
         try:
             for line, raw in self._format.read(path):
                 try:
@@ -113,11 +168,15 @@ class RecordStream(Generic[R]):
                     self._malformed(path, line, err.reason)
                     continue
                 self.rows += 1
+                if key is not None:
+                    parsed.append(record)
                 yield record
         except (OSError, EOFError) as err:
             raise DataError(
                 f"cannot read {path} of dataset {self.dataset.name!r} ({err}); fix: {IMPORT_FIX}"
             ) from None
+        if key is not None:  # read to the end: remember it
+            _PARSED.put(key, parsed, self.skipped[skipped_before:])
 
     def _malformed(self, path: Path, line: int, reason: str) -> None:
         if not self.skip_malformed:
@@ -178,7 +237,7 @@ def load(
 ) -> RecordStream[Any]:
     """The records of any catalog dataset, typed by its format (see the `load_*` functions)."""
     files = dataset_files(name, data_dir, parts=parts)
-    return RecordStream(get_dataset(name), files, skip_malformed=skip_malformed)
+    return RecordStream(get_dataset(name), files, skip_malformed=skip_malformed, memo=True)
 
 
 def _load_format(

@@ -28,6 +28,7 @@ The rest follows lm-eval's `HFLM` (`tok_encode`, `_encode_pair`, `loglikelihood`
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,16 @@ BOS_SETTINGS = ("auto", "true", "false")
 # 2: this module (lm-eval 0.4's conventions). Stored with every result.
 INPUT_RULE = 2
 _PROBE_TEXT = "The capital of France is Paris."
+KNOWN_TEXTS = 500_000  # texts whose token ids a tokenizer remembers (then it starts over)
+_KNOWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _known_ids(tokenizer: Any) -> dict[str, tuple[int, ...]]:
+    """The token ids `InputRule.plain` found for `tokenizer`, by text (kept while it lives)."""
+    try:
+        return _KNOWN.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: nothing remembered
+        return {}
 
 
 def check_bos_setting(value: Any) -> str:
@@ -78,8 +89,16 @@ class InputRule:
         return bos if bos is not None else getattr(self.tokenizer, "eos_token_id", None)
 
     def plain(self, text: str) -> list[int]:
-        """Token ids of `text` without any special token."""
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        """Token ids of `text` without any special token (remembered per tokenizer: a study
+        encodes the same texts for every trial)."""
+        known = _known_ids(self.tokenizer)
+        ids = known.get(text)
+        if ids is None:
+            ids = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if len(known) >= KNOWN_TEXTS:
+                known.clear()
+            known[text] = ids
+        return list(ids)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` as the model reads it from the start of its input."""
