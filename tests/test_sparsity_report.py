@@ -50,6 +50,32 @@ def test_zeros_before_are_reported_apart_from_the_zeros_pruning_added(tiny):
     assert report.total.zeros_added == overall.zeros_added
 
 
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "prune:l1_unstructured:final_layer:0.5",
+        "prune:l1_unstructured:attention:0.2,quant:dynamic_int8:feed_forward",
+    ],
+)
+def test_untouched_layers_report_their_stats_from_before_as_a_recount_would(tiny, recipe):
+    """Layers a recipe leaves alone take their stats from the session's baseline instead of
+    being counted again: the report equals one that recounts every layer."""
+    from dataclasses import replace
+
+    from knowcomp.compress.report import build_report
+
+    session = CompressionSession(with_planted_zeros(tiny("llama")))
+    first = session.apply(parse_recipe("prune:l1_unstructured:overall:0.4"))  # then restored
+    session.restore()
+    report = session.apply(parse_recipe(recipe))
+    recount = build_report(session.model, parse_recipe(recipe), session.plan(parse_recipe(recipe)),
+                           {n: replace(b, stats=None) for n, b in session.baseline.items()},
+                           session.quant_bits, seed=0, notes=[],
+                           zeros_before=session._undo.zeros_before, head=session._head)  # fmt: skip
+    assert report.total == recount.total and report.groups == recount.groups
+    assert report.total.zeros_before == 160 + 192 + 64 and first.total.zeros > report.total.zeros
+
+
 def test_each_group_counts_its_own_zeros_before(tiny):
     session = CompressionSession(with_planted_zeros(tiny("llama")))
     report = session.apply(

@@ -34,15 +34,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LayerBaseline:
-    """A layer's size before compression."""
+    """A layer's size before compression, and its stats then (a layer a recipe leaves alone
+    reports them again instead of counting its zeros once more)."""
 
     weight_params: int
     bytes: int
+    stats: LayerStats | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, module: nn.Module) -> LayerBaseline:
         stats = layer_stats(module, bits=None)
-        return cls(stats.weight_params, stats.bytes_dense)
+        return cls(stats.weight_params, stats.bytes_dense, stats)
 
 
 @dataclass(frozen=True)
@@ -262,9 +264,15 @@ def build_report(
     `step_zeros` the zeros of each step's layers around that step; `head`
     is the LM head's name and whether it was tied to the input embeddings."""
     modules = dict(model.named_modules())
-    counts = _LayerCounts(
-        {n: layer_stats(modules[n], bits.get(n)) for n in baseline}, baseline, zeros_before or {}
-    )
+    changed = set(zeros_before or {}) | {layer.name for p in planned for layer in p.layers}
+
+    def now(name: str) -> LayerStats:
+        known = baseline[name].stats
+        if name in changed or known is None:
+            return layer_stats(modules[name], bits.get(name))
+        return known  # untouched by the recipe: as it was before
+
+    counts = _LayerCounts({n: now(n) for n in baseline}, baseline, zeros_before or {})
     by_group: dict[str, list[str]] = defaultdict(list)
     members: dict[str, list[str]] = {}
     for p in planned:
