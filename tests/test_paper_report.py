@@ -4,6 +4,7 @@ through `ResultsStore`): names, layout, and numbers equal to the report's other 
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 
 import pytest
@@ -272,7 +273,7 @@ HOANG_RECOVERED = {  # on gptq 3-bit: method -> (trainable parameters, scores)
 }
 
 
-def _hoang_store(path):
+def _hoang_store(path, pruned_recovered: bool = False):
     from knowcomp.store import ResultsStore, TrialOutcome
     from tests.test_report import _items
 
@@ -303,6 +304,10 @@ def _hoang_store(path):
             recovery = {"method": method.split(":")[0], "label": method, "settings": "",
                         "trainable_params": params, "log": {}}  # fmt: skip
             store.write(outcome("quant:gptq:overall:bits=3", scores, recovery))
+        if pruned_recovered:
+            recovery = {"method": "lora", "label": "lora", "settings": "", "log": {},
+                        "trainable_params": 1000}  # fmt: skip
+            store.write(outcome("prune:sparsegpt:overall:0.5", (0.66, 0.74, 0.58), recovery))
     return path
 
 
@@ -341,3 +346,78 @@ def test_the_second_studys_figures_plot_the_tables_numbers(tmp_path):
     hoang = page.index("Do Compressed LLMs Forget Knowledge? (Hoang et al., ICML 2024)</h3>")
     assert page.index("<figure id='hoang2024-fig1'") > page.index("<h2 id='plots'>")
     assert page.index("id='recovery'") > hoang
+
+
+# -- the second study's tables -------------------------------------------------------------------
+ABLATION = {  # variant -> (arc-easy, piqa, winogrande), the IDP row the trial's own scores
+    "prompt 1 alone (5 tokens)": (0.61, 0.71, 0.55),
+    "prompt 2 alone (5 tokens)": (0.62, 0.70, 0.56),
+    "concatenation (5+5 tokens)": (0.60, 0.69, 0.54),
+    "IDP": HOANG_RECOVERED["idp:tokens=5+5"][1],
+}
+
+
+def _ablation_store(path):
+    """The second study's store, its `idp:tokens=5+5` trial run with `ablation: true`, and
+    a pruned compression recovered by LoRA."""
+    import sqlite3
+
+    from knowcomp.store import ResultsStore
+
+    _hoang_store(path, pruned_recovered=True)
+    with sqlite3.connect(path) as conn:  # the worker stores the variants in the trial's JSON
+        key = "quant:gptq:overall:bits=3|idp:tokens=5+5"
+        (text,) = conn.execute("SELECT recovery FROM trials WHERE trial_key = ?", (key,)).fetchone()
+        recovery = json.loads(text)
+        recovery["ablation"] = {
+            variant: {task: {"acc": v, "acc_norm": v, "majority": 0.5}
+                      for task, v in zip(HOANG_TASKS, values, strict=True)}
+            for variant, values in ABLATION.items()}  # fmt: skip
+        conn.execute("UPDATE trials SET recovery = ? WHERE trial_key = ?",
+                     (json.dumps(recovery), key))  # fmt: skip
+    with ResultsStore(path):
+        pass
+    return path
+
+
+def test_the_second_studys_tables_1_to_3(tmp_path):
+    frame = _frame(_ablation_store(tmp_path / "a.sqlite"))
+    tables = {t.name: t for t in build_tables(frame)}
+    recovery = {tuple(labels): cells for labels, cells in tables["recovery"].rows}
+    one = tables["hoang2024-table1"]
+    assert "Table 1" in one.title and one.probes[-1] == "Trainable params"
+    assert [labels[1:] for labels, _ in one.rows] == [
+        ["uncompressed", "–"], ["quant:gptq:overall:bits=3", "–"],
+        ["quant:gptq:overall:bits=3", "lora"], ["quant:gptq:overall:bits=3", "idp:tokens=10+10"],
+        ["quant:gptq:overall:bits=3", "idp:tokens=5+5"]]  # fmt: skip
+    for labels, cells in one.rows:  # every score is the recovery table's own cell
+        assert cells[:-1] == recovery[tuple(labels)]
+    params = {labels[2]: cells[-1] for labels, cells in one.rows}
+    assert params["lora"] == "1,000" and params["–"] is None
+    two = tables["hoang2024-table2"]  # the pruned model, recovered by LoRA
+    assert [labels[1:] for labels, _ in two.rows] == [
+        ["uncompressed", "–"], ["prune:sparsegpt:overall:0.5", "–"],
+        ["prune:sparsegpt:overall:0.5", "lora"]]  # fmt: skip
+    for labels, cells in two.rows:
+        assert cells[:-1] == recovery[tuple(labels)]
+    three = tables["hoang2024-table3"]
+    assert three.labels == ["Model", "Compression", "Method", "Variant"]
+    assert [labels[3] for labels, _ in three.rows] == list(ABLATION)
+    assert three.probes == [*HOANG_TASKS, "World", "Common", "Language", "Average"]
+    rows = {labels[3]: cells for labels, cells in three.rows}
+    for variant, values in ABLATION.items():
+        assert [c.mean for c in rows[variant][:3]] == pytest.approx([100 * v for v in values])
+        assert rows[variant][-1].mean == pytest.approx(100 * statistics.fmean(values))
+    # IDP's row is the recovery table's row of the same trial
+    idp = recovery[("m", "quant:gptq:overall:bits=3", "idp:tokens=5+5")]
+    assert [c.mean for c in rows["IDP"][:3]] == pytest.approx([c.mean for c in idp[:3]])
+
+
+def test_without_ablation_there_is_no_table_3(tmp_path):
+    from knowcomp.report.hoang_tables import ablation_table
+
+    frame = _frame(_hoang_store(tmp_path / "h.sqlite"))
+    assert not ablation_table(frame).rows
+    tables = {t.name for t in build_tables(frame)}
+    assert "hoang2024-table1" in tables and "hoang2024-table3" not in tables
+    assert "hoang2024-table2" not in tables  # no pruned model was recovered

@@ -28,6 +28,7 @@ YAML form (every key but `models` and `recipes` is optional):
       train_seqlen: 256        # (`seqlen`, its older name, is still read)
       batch_size: 4
       calibration: data:boolq,sciq
+      ablation: true           # IDP trials also score each prompt alone and their concatenation
 
 `{level}` in a recipe is replaced by each level of its sweep; a sweep may set its own `seeds`.
 A sweep may vary another option of its methods instead (`vary: bits`, `levels: [2, 3, 4, 8]`,
@@ -60,7 +61,8 @@ SPEC_KEYS = {
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover", "vary"}
 LEVEL = "level"  # what a sweep varies unless it says otherwise
-RECOVERY_KEYS = {"tokens", "train_seqlen", "seqlen", "batch_size", "calibration", "save_adapters"}
+RECOVERY_KEYS = {"tokens", "train_seqlen", "seqlen", "batch_size", "calibration", "save_adapters",
+                 "ablation"}  # fmt: skip
 CALIBRATION_KEYS = {"source", "nsamples", "calibration_seqlen"}
 EXAMPLES = {  # a value of each string key, for error messages
     "name": "name: my-study", "output": "output: runs/my-study.sqlite",
@@ -138,6 +140,9 @@ class RecoverySettings:
     batch_size: int = 4
     calibration: str = "data"  # `data`, `data:NAME[,NAME]` or a UTF-8 text file
     save_adapters: bool = True  # under `<results stem>-adapters/<trial key>/`
+    # IDP trials also score each prompt alone and their concatenation (the ICML 2024 study's
+    # Table 3), stored with the trial; adds results, changes no score, so not in any key
+    ablation: bool = False
 
     def __post_init__(self) -> None:
         from knowcomp.recovery.settings import RecoveryError
@@ -239,6 +244,8 @@ class StudySpec:
                 sweep.pop("vary")  # likewise for sweeps over levels
         if self.recovers:
             data["recovery"].pop("save_adapters")  # where adapters go is not content
+            if not data["recovery"]["ablation"]:
+                data["recovery"].pop("ablation")  # specs without it keep their hash
         else:
             data.pop("recovery")
         text = json.dumps(data, sort_keys=True, default=str)
@@ -540,6 +547,10 @@ def _recovery(value: Any) -> RecoverySettings:
                 f"recovery: 'save_adapters' is true or false, got {value['save_adapters']!r}"
             )
         values["save_adapters"] = value["save_adapters"]
+    if value.get("ablation") is not None:
+        if not isinstance(value["ablation"], bool):
+            raise SpecError(f"recovery: 'ablation' is true or false, got {value['ablation']!r}")
+        values["ablation"] = value["ablation"]
     return RecoverySettings(**values)
 
 
