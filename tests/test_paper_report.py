@@ -190,8 +190,12 @@ def test_table_3_counts_each_group_from_the_stored_trials(store_path, tmp_path):
     assert table.probes[:3] == ["Parameters", "Overall", "Overall (%)"]
     rows = {labels[0]: dict(zip(table.probes, cells, strict=True)) for labels, cells in table.rows}
     assert list(rows) == ["m1", "m2"]
-    for group, label in (("overall", "Overall"), ("attention", "Attention"),
-                         ("feed_forward", "Feed-forward"), ("final_layer", "Final layer")):
+    for group, label in (
+        ("overall", "Overall"),
+        ("attention", "Attention"),
+        ("feed_forward", "Feed-forward"),
+        ("final_layer", "Final layer"),
+    ):
         assert rows["m1"][label] == str(GROUP_PARAMS[group])
         assert float(rows["m1"][f"{label} (%)"]) == pytest.approx(
             100 * GROUP_PARAMS[group] / PARAMS_MODEL)  # fmt: skip

@@ -158,8 +158,12 @@ def test_recipe_and_method_swept_together_take_the_same_value():
     spec = _spec([{"name": "both", "recipe": "quant:gptq:overall:bits={bits}", "vary": "bits",
                    "levels": [3, 4], "recover": ["lora"]}])  # fmt: skip
     pairs = [(t.recipe, t.method) for t in expand(spec) if not t.is_baseline]
-    assert pairs == [("quant:gptq:overall:bits=3", None), ("quant:gptq:overall:bits=3", "lora"),
-                     ("quant:gptq:overall:bits=4", None), ("quant:gptq:overall:bits=4", "lora")]
+    assert pairs == [
+        ("quant:gptq:overall:bits=3", None),
+        ("quant:gptq:overall:bits=3", "lora"),
+        ("quant:gptq:overall:bits=4", None),
+        ("quant:gptq:overall:bits=4", "lora"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -104,10 +104,12 @@ def ablation_table(frame: Frame) -> Table:
     for (model, recipe, method), members in groups.items():
         variants = list(dict.fromkeys(v for p in members for v in p.recovery["ablation"]))
         for variant in variants:
-            scores = [_Score(p.seed, probe, metrics)
-                      for p in members for probe, metrics in
-                      (p.recovery["ablation"].get(variant) or {}).items() if probe in known]  # fmt: skip
+            scores = [
+                _Score(p.seed, probe, metrics)
+                for p in members
+                for probe, metrics in (p.recovery["ablation"].get(variant) or {}).items()
+                if probe in known
+            ]
             layouts = _layouts(scores, tasks, categories, known, frame.choice_metric)
             table.rows.append(([model, recipe, method, variant], _cells(layouts, width)))
     return table
-

@@ -247,9 +247,10 @@ def _final_averaged(frame: Frame, family: str, members: list[Arm], folder: Path)
             for x, y in curves[series]:
                 canvas.record(kind, series, x, y)
         axes_style(ax, PROBE_KINDS[kind], "Pruning level (%)")
-    return canvas.finish(folder, "The final (LM head) layer pruned unstructured (single weights) "
-                         "or structured (whole rows); the drop averaged over the probes of each "
-                         f"kind, pooled over the family's {_models_note(frame, members)}.")  # fmt: skip
+    caption = ("The final (LM head) layer pruned unstructured (single weights) or structured "
+               "(whole rows); the drop averaged over the probes of each kind, pooled over the "
+               f"family's {_models_note(frame, members)}.")  # fmt: skip
+    return canvas.finish(folder, caption)
 
 
 def _fraction_figure(frame: Frame, members: list[Arm], folder: Path) -> Plot:
