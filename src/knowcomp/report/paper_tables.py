@@ -109,6 +109,8 @@ def parameter_table(frame: Frame) -> Table:
     order = list(FAMILY_TABLES)  # the paper's family order, then the store's model order
     models = sorted(frame.models, key=lambda m: order.index(frame.families.get(m, ""))
                     if frame.families.get(m) in order else len(order))  # fmt: skip
+    if not any(g in found for found in frame.params.values() for g, _ in TABLE3_GROUPS):
+        return table  # no group was compressed alone: nothing the study counted to show
     for model in models:
         found = frame.params.get(model, {})
         total = found.get("model")
