@@ -205,20 +205,9 @@ def _final_figure(frame: Frame, family: str, members: list[Arm], folder: Path) -
     probes = _probes(frame, members, PROBE_KINDS)
     canvas = Canvas(f"{NAMBURI}-fig{number}", f"{NAMBURI_CITE}, Fig. {number}: final layer per "
                     f"dataset, {FAMILY_NAMES[family]}", 1, len(probes))  # fmt: skip
-
-    def series_of(arm: Arm) -> str:
-        structured = arm.compression.prune_method in STRUCTURED_METHODS
-        return f"{'structured' if structured else 'unstructured'} ({arm.compression.method})"
-
     for ax, probe in zip(canvas.axes[0], probes, strict=True):
-        curves = collect(members, series_of, _level, lambda a, p=probe: a.drop_of(p))
-        for i, series in enumerate(sorted(curves)):
-            structured = series.startswith("structured")
-            color = "#d62728" if structured else "#1f77b4"
-            draw_curve(ax, series, color if len(curves) <= 2 else OTHER_COLORS[i % 7],
-                       curves[series], "s" if structured else "o")  # fmt: skip
-            for x, y in curves[series]:
-                canvas.record(probe, series, x, y)
+        curves = collect(members, _final_series, _level, lambda a, p=probe: a.drop_of(p))
+        _draw_final(canvas, ax, probe, curves)
         axes_style(ax, probe, "Pruning level (%)")
     return canvas.finish(folder, "The final (LM head) layer pruned unstructured (single weights) "
                          "or structured (whole rows); the drop of each dataset's headline score, "
@@ -230,6 +219,17 @@ def _final_series(arm: Arm) -> str:
     return f"{'structured' if structured else 'unstructured'} ({arm.compression.method})"
 
 
+def _draw_final(canvas: Canvas, ax, panel: str, curves: dict) -> None:
+    """Structured in red squares, unstructured in blue circles (other colours beyond two)."""
+    for i, series in enumerate(sorted(curves)):
+        structured = series.startswith("structured")
+        color = "#d62728" if structured else "#1f77b4"
+        draw_curve(ax, series, color if len(curves) <= 2 else OTHER_COLORS[i % 7],
+                   curves[series], "s" if structured else "o")  # fmt: skip
+        for x, y in curves[series]:
+            canvas.record(panel, series, x, y)
+
+
 def _final_averaged(frame: Frame, family: str, members: list[Arm], folder: Path) -> Plot:
     """Figs. 8-10: the final layer pruned structured vs unstructured, the drop averaged over
     the probes of each kind (Figs. 26-28 give the same per dataset)."""
@@ -239,13 +239,7 @@ def _final_averaged(frame: Frame, family: str, members: list[Arm], folder: Path)
                     f"pruning, {FAMILY_NAMES[family]}", 1, len(kinds))  # fmt: skip
     for ax, kind in zip(canvas.axes[0], kinds, strict=True):
         curves = collect(members, _final_series, _level, lambda a, k=kind: a.drop(kind=k))
-        for i, series in enumerate(sorted(curves)):
-            structured = series.startswith("structured")
-            color = "#d62728" if structured else "#1f77b4"
-            draw_curve(ax, series, color if len(curves) <= 2 else OTHER_COLORS[i % 7],
-                       curves[series], "s" if structured else "o")  # fmt: skip
-            for x, y in curves[series]:
-                canvas.record(kind, series, x, y)
+        _draw_final(canvas, ax, kind, curves)
         axes_style(ax, PROBE_KINDS[kind], "Pruning level (%)")
     caption = ("The final (LM head) layer pruned unstructured (single weights) or structured "
                "(whole rows); the drop averaged over the probes of each kind, pooled over the "

@@ -108,6 +108,17 @@ def _gpq(all_arms: list[Arm]) -> dict[str, dict[tuple[str, str, str], dict[float
     return out
 
 
+def _add(units: dict[tuple[str, str, str], Unit], frame: Frame, key: tuple[str, str, str],
+         probes: list[str], label: str, worse: list[Arm], better: list[Arm],
+         evidence: str) -> None:  # fmt: skip
+    """One check (`worse` drops more than `better`) and its evidence line, in the unit of
+    `key` = (model, method, probe kind)."""
+    model, method, kind = key
+    unit = units.setdefault(key, Unit(f"{model}, {kind_label(kind)}, {method}", model))
+    unit.checks.append(_check(frame, _difference(frame, label, model, probes, worse, better)))
+    unit.evidence.append(evidence)
+
+
 def _gpq_worse_than_gq(frame: Frame, all_arms: list[Arm]) -> Finding:
     finding = Finding(
         "S2", "Pruning before quantizing costs more than quantizing alone", INCONCLUSIVE, "",
@@ -127,13 +138,10 @@ def _gpq_worse_than_gq(frame: Frame, all_arms: list[Arm]) -> Finding:
                     d_gpq, d_gq = _mean_drop([arm], probes), _mean_drop([alone], probes)
                     if d_gpq is None or d_gq is None:
                         continue
-                    unit = units.setdefault((model, method, kind), Unit(
-                        f"{model}, {kind_label(kind)}, {method}", model))  # fmt: skip
                     label = f"drop GPQ {_pct(level)} {group} ({prune}) - drop GQ {group}"
-                    unit.checks.append(_check(frame, _difference(frame, label, model, probes,
-                                                                 [arm], [alone])))  # fmt: skip
-                    unit.evidence.append(f"{group}, {', '.join(probes)}: drop GQ {_fmt(d_gq)}, "
-                                         f"GPQ {_pct(level)} {_fmt(d_gpq)}")  # fmt: skip
+                    _add(units, frame, (model, method, kind), probes, label, [arm], [alone],
+                         f"{group}, {', '.join(probes)}: drop GQ {_fmt(d_gq)}, GPQ "
+                         f"{_pct(level)} {_fmt(d_gpq)}")  # fmt: skip
     return finish(finding, list(units.values()), "prune-then-quantize trials and the same "
                   "group quantized alone with the same method, and a baseline")  # fmt: skip
 
@@ -156,12 +164,9 @@ def _gpq_grows_with_level(frame: Frame, all_arms: list[Arm]) -> Finding:
                     d_low, d_high = _mean_drop(pair[:1], probes), _mean_drop(pair[1:], probes)
                     if d_low is None or d_high is None:
                         continue
-                    unit = units.setdefault((model, method, kind), Unit(
-                        f"{model}, {kind_label(kind)}, {method}", model))  # fmt: skip
                     label = f"drop GPQ {_pct(high)} - drop GPQ {_pct(low)} {group} ({prune})"
-                    unit.checks.append(_check(frame, _difference(frame, label, model, probes,
-                                                                 pair[1:], pair[:1])))  # fmt: skip
-                    unit.evidence.append(f"{group}, {', '.join(probes)}: drop GPQ {_pct(low)} "
-                                         f"{_fmt(d_low)}, {_pct(high)} {_fmt(d_high)}")  # fmt: skip
+                    _add(units, frame, (model, method, kind), probes, label, pair[1:], pair[:1],
+                         f"{group}, {', '.join(probes)}: drop GPQ {_pct(low)} {_fmt(d_low)}, "
+                         f"{_pct(high)} {_fmt(d_high)}")  # fmt: skip
     return finish(finding, list(units.values()), "prune-then-quantize of one group at two or "
                   "more pruning levels, and a baseline")  # fmt: skip
