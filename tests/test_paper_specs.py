@@ -196,3 +196,15 @@ def test_recovered_specs_keep_their_trial_keys_and_spec_hash():
         "68b033b4a7846b68de2a", "b9591552ed9a5207b8fc", "37471b27b2ad566d1dff",
         "95a623bac50e6068907c", "36ded81dd71377c1a288"]  # fmt: skip
     assert spec.spec_hash() == "734297faa0640b9d"
+
+
+def test_the_namburi2023_demo_spec_is_valid():
+    from pathlib import Path
+
+    from knowcomp.study.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "namburi2023-demo.yaml")
+    trials = expand(spec)
+    assert len(trials) == 12 and trials[0].is_baseline
+    assert "prune:l1_unstructured:feed_forward:0.4,quant:dynamic_int8:feed_forward" in {
+        t.recipe for t in trials}  # fmt: skip
