@@ -565,11 +565,12 @@ def test_report_of_a_real_tiny_study(tmp_path):
     })  # fmt: skip
     run_study(spec)
     result = generate_report(tmp_path / "r.sqlite", tmp_path / "out")
-    assert [t.name for t in result.tables] == ["baseline", "namburi2023-table6", "drops",
-                                               *EXTRA]  # fmt: skip
+    assert [t.name for t in result.tables] == ["baseline", "namburi2023-table3",
+                                               "namburi2023-table6", "drops", *EXTRA]  # fmt: skip
     assert {p.name.removesuffix("_tiny-llama") for p in result.plots} == {
         "drop_vs_sparsity", "probe_drops", "drop_vs_fraction", "namburi2023-fig5",
-        "namburi2023-fig6", "namburi2023-fig15", "namburi2023-fig16", "hoang2024-fig1"}  # fmt: skip
+        "namburi2023-fig6", "namburi2023-fig11", "namburi2023-fig15", "namburi2023-fig16",
+        "hoang2024-fig1"}  # fmt: skip
     verdicts = [f.verdict for f in result.findings]
     assert verdicts[0] != "not enough data" and verdicts[1] != "not enough data"
     assert verdicts[2] != "not enough data" and verdicts[3] == "not enough data"
