@@ -245,3 +245,59 @@ def test_two_settings_of_one_method_are_checked_apart(tmp_path):
         "m, prune:sparsegpt:overall:0.5, idp:prompts=4 vs lora, multiple-choice probes (accuracy)",
     ]
     assert h2.verdict == "does not hold"  # the 2-prompt IDP trails LoRA by 10 points
+
+
+# -- the first study's section-level claims ------------------------------------------------------
+def _gpq(group: str, level: float) -> tuple[str, list[dict]]:
+    recipe = f"prune:l1_unstructured:{group}:{level},quant:dynamic_int8:{group}"
+    return recipe, _prune(group, level) + _quant(group)
+
+
+def test_gpq_costs_more_than_gq_and_grows_with_the_level(tmp_path):
+    """S2 and S3 on piqa: GQ of feed-forward drops 2 points, GPQ 20% 6, GPQ 40% 14; the second
+    model's GPQ 40% loses less than its GPQ 20% (S3 does not hold there)."""
+    trials = []
+    for model, scores in (("m1", (0.78, 0.74, 0.66)), ("m2", (0.78, 0.70, 0.74))):
+        trials += [(model, None, [], {"piqa": 0.8}),
+                   (model, "quant:dynamic_int8:feed_forward", _quant("feed_forward"),
+                    {"piqa": scores[0]})]  # fmt: skip
+        for level, value in zip((0.2, 0.4), scores[1:], strict=True):
+            trials.append((model, *_gpq("feed_forward", level), {"piqa": value}))
+    found = _findings(_store(tmp_path / "s.sqlite", trials))
+    s2, s3 = found["S2"], found["S3"]
+    assert s2.verdict == "holds" and "holds for 2 of 2 model(s)" in s2.summary
+    assert len(s2.tests) == 4  # two GPQ levels x two models, Holm over all four
+    assert s2.tests[0].startswith("m1, multiple-choice probes (accuracy), dynamic_int8: drop "
+                                  "GPQ 20% feed_forward (l1_unstructured) - drop GQ "
+                                  "feed_forward = 4.00 points")  # fmt: skip
+    assert s3.verdict == "does not hold"
+    assert "m1 holds, m2 does not hold" in s3.summary
+    assert "drop GPQ 40% - drop GPQ 20% feed_forward (l1_unstructured) = -4.00 points" in (
+        s3.tests[1])  # fmt: skip
+
+
+def test_feed_forward_pruning_against_attention_per_probe_kind(tmp_path):
+    """S1: LAMA supports it, multiple choice contradicts it; never averaged together."""
+    base = {"lama-trex": 0.5, "piqa": 0.8}
+    trials = [("m", None, [], base)]
+    for level in (0.2, 0.4):
+        trials += [
+            ("m", f"prune:l1_unstructured:attention:{level}", _prune("attention", level),
+             {"lama-trex": 0.45, "piqa": 0.70}),
+            ("m", f"prune:l1_unstructured:feed_forward:{level}", _prune("feed_forward", level),
+             {"lama-trex": 0.30, "piqa": 0.78}),
+        ]  # fmt: skip
+    s1 = _findings(_store(tmp_path / "s.sqlite", trials))["S1"]
+    assert s1.verdict == "does not hold"
+    lama, mc = s1.tests
+    assert lama.startswith("m, LAMA probes (P@1), l1_unstructured: drop feed_forward - drop "
+                           "attention (mean over levels) = 15.00 points")  # fmt: skip
+    assert "= -8.00 points" in mc
+    assert "levels 20%, 40%; piqa: mean drop feed_forward 2.00, attention 10.00" in s1.evidence[1]
+
+
+@pytest.mark.parametrize("claim", ["S1", "S2", "S3"])
+def test_section_claims_without_their_trials_say_what_they_need(tmp_path, claim):
+    found = _findings(_store(tmp_path / "s.sqlite", [("m", None, [], {"piqa": 0.8})]))
+    assert found[claim].verdict == "not enough data"
+    assert found[claim].summary.startswith("Not measured here (needs: ")

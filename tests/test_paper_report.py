@@ -4,11 +4,12 @@ through `ResultsStore`): names, layout, and numbers equal to the report's other 
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 
 import pytest
 
-from knowcomp.report.paper_tables import family_tables, seed_table
+from knowcomp.report.paper_tables import family_tables, parameter_table, seed_table
 from knowcomp.report.stats import arms, baseline_score
 from knowcomp.report.table import to_csv, to_latex, to_markdown
 from knowcomp.report.tables import build_tables
@@ -129,7 +130,7 @@ def _values(plot, panel=None):
 def test_the_first_studys_figures_plot_the_tables_numbers(store_path, tmp_path):
     plots, tables = _plots(store_path, tmp_path / "out")
     named = sorted(n for n in plots if n.startswith("namburi2023"))
-    assert named == [f"namburi2023-fig{n}" for n in (15, 16, 17, 18, 28, 5, 6, 7)]
+    assert named == [f"namburi2023-fig{n}" for n in (10, 11, 15, 16, 17, 18, 28, 5, 6, 7)]
     for name in named:
         for path in (plots[name].png, plots[name].svg, plots[name].csv):
             assert path.is_file() and path.parent == tmp_path / "out" / "plots"
@@ -159,10 +160,80 @@ def test_the_first_studys_figures_plot_the_tables_numbers(store_path, tmp_path):
     fig28 = _values(plots["namburi2023-fig28"], "piqa")
     structured = drops[("prune:ln_structured:final_layer:0.4", "0")][1].mean
     assert fig28[("structured (ln_structured)", 40.0)]["y"] == pytest.approx(structured) == 10
+    # Fig. 10 (decoders): the same final-layer trials, the drop averaged over a kind's probes
+    fig10 = _values(plots["namburi2023-fig10"], "mc")
+    assert fig10[("structured (ln_structured)", 40.0)]["y"] == pytest.approx(structured)
+    assert fig10[("unstructured (l1_unstructured)", 20.0)]["y"] == pytest.approx(
+        drops[("prune:l1_unstructured:final_layer:0.2", "0")][1].mean)  # fmt: skip
+    # Fig. 11: against the share of parameters compressed (attention: 200 of 1000 weights)
+    fig11 = _values(plots["namburi2023-fig11"], "decoder lama")
+    pruned = drops[("prune:l1_unstructured:attention:0.4", "0")][0].mean
+    assert fig11[("prune Att", 8.0)]["y"] == pytest.approx(pruned)  # 40% of 20% zeroed
+    quantized = table_drop("lama-trex", "GQ Att")
+    assert fig11[("quant Att", 20.0)]["y"] == pytest.approx(quantized)  # the whole group
+    written = list(csv.DictReader(plots["namburi2023-fig11"].csv.open()))
+    assert len(written) == len(plots["namburi2023-fig11"].values) > 10
     written = list(csv.DictReader(plots["namburi2023-fig28"].csv.open()))
     assert len(written) == len(plots["namburi2023-fig28"].values) == 8
     page = (tmp_path / "out" / "report.html").read_text()
     assert "namburi2023-fig6" in page and "Fig. 6" in page
+
+
+def test_table_3_counts_each_group_from_the_stored_trials(store_path, tmp_path):
+    """One row per model; a group's count is `params_compressed` of a trial that compressed it
+    alone (the synthetic store: 1000 parameters, attention 200, feed-forward 600, ...)."""
+    from tests.test_report import GROUP_PARAMS, PARAMS_MODEL
+
+    frame = _frame(store_path)
+    tables = {t.name: t for t in build_tables(frame)}
+    table = tables["namburi2023-table3"]
+    assert "Table 3" in table.title and table.labels == ["Model", "Family"]
+    assert table.probes[:3] == ["Parameters", "Overall", "Overall (%)"]
+    rows = {labels[0]: dict(zip(table.probes, cells, strict=True)) for labels, cells in table.rows}
+    assert list(rows) == ["m1", "m2"]
+    for group, label in (
+        ("overall", "Overall"),
+        ("attention", "Attention"),
+        ("feed_forward", "Feed-forward"),
+        ("final_layer", "Final layer"),
+    ):
+        assert rows["m1"][label] == str(GROUP_PARAMS[group])
+        assert float(rows["m1"][f"{label} (%)"]) == pytest.approx(
+            100 * GROUP_PARAMS[group] / PARAMS_MODEL)  # fmt: skip
+    assert rows["m2"]["Parameters"] == "1000" and rows["m2"]["Attention"] is None  # ran nothing
+    assert "Overall+final" not in table.probes  # no trial compressed all_linear alone
+    written = tmp_path / "t"
+    from knowcomp.report.table import write_tables
+
+    paths = write_tables([table], written)
+    assert sorted(p.name for p in paths) == [
+        "namburi2023-table3.csv", "namburi2023-table3.md", "namburi2023-table3.tex"]  # fmt: skip
+    rows_csv = list(csv.reader((written / "namburi2023-table3.csv").open()))
+    assert rows_csv[1][:5] == ["m1", "decoder", "1000", "800", "80.00"]
+    assert rows_csv[2][3] == ""  # missing, never 0
+
+
+def test_table_3_shows_the_studys_own_groups_where_they_ran(tmp_path):
+    from knowcomp.store import ResultsStore
+    from tests.test_report import _outcome, _quant
+
+    counts = {"all_linear": 900, "attention_qkv": 150}
+    with ResultsStore(tmp_path / "g.sqlite") as store:
+        for model, family in (("dec", "decoder"), ("enc", "encoder")):  # stored out of order
+            outcomes = [_outcome(model, None, [], 0, {"lama-trex": 0.5})]
+            for group, count in counts.items():
+                out = _outcome(model, f"quant:dynamic_int8:{group}", _quant(group), 0,
+                               {"lama-trex": 0.4})  # fmt: skip
+                out.trial["params_compressed"] = count
+                outcomes.append(out)
+            for out in outcomes:
+                out.trial["family"] = family
+                store.write(out)
+    table = parameter_table(_frame(tmp_path / "g.sqlite"))
+    assert [labels for labels, _ in table.rows] == [["enc", "encoder"], ["dec", "decoder"]]
+    rows = {labels[0]: dict(zip(table.probes, cells, strict=True)) for labels, cells in table.rows}
+    assert rows["enc"]["Overall+final"] == "900" and rows["enc"]["Att (QKV) (%)"] == "15.00"
+    assert rows["enc"]["Overall"] is None and "FF (+attn out)" not in table.probes
 
 
 def _pooled_store(path):
@@ -208,7 +279,7 @@ HOANG_RECOVERED = {  # on gptq 3-bit: method -> (trainable parameters, scores)
 }
 
 
-def _hoang_store(path):
+def _hoang_store(path, pruned_recovered: bool = False):
     from knowcomp.store import ResultsStore, TrialOutcome
     from tests.test_report import _items
 
@@ -239,6 +310,10 @@ def _hoang_store(path):
             recovery = {"method": method.split(":")[0], "label": method, "settings": "",
                         "trainable_params": params, "log": {}}  # fmt: skip
             store.write(outcome("quant:gptq:overall:bits=3", scores, recovery))
+        if pruned_recovered:
+            recovery = {"method": "lora", "label": "lora", "settings": "", "log": {},
+                        "trainable_params": 1000}  # fmt: skip
+            store.write(outcome("prune:sparsegpt:overall:0.5", (0.66, 0.74, 0.58), recovery))
     return path
 
 
@@ -278,3 +353,78 @@ def test_the_second_studys_figures_plot_the_tables_numbers(tmp_path):
     hoang = page.index("Do Compressed LLMs Forget Knowledge? (Hoang et al., ICML 2024)</h3>")
     assert page.index("<figure id='hoang2024-fig1'") > page.index("<h2 id='plots'>")
     assert page.index("id='recovery'") > hoang
+
+
+# -- the second study's tables -------------------------------------------------------------------
+ABLATION = {  # variant -> (arc-easy, piqa, winogrande), the IDP row the trial's own scores
+    "prompt 1 alone (5 tokens)": (0.61, 0.71, 0.55),
+    "prompt 2 alone (5 tokens)": (0.62, 0.70, 0.56),
+    "concatenation (5+5 tokens)": (0.60, 0.69, 0.54),
+    "IDP": HOANG_RECOVERED["idp:tokens=5+5"][1],
+}
+
+
+def _ablation_store(path):
+    """The second study's store, its `idp:tokens=5+5` trial run with `ablation: true`, and
+    a pruned compression recovered by LoRA."""
+    import sqlite3
+
+    from knowcomp.store import ResultsStore
+
+    _hoang_store(path, pruned_recovered=True)
+    with sqlite3.connect(path) as conn:  # the worker stores the variants in the trial's JSON
+        key = "quant:gptq:overall:bits=3|idp:tokens=5+5"
+        (text,) = conn.execute("SELECT recovery FROM trials WHERE trial_key = ?", (key,)).fetchone()
+        recovery = json.loads(text)
+        recovery["ablation"] = {
+            variant: {task: {"acc": v, "acc_norm": v, "majority": 0.5}
+                      for task, v in zip(HOANG_TASKS, values, strict=True)}
+            for variant, values in ABLATION.items()}  # fmt: skip
+        conn.execute("UPDATE trials SET recovery = ? WHERE trial_key = ?",
+                     (json.dumps(recovery), key))  # fmt: skip
+    with ResultsStore(path):
+        pass
+    return path
+
+
+def test_the_second_studys_tables_1_to_3(tmp_path):
+    frame = _frame(_ablation_store(tmp_path / "a.sqlite"))
+    tables = {t.name: t for t in build_tables(frame)}
+    recovery = {tuple(labels): cells for labels, cells in tables["recovery"].rows}
+    one = tables["hoang2024-table1"]
+    assert "Table 1" in one.title and one.probes[-1] == "Trainable params"
+    assert [labels[1:] for labels, _ in one.rows] == [
+        ["uncompressed", "–"], ["quant:gptq:overall:bits=3", "–"],
+        ["quant:gptq:overall:bits=3", "lora"], ["quant:gptq:overall:bits=3", "idp:tokens=10+10"],
+        ["quant:gptq:overall:bits=3", "idp:tokens=5+5"]]  # fmt: skip
+    for labels, cells in one.rows:  # every score is the recovery table's own cell
+        assert cells[:-1] == recovery[tuple(labels)]
+    params = {labels[2]: cells[-1] for labels, cells in one.rows}
+    assert params["lora"] == "1,000" and params["–"] is None
+    two = tables["hoang2024-table2"]  # the pruned model, recovered by LoRA
+    assert [labels[1:] for labels, _ in two.rows] == [
+        ["uncompressed", "–"], ["prune:sparsegpt:overall:0.5", "–"],
+        ["prune:sparsegpt:overall:0.5", "lora"]]  # fmt: skip
+    for labels, cells in two.rows:
+        assert cells[:-1] == recovery[tuple(labels)]
+    three = tables["hoang2024-table3"]
+    assert three.labels == ["Model", "Compression", "Method", "Variant"]
+    assert [labels[3] for labels, _ in three.rows] == list(ABLATION)
+    assert three.probes == [*HOANG_TASKS, "World", "Common", "Language", "Average"]
+    rows = {labels[3]: cells for labels, cells in three.rows}
+    for variant, values in ABLATION.items():
+        assert [c.mean for c in rows[variant][:3]] == pytest.approx([100 * v for v in values])
+        assert rows[variant][-1].mean == pytest.approx(100 * statistics.fmean(values))
+    # IDP's row is the recovery table's row of the same trial
+    idp = recovery[("m", "quant:gptq:overall:bits=3", "idp:tokens=5+5")]
+    assert [c.mean for c in rows["IDP"][:3]] == pytest.approx([c.mean for c in idp[:3]])
+
+
+def test_without_ablation_there_is_no_table_3(tmp_path):
+    from knowcomp.report.hoang_tables import ablation_table
+
+    frame = _frame(_hoang_store(tmp_path / "h.sqlite"))
+    assert not ablation_table(frame).rows
+    tables = {t.name for t in build_tables(frame)}
+    assert "hoang2024-table1" in tables and "hoang2024-table3" not in tables
+    assert "hoang2024-table2" not in tables  # no pruned model was recovered

@@ -130,3 +130,81 @@ def test_existing_specs_keep_their_trial_keys_and_spec_hash():
     assert spec.spec_hash() == "6f7cee85da7dd628"
     assert {t.vary for t in expand(spec)} == {"level"}
     assert expand(spec)[1].label == "p 0.3"
+
+
+# -- sweeps over recovery options ----------------------------------------------------------------
+def test_a_sweep_over_prompt_lengths_and_lora_ranks():
+    spec = _spec([
+        {"name": "prompts", "recipe": "quant:gptq:overall:bits=3", "vary": "tokens",
+         "levels": [26, 50, 100], "recover": ["prompt:tokens={tokens}", "lora"]},
+        {"name": "ranks", "recipe": "quant:gptq:overall:bits=3", "vary": "r", "levels": [2, 4],
+         "recover": "lora:r={r}"},
+    ])  # fmt: skip
+    trials = [t for t in expand(spec) if not t.is_baseline]
+    assert [t.method for t in trials] == [
+        None, "prompt:tokens=26", "prompt:tokens=50", "prompt:tokens=100", "lora", "lora:r=2",
+        "lora:r=4"]  # fmt: skip
+    assert {t.recipe for t in trials} == {"quant:gptq:overall:bits=3"}  # compressed once
+    assert trials[2].label == "prompts tokens=50 + prompt:tokens=50"
+    assert trials[0].level is None  # the compressed trial is not one of the values
+    # a swept method is the trial the same method written out is
+    written = _spec([{"name": "w", "recipe": "quant:gptq:overall:bits=3",
+                      "recover": ["prompt:tokens=50", "lora:r=4"]}])  # fmt: skip
+    keys = {t.method: t.key for t in expand(written)}
+    assert trials[2].key == keys["prompt:tokens=50"] and trials[-1].key == keys["lora:r=4"]
+
+
+def test_recipe_and_method_swept_together_take_the_same_value():
+    spec = _spec([{"name": "both", "recipe": "quant:gptq:overall:bits={bits}", "vary": "bits",
+                   "levels": [3, 4], "recover": ["lora"]}])  # fmt: skip
+    pairs = [(t.recipe, t.method) for t in expand(spec) if not t.is_baseline]
+    assert pairs == [
+        ("quant:gptq:overall:bits=3", None),
+        ("quant:gptq:overall:bits=3", "lora"),
+        ("quant:gptq:overall:bits=4", None),
+        ("quant:gptq:overall:bits=4", "lora"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        ({"vary": "r", "levels": [2, 0], "recover": "lora:r={r}"}, r"recover: r=0: "),
+        ({"vary": "r", "levels": [2.5], "recover": "lora:r={r}"}, r"recover: r=2.5: "),
+        ({"vary": "r", "levels": [], "recover": "lora:r={r}"}, r"placeholder but no levels"),
+        ({"vary": "r", "levels": [2], "recover": "lora"}, r"no \{r\} placeholder .*recover"),
+    ],
+)
+def test_swept_recovery_values_are_checked_by_the_method(sweep, message):
+    from knowcomp.study.spec import SpecError
+
+    with pytest.raises(SpecError, match=message):
+        _spec([{"name": "s", "recipe": "quant:gptq:overall:bits=3", **sweep}])
+
+
+def test_recovered_specs_keep_their_trial_keys_and_spec_hash():
+    """Keys and hash of a spec with recover steps, as the code before recovery sweeps gave."""
+    spec = _spec([
+        {"name": "g", "recipe": "quant:gptq:overall:bits={bits}", "vary": "bits",
+         "levels": [3, 4], "recover": ["lora", "prompt:tokens=26", "idp:tokens=26+100"]},
+        {"name": "p", "recipe": "prune:sparsegpt:overall:{level}", "levels": [0.5],
+         "recover": ["lora:r=4"]},
+    ], probes=["piqa"], limit=5)  # fmt: skip
+    assert [t.key for t in expand(spec)] == [
+        "18685822e6a2990e87b1", "47e738fea78a38b79734", "71b8a80991b865bd5d3a",
+        "3df59a210bf5d2270dcf", "0f01f2aa2831e18d631b", "706464192bfa0422af11",
+        "68b033b4a7846b68de2a", "b9591552ed9a5207b8fc", "37471b27b2ad566d1dff",
+        "95a623bac50e6068907c", "36ded81dd71377c1a288"]  # fmt: skip
+    assert spec.spec_hash() == "734297faa0640b9d"
+
+
+def test_the_namburi2023_demo_spec_is_valid():
+    from pathlib import Path
+
+    from knowcomp.study.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "namburi2023-demo.yaml")
+    trials = expand(spec)
+    assert len(trials) == 12 and trials[0].is_baseline
+    assert "prune:l1_unstructured:feed_forward:0.4,quant:dynamic_int8:feed_forward" in {
+        t.recipe for t in trials}  # fmt: skip

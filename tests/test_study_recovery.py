@@ -413,3 +413,37 @@ def test_the_example_recovery_study_is_valid():
     spec = load_spec(Path(__file__).parent.parent / "examples" / "sparsegpt-recover.yaml")
     trials = validate(spec)
     assert [t.recover for t in trials] == [None, None, "lora", "idp"]
+
+
+@needs_data
+@pytest.mark.integration
+def test_a_study_sweeps_prompt_lengths_and_runs_the_idp_ablation(folder, tmp_path):
+    """`vary: tokens` over a prompt method, and `recovery: {ablation: true}`: the IDP trial
+    stores each prompt alone, their concatenation and IDP, and the report writes Table 3."""
+    data = _spec(folder, tmp_path / "a.sqlite", probes=["piqa"], recipes=[
+        {"name": "lengths", "recipe": PRUNE, "vary": "tokens", "levels": [1, 2],
+         "recover": ["prompt:tokens={tokens}:lr=0.05", "idp:tokens=1+2:lr=0.05"]}])  # fmt: skip
+    data["recovery"]["ablation"] = True
+    spec = spec_from_dict(data)
+    assert spec.spec_hash() != spec_from_dict({**data, "recovery": {
+        k: v for k, v in data["recovery"].items() if k != "ablation"}}).spec_hash()  # fmt: skip
+    summary = run_study(spec)
+    assert summary.ran == 5  # baseline, compressed, two prompt lengths, IDP
+    with ResultsStore(spec.output) as store:
+        trials = {(t["recovery"] or {}).get("label"): t for t in store.trials()}
+        records = {r["trial_key"]: r for r in store.rows()}
+    assert {"prompt:tokens=1:lr=0.05", "prompt:tokens=2:lr=0.05"} <= set(trials)
+    assert trials["prompt:tokens=1:lr=0.05"]["level"] == 1
+    assert "ablation" not in trials["prompt:tokens=1:lr=0.05"]["recovery"]
+    idp = trials["idp:tokens=1+2:lr=0.05"]
+    ablation = idp["recovery"]["ablation"]
+    assert list(ablation) == ["prompt 1 alone (1 tokens)", "prompt 2 alone (2 tokens)",
+                              "concatenation (1+2 tokens)", "IDP"]  # fmt: skip
+    assert ablation["IDP"]["piqa"] == records[idp["trial_key"]]["metrics"]  # the trial's own
+    from knowcomp.report import generate_report
+
+    report = generate_report(spec.output, tmp_path / "report")
+    table = next(t for t in report.tables if t.name == "hoang2024-table3")
+    assert [labels[3] for labels, _ in table.rows] == list(ablation)
+    assert table.rows[-1][1][0].mean == pytest.approx(100 * ablation["IDP"]["piqa"]["acc"])
+    assert (tmp_path / "report" / "tables" / "hoang2024-table3.tex").is_file()

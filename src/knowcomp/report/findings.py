@@ -89,8 +89,9 @@ class Finding:
 
 
 def check_findings(frame: Frame) -> list[Finding]:
-    """The first study's four findings, then the second study's claims
-    (`report.recovery_claims`), each with its verdict."""
+    """The first study's four findings and its section-level claims
+    (`report.namburi_sections`), then the second study's claims (`report.recovery_claims`),
+    each with its verdict."""
     from knowcomp.report.recovery_claims import check_recovery_claims
 
     all_arms = arms(frame)
@@ -100,7 +101,10 @@ def check_findings(frame: Frame) -> list[Finding]:
         _attention_quant_milder,
         _structured_final_worse,
     )
-    return [check(frame, all_arms) for check in checks] + check_recovery_claims(frame)
+    from knowcomp.report.namburi_sections import check_sections
+
+    first = [check(frame, all_arms) for check in checks] + check_sections(frame, all_arms)
+    return first + check_recovery_claims(frame)
 
 
 def finish(finding: Finding, units: list[Unit], needs: str) -> Finding:

@@ -173,6 +173,9 @@ class Frame:
     choice_metric: str = "acc"  # the headline of multiple-choice probes: acc or acc_norm
     intervals: Intervals = field(default_factory=Intervals)  # per-item data, bootstrap draws
     families: dict[str, str] = field(default_factory=dict)  # model label -> its stored family
+    # model label -> parameters: "model" (all), "linear", and each group a one-group recipe
+    # compressed (that trial's `params_compressed`): the first study's Table 3
+    params: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _setting(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -227,6 +230,7 @@ def load_frame(
             known = frame.versions.setdefault(package, [])
             if version not in known:
                 known.append(str(version))
+        _record_params(frame.params.setdefault(label, {}), row)
         key = row["trial_key"]
         if with_intervals:
             frame.intervals.add(key, row["probe"], store.records(key, row["probe"]), metric,
@@ -279,6 +283,18 @@ def load_frame(
         if not recovery:
             frame.trial_keys[(label, row["recipe"], row["seed"], row["probe"])] = row["trial_key"]
     return frame
+
+
+def _record_params(found: dict[str, int], row: dict[str, Any]) -> None:
+    """The model's parameter counts a stored row tells: all of them, its linear layers', and
+    the group of a recipe whose every step compressed one group (its `params_compressed`)."""
+    for name, column in (("model", "params_model"), ("linear", "params_linear")):
+        if row.get(column) and not row.get("recovery"):
+            found.setdefault(name, int(row[column]))
+    steps = (row.get("compression") or {}).get("steps") or []
+    groups = {str(step.get("group")) for step in steps}
+    if len(groups) == 1 and row.get("params_compressed"):
+        found.setdefault(groups.pop(), int(row["params_compressed"]))
 
 
 def _fraction(row: dict[str, Any], comp: Compression) -> float | None:

@@ -1,5 +1,5 @@
 """*The Cost of Compression* (Namburi et al., 2023)'s figures, a family's models pooled as the
-paper pools them (see `report.paper_figures`): Figs. 3-5, 6, 7, 15-18 and 26-28."""
+paper pools them (see `report.paper_figures`): Figs. 3-5, 6, 7, 8-10, 11, 15-18 and 26-28."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from knowcomp.report.stats import Arm
 FAMILIES = tuple(FAMILY_TABLES)  # the paper's order
 PRUNING_FIGURES = dict(zip(FAMILIES, (3, 4, 5), strict=True))
 FINAL_FIGURES = dict(zip(FAMILIES, (26, 27, 28), strict=True))
+FINAL_AVERAGED = dict(zip(FAMILIES, (8, 9, 10), strict=True))
+KIND_MARKERS = {"prune": "o", "quant": "D", "prune+quant": "^"}
 NAMBURI = "namburi2023"
 NAMBURI_CITE = "Namburi et al. (2023)"
 
@@ -99,9 +101,14 @@ def namburi_figures(frame: Frame, all_arms: list[Arm], folder: Path) -> list[Plo
     final = [a for a in all_arms if a.compression.kind == "prune" and a.compression.level
              is not None and a.compression.group == "final_layer"]  # fmt: skip
     for family, members in _families(frame, final).items():
+        if family in FINAL_AVERAGED:
+            plots.append(_final_averaged(frame, family, members, folder))
         if family in FINAL_FIGURES:
             plots.append(_final_figure(frame, family, members, folder))
-    return plots
+    fractions = [a for a in all_arms if a.fraction is not None]
+    if fractions:
+        plots.append(_fraction_figure(frame, fractions, folder))
+    return sorted(plots, key=lambda p: int(p.name.rsplit("fig", 1)[1]))
 
 
 def _pruning_figure(frame: Frame, family: str, members: list[Arm], folder: Path) -> Plot:
@@ -198,21 +205,77 @@ def _final_figure(frame: Frame, family: str, members: list[Arm], folder: Path) -
     probes = _probes(frame, members, PROBE_KINDS)
     canvas = Canvas(f"{NAMBURI}-fig{number}", f"{NAMBURI_CITE}, Fig. {number}: final layer per "
                     f"dataset, {FAMILY_NAMES[family]}", 1, len(probes))  # fmt: skip
-
-    def series_of(arm: Arm) -> str:
-        structured = arm.compression.prune_method in STRUCTURED_METHODS
-        return f"{'structured' if structured else 'unstructured'} ({arm.compression.method})"
-
     for ax, probe in zip(canvas.axes[0], probes, strict=True):
-        curves = collect(members, series_of, _level, lambda a, p=probe: a.drop_of(p))
-        for i, series in enumerate(sorted(curves)):
-            structured = series.startswith("structured")
-            color = "#d62728" if structured else "#1f77b4"
-            draw_curve(ax, series, color if len(curves) <= 2 else OTHER_COLORS[i % 7],
-                       curves[series], "s" if structured else "o")  # fmt: skip
-            for x, y in curves[series]:
-                canvas.record(probe, series, x, y)
+        curves = collect(members, _final_series, _level, lambda a, p=probe: a.drop_of(p))
+        _draw_final(canvas, ax, probe, curves)
         axes_style(ax, probe, "Pruning level (%)")
     return canvas.finish(folder, "The final (LM head) layer pruned unstructured (single weights) "
                          "or structured (whole rows); the drop of each dataset's headline score, "
                          f"pooled over the family's {_models_note(frame, members)}.")  # fmt: skip
+
+
+def _final_series(arm: Arm) -> str:
+    structured = arm.compression.prune_method in STRUCTURED_METHODS
+    return f"{'structured' if structured else 'unstructured'} ({arm.compression.method})"
+
+
+def _draw_final(canvas: Canvas, ax, panel: str, curves: dict) -> None:
+    """Structured in red squares, unstructured in blue circles (other colours beyond two)."""
+    for i, series in enumerate(sorted(curves)):
+        structured = series.startswith("structured")
+        color = "#d62728" if structured else "#1f77b4"
+        draw_curve(ax, series, color if len(curves) <= 2 else OTHER_COLORS[i % 7],
+                   curves[series], "s" if structured else "o")  # fmt: skip
+        for x, y in curves[series]:
+            canvas.record(panel, series, x, y)
+
+
+def _final_averaged(frame: Frame, family: str, members: list[Arm], folder: Path) -> Plot:
+    """Figs. 8-10: the final layer pruned structured vs unstructured, the drop averaged over
+    the probes of each kind (Figs. 26-28 give the same per dataset)."""
+    number = FINAL_AVERAGED[family]
+    kinds = _kinds(members)
+    canvas = Canvas(f"{NAMBURI}-fig{number}", f"{NAMBURI_CITE}, Fig. {number}: final layer "
+                    f"pruning, {FAMILY_NAMES[family]}", 1, len(kinds))  # fmt: skip
+    for ax, kind in zip(canvas.axes[0], kinds, strict=True):
+        curves = collect(members, _final_series, _level, lambda a, k=kind: a.drop(kind=k))
+        _draw_final(canvas, ax, kind, curves)
+        axes_style(ax, PROBE_KINDS[kind], "Pruning level (%)")
+    caption = ("The final (LM head) layer pruned unstructured (single weights) or structured "
+               "(whole rows); the drop averaged over the probes of each kind, pooled over the "
+               f"family's {_models_note(frame, members)}.")  # fmt: skip
+    return canvas.finish(folder, caption)
+
+
+def _fraction_figure(frame: Frame, members: list[Arm], folder: Path) -> Plot:
+    """Fig. 11: the drop against the share of the model's parameters each compression changed,
+    one row of panels per family. A share belongs to one model, so models do not pool here:
+    with several models in a family, each has its own series."""
+    families = _families(frame, members)
+    kinds = _kinds(members)
+    canvas = Canvas(f"{NAMBURI}-fig11", f"{NAMBURI_CITE}, Fig. 11: drop against the parameters "
+                    "compressed", len(families), len(kinds))  # fmt: skip
+    for row, (family, mine) in enumerate(families.items()):
+        several = len({a.model for a in mine}) > 1
+        labels = {kind: _labeler([a for a in mine if a.compression.kind == kind])
+                  for kind in {a.compression.kind for a in mine}}  # fmt: skip
+
+        def series_of(arm: Arm, several=several, labels=labels) -> str:
+            name = f"{arm.compression.kind} {labels[arm.compression.kind](arm)}"
+            return f"{name} ({arm.model})" if several else name
+
+        for ax, kind in zip(canvas.axes[row], kinds, strict=True):
+            curves = collect(mine, series_of, lambda a: 100 * a.fraction,  # type: ignore[operator]
+                             lambda a, k=kind: a.drop(kind=k))  # fmt: skip
+            for i, series in enumerate(sorted(curves)):
+                marker = KIND_MARKERS.get(series.split(" ")[0], "v")
+                draw_curve(ax, series, series_color(series.split(" ", 1)[1], i), curves[series],
+                           marker)  # fmt: skip
+                for x, y in curves[series]:
+                    canvas.record(f"{family} {kind}", series, x, y)
+            axes_style(ax, f"{FAMILY_NAMES.get(family, family)}: {PROBE_KINDS[kind]}",
+                       "Parameters compressed (% of the model)")  # fmt: skip
+    return canvas.finish(folder, "x: the share of the model's parameters a compression changed "
+                         "(every weight of a quantized group; the weights the recipe zeroed in a "
+                         "group that is only pruned); the drop averaged over the probes of each "
+                         f"kind ({_models_note(frame, members)}).")  # fmt: skip

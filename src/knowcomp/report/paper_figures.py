@@ -8,6 +8,12 @@ where there are several, else the one model's own uncertainty):
   (encoder, encoder-decoder, decoder, the order in which the paper lists them);
 - Fig. 6: global quantization (GQ), the drop per group; Fig. 7: prune-then-quantize (GPQ),
   the drop against the pruning level per group; one row of panels per family;
+- Figs. 8-10: the final layer pruned structured vs unstructured, the drop averaged over a
+  kind's probes, one figure per family; Fig. 11: the drop against the share of the model's
+  parameters each compression changed, one row per family (a share is one model's, so models
+  are not pooled there). These four are inferred from the numbering around them (Figs. 3-5
+  per family; the appendix's Figs. 26-28, the final layer per dataset per family): the
+  paper's text was not at hand to check them;
 - Figs. 15-18: the same per dataset: GQ on LAMA (15) and on the other tasks (16), GPQ on LAMA
   (17) and on the other tasks (18);
 - Figs. 26-28: the final layer pruned structured vs unstructured, per dataset, one figure per

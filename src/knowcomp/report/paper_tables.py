@@ -3,6 +3,12 @@
 - Table 1 (`namburi2023-table1`): the spread over seeds. Per model and compression that ran
   with several seeds: one row per seed, then the mean, the sample standard deviation (n - 1)
   and the population standard deviation (n); columns the probes.
+- Table 3 (`namburi2023-table3`): the parameters of each module group, one row per model of
+  the study: all parameters, then Overall, Attention, Feed-forward and the final layer, each
+  as a count and as a share of all parameters (the layout `knowcomp modules` prints for one
+  model, `modules.table`). The counts are those the study stored: `params_model` and, per
+  group, `params_compressed` of a trial whose recipe compressed that group alone, so a group
+  no trial compressed is `–` (`knowcomp modules MODEL` counts every group of one model).
 - Tables 4-6 (`namburi2023-table4` to `-table6`): one table per model family, in the paper's
   order (encoder-only, encoder-decoder, decoder-only). Rows are model x dataset; columns the
   uncompressed baseline, then global quantization (GQ) of Overall, Att and FF, then prune-then-
@@ -73,8 +79,49 @@ class Column:
 
 
 def paper_tables(frame: Frame, all_arms: list[Arm]) -> list[Table]:
-    """Table 1, then Tables 4-6 (the families that ran), in the paper's numbering."""
-    return [seed_table(frame, all_arms), *family_tables(frame, all_arms)]
+    """Tables 1, 3 and 4-6 (the families that ran), in the paper's numbering."""
+    return [seed_table(frame, all_arms), parameter_table(frame), *family_tables(frame, all_arms)]
+
+
+# Table 3's groups: the paper's four, then the study's variants where a recipe compressed them
+TABLE3_GROUPS = (("overall", "Overall"), ("attention", "Attention"),
+                 ("feed_forward", "Feed-forward"), ("final_layer", "Final layer"),
+                 ("all_linear", "Overall+final"), ("attention_qkv", "Att (QKV)"),
+                 ("feed_forward_with_attn_out", "FF (+attn out)"))  # fmt: skip
+_TABLE3_NOTE = (
+    "Parameters of each module group, and their share of all the model's parameters (%), as "
+    "the study counted them: all parameters once each (a tied head counted once); a group's "
+    "count is the weights of its linear layers that a trial compressing that group alone "
+    "touched. – : no trial compressed that group alone (`knowcomp modules MODEL` counts every "
+    "group). Overall: every linear layer but the final one; Overall+final: all of them."
+)
+
+
+def parameter_table(frame: Frame) -> Table:
+    """Table 3: parameters per module group, one row per model (from the stored counts)."""
+    shown = [(g, label) for i, (g, label) in enumerate(TABLE3_GROUPS)
+             if i < 4 or any(g in found for found in frame.params.values())]  # fmt: skip
+    columns = ["Parameters"]
+    for _, label in shown:
+        columns += [label, f"{label} (%)"]
+    table = Table(f"{PAPER}-table3", f"{CITATION}, Table 3: parameters per module group",
+                  ["Model", "Family"], columns, note=_TABLE3_NOTE)  # fmt: skip
+    order = list(FAMILY_TABLES)  # the paper's family order, then the store's model order
+    models = sorted(frame.models, key=lambda m: order.index(frame.families.get(m, ""))
+                    if frame.families.get(m) in order else len(order))  # fmt: skip
+    if not any(g in found for found in frame.params.values() for g, _ in TABLE3_GROUPS):
+        return table  # no group was compressed alone: nothing the study counted to show
+    for model in models:
+        found = frame.params.get(model, {})
+        total = found.get("model")
+        if total is None:
+            continue
+        cells: list[Cell | str | None] = [str(total)]
+        for group, _ in shown:
+            count = found.get(group)
+            cells += [None, None] if count is None else [str(count), f"{100 * count / total:.2f}"]
+        table.rows.append(([model, frame.families.get(model, "unknown")], cells))
+    return table
 
 
 def _column(arm: Arm) -> Column | None:

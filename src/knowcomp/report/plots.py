@@ -72,7 +72,7 @@ def draw_plots(frame: Frame, folder: Path) -> list[Plot]:
         if final_series:
             plots.append(_averaged(
                 frame, model, final_series, folder, f"final_layer_{slug}",
-                f"{model}: final layer, structured vs unstructured (Figs. 9-10)",
+                f"{model}: final layer, structured vs unstructured (Figs. 8-10)",
                 "Pruning level (%)",
                 "The final (LM head) layer pruned unstructured (single weights) or structured "
                 "(whole rows); drop averaged over the probes of each kind.",

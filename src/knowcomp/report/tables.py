@@ -11,6 +11,7 @@ itself (trainable parameters, losses), written as it is.
 from __future__ import annotations
 
 from knowcomp.report.frame import Frame
+from knowcomp.report.hoang_tables import hoang_tables
 from knowcomp.report.paper_tables import paper_tables
 from knowcomp.report.recovery import recovery_tables
 from knowcomp.report.stats import Arm, Cell, arms, baseline_score, cell, draws_interval
@@ -25,7 +26,9 @@ def build_tables(frame: Frame) -> list[Table]:
     tables = [_baseline_table(frame), *paper_tables(frame, all_arms)]
     tables.append(drops_table(frame, all_arms))
     tables.append(category_table(frame, all_arms))
-    tables += recovery_tables(frame)
+    recovery = recovery_tables(frame)
+    tables += recovery
+    tables += hoang_tables(frame, recovery)
     return [t for t in tables if t is not None and t.rows]
 
 

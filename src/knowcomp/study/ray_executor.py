@@ -101,7 +101,8 @@ def run_on_ray(
     options = {"dtype": spec.dtype, "device": placement.device,
                "device_map": spec.device_map, "data_dir": spec.data_dir,
                "similarity": spec.similarity, "adapters": spec.adapters_folder(),
-               "calibration": spec.calibration, "batch_tokens": spec.batch_tokens}  # fmt: skip
+               "calibration": spec.calibration, "batch_tokens": spec.batch_tokens,
+               "ablation": spec.recovery.ablation}  # fmt: skip
     spec_hash = spec.spec_hash()
     by_model: dict[str, list[PendingTrial]] = defaultdict(list)
     for item in pending:

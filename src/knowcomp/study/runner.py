@@ -179,7 +179,8 @@ def _run_local(
                            "device_map": spec.device_map, "data_dir": spec.data_dir,
                            "similarity": spec.similarity, "calibration": spec.calibration,
                            "adapters": spec.adapters_folder(),
-                           "batch_tokens": spec.batch_tokens}  # fmt: skip
+                           "batch_tokens": spec.batch_tokens,
+                           "ablation": spec.recovery.ablation}  # fmt: skip
                 if reuse_budget_mb is not None:  # the prefix cache's budget (knowcomp.reuse)
                     options["reuse_budget_mb"] = reuse_budget_mb
                 worker = ModelWorker(model, **options)

@@ -28,13 +28,17 @@ YAML form (every key but `models` and `recipes` is optional):
       train_seqlen: 256        # (`seqlen`, its older name, is still read)
       batch_size: 4
       calibration: data:boolq,sciq
+      ablation: true           # IDP trials also score each prompt alone and their concatenation
 
 `{level}` in a recipe is replaced by each level of its sweep; a sweep may set its own `seeds`.
 A sweep may vary another option of its methods instead (`vary: bits`, `levels: [2, 3, 4, 8]`,
 recipe `quant:gptq:overall:bits={bits}`): each value is checked by the method itself (its type
 and range), a level (`vary: level`, the default) is a fraction in (0, 1).
 A sweep with `recover` runs each of its recipes as it is and once per recovery method (trained
-after compression, attached while the probes run).
+after compression, attached while the probes run). The levels may fill a recovery method
+instead: `recover: "prompt:tokens={tokens}"`, `vary: tokens`, `levels: [26, 50, 100]` gives one
+recovered trial per prompt length (`lora:r={r}` sweeps LoRA ranks); a placeholder in both the
+recipe and a method fills both with the same value.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ SPEC_KEYS = {
 }  # fmt: skip
 SWEEP_KEYS = {"name", "recipe", "levels", "seeds", "preset", "recover", "vary"}
 LEVEL = "level"  # what a sweep varies unless it says otherwise
-RECOVERY_KEYS = {"tokens", "train_seqlen", "seqlen", "batch_size", "calibration", "save_adapters"}
+RECOVERY_KEYS = {"tokens", "train_seqlen", "seqlen", "batch_size", "calibration", "save_adapters",
+                 "ablation"}  # fmt: skip
 CALIBRATION_KEYS = {"source", "nsamples", "calibration_seqlen"}
 EXAMPLES = {  # a value of each string key, for error messages
     "name": "name: my-study", "output": "output: runs/my-study.sqlite",
@@ -94,10 +99,30 @@ class Sweep:
     vary: str = LEVEL  # the option `levels` fills in: `{level}`, or e.g. `{bits}`
 
     def recipes(self) -> list[tuple[float | None, str]]:
-        """(level, compact recipe) for every level, or [(None, recipe)] for a fixed recipe."""
-        if not self.levels:
+        """(level, compact recipe) for every level, or [(None, recipe)] for a fixed recipe
+        (also when the levels fill the recovery methods only)."""
+        if not self.levels or not self.varies_recipe:
             return [(None, self.recipe)]
         return [(level, fill(self.recipe, self.vary, level)) for level in self.levels]
+
+    @property
+    def varies_recipe(self) -> bool:
+        return "{" + self.vary + "}" in self.recipe
+
+    def methods(self, level: float | None) -> list[tuple[float | None, str]]:
+        """(level, method) for each recovery method at the recipe's `level`: a method with the
+        `{vary}` placeholder gives one method per level (`prompt:tokens={tokens}`,
+        `vary: tokens`, `levels: [26, 50, 100]`), written as `short_method` writes it, so a
+        method swept to a value has the key it has when written out."""
+        out: list[tuple[float | None, str]] = []
+        for method in self.recover:
+            if "{" + self.vary + "}" not in method:
+                out.append((level, method))
+            elif level is not None:  # recipe and methods swept together: the same value
+                out.append((level, short_method(fill(method, self.vary, level))))
+            else:
+                out += [(v, short_method(fill(method, self.vary, v))) for v in self.levels]
+        return out
 
 
 def fill(recipe: str, vary: str, value: float) -> str:
@@ -115,6 +140,9 @@ class RecoverySettings:
     batch_size: int = 4
     calibration: str = "data"  # `data`, `data:NAME[,NAME]` or a UTF-8 text file
     save_adapters: bool = True  # under `<results stem>-adapters/<trial key>/`
+    # IDP trials also score each prompt alone and their concatenation (the ICML 2024 study's
+    # Table 3), stored with the trial; adds results, changes no score, so not in any key
+    ablation: bool = False
 
     def __post_init__(self) -> None:
         from knowcomp.recovery.settings import RecoveryError
@@ -216,6 +244,8 @@ class StudySpec:
                 sweep.pop("vary")  # likewise for sweeps over levels
         if self.recovers:
             data["recovery"].pop("save_adapters")  # where adapters go is not content
+            if not data["recovery"]["ablation"]:
+                data["recovery"].pop("ablation")  # specs without it keep their hash
         else:
             data.pop("recovery")
         text = json.dumps(data, sort_keys=True, default=str)
@@ -345,14 +375,19 @@ def _sweeps(raw: Any) -> list[Sweep]:
     values = _strict_list(raw.get("levels", []), "levels", "levels: [0.1, 0.5]")
     levels = tuple(_level(v) if vary == LEVEL else _value(v, vary) for v in values)
     _no_repeats(levels, f"recipe sweep '{name}': levels")
-    if levels and placeholder not in recipe:
-        raise SpecError(f"recipe '{recipe}' has levels but no {placeholder} placeholder to fill")
-    if not levels and placeholder in recipe:
-        raise SpecError(f"recipe '{recipe}' has a {placeholder} placeholder but no levels")
-    if vary != LEVEL:
+    recover = (_recover(raw["recover"], name, vary, levels)
+               if raw.get("recover") is not None else ())  # fmt: skip
+    swept_methods = any(placeholder in method for method in recover)
+    if levels and placeholder not in recipe and not swept_methods:
+        raise SpecError(f"recipe '{recipe}' has levels but no {placeholder} placeholder to fill "
+                        f"(in the recipe, or in a recover method such as "
+                        f"'prompt:tokens={placeholder}')")  # fmt: skip
+    if not levels and (placeholder in recipe or swept_methods):
+        where = f"recipe '{recipe}'" if placeholder in recipe else f"recipe sweep '{name}'"
+        raise SpecError(f"{where} has a {placeholder} placeholder but no levels")
+    if vary != LEVEL and placeholder in recipe:
         _check_values(recipe, vary, levels, name)
     seeds = _seeds(raw["seeds"], "seeds") if "seeds" in raw else None
-    recover = _recover(raw.get("recover"), name) if raw.get("recover") is not None else ()
     return [Sweep(name=name, recipe=recipe, levels=levels, seeds=seeds, recover=recover,
                   vary=vary)]  # fmt: skip
 
@@ -395,17 +430,31 @@ def _check_values(recipe: str, vary: str, levels: tuple[float, ...], sweep: str)
             raise SpecError(f"recipe sweep '{sweep}': {vary}={level:g}: {err}") from None
 
 
-def _recover(value: Any, sweep: str) -> tuple[str, ...]:
-    """Each recovery method of a sweep, checked and written in one way (`short_method`)."""
+def _recover(value: Any, sweep: str, vary: str = LEVEL,
+             levels: tuple[float, ...] = ()) -> tuple[str, ...]:  # fmt: skip
+    """Each recovery method of a sweep, checked and written in one way (`short_method`); a
+    method with the sweep's `{vary}` placeholder is kept as written, each of its values checked
+    by the method (`lora:r={r}` takes integer ranks of at least 1)."""
     from knowcomp.recovery.settings import RecoveryError
 
     methods = []
+    placeholder = "{" + vary + "}"
     for item in _as_list(value, "recover"):
         if not isinstance(item, str) or not item.strip():
             raise SpecError(
                 f"recipe sweep '{sweep}': recover takes a method or a list of methods, e.g. "
                 f"recover: [lora, 'idp:prompts=3'], got {item!r}"
             )
+        if placeholder in item:
+            for level in levels:
+                try:
+                    short_method(fill(item, vary, level))
+                except RecoveryError as err:
+                    raise SpecError(f"recipe sweep '{sweep}': recover: {vary}={level:g}: "
+                                    f"{err}") from None  # fmt: skip
+            if item.strip() not in methods:
+                methods.append(item.strip())
+            continue
         try:
             text = short_method(item)
         except RecoveryError as err:
@@ -498,6 +547,10 @@ def _recovery(value: Any) -> RecoverySettings:
                 f"recovery: 'save_adapters' is true or false, got {value['save_adapters']!r}"
             )
         values["save_adapters"] = value["save_adapters"]
+    if value.get("ablation") is not None:
+        if not isinstance(value["ablation"], bool):
+            raise SpecError(f"recovery: 'ablation' is true or false, got {value['ablation']!r}")
+        values["ablation"] = value["ablation"]
     return RecoverySettings(**values)
 
 

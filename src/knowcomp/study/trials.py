@@ -96,7 +96,8 @@ def expand(spec: StudySpec) -> list[Trial]:
                     plain = Trial(model, sweep.name, recipe, level, seed, **common,
                                   vary=sweep.vary, calibration=calibration)  # fmt: skip
                     compressed.append(plain)
-                    compressed += [replace(plain, recover=m, train=train) for m in sweep.recover]
+                    compressed += [replace(plain, level=value, recover=m, train=train)
+                                   for value, m in sweep.methods(level)]  # fmt: skip
         if not spec.sweeps:  # a study of baselines only
             seeds_used = list(spec.seeds)
         trials += [Trial(model, BASELINE, None, None, s, **common) for s in seeds_used]

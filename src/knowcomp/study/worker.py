@@ -36,6 +36,7 @@ class ModelWorker:
         calibration: Any = None,
         reuse_budget_mb: float = 1024,
         batch_tokens: int | None = None,
+        ablation: bool = False,
     ) -> None:
         from knowcomp.compress.calibration import CalibrationSpec
         from knowcomp.models.placement import ChosenPlacement, resolve_auto
@@ -57,6 +58,7 @@ class ModelWorker:
         self.adapters = adapters  # folder for trained adapters (one per trial key), or None
         self.batch_tokens = batch_tokens  # padded tokens per probe batch; None: device default
         self._reference: Any = None  # the uncompressed outputs, captured on first use
+        self.ablation = ablation  # IDP trials: score each prompt alone and their concatenation
 
     def run(
         self,
@@ -110,6 +112,9 @@ class ModelWorker:
         }
         if adapter is not None and getattr(adapter, "last", None) is not None:
             row["recovery"]["idp_choices"] = adapter.last.choices.tolist()  # prompt use counts
+        if self.ablation and (row.get("recovery") or {}).get("method") == "idp":
+            row["recovery"]["ablation"] = self._ablation(adapter, chosen, options, results,
+                                                         progress)  # fmt: skip
         row.update(
             trial_key=trial.key, study=study, spec_hash=spec_hash, model=trial.model,
             family=pipeline.family.value, sweep=trial.sweep, recipe=trial.recipe,
@@ -119,6 +124,22 @@ class ModelWorker:
             versions=versions, seconds=time.perf_counter() - start,
         )  # fmt: skip
         return TrialOutcome(row, results, similarity)
+
+    def _ablation(self, adapter: Any, chosen: list[Any], options: Any, results: list[dict],
+                  progress: ProgressFactory | None) -> dict[str, dict[str, Any]]:  # fmt: skip
+        """Variant -> probe -> metrics: each prompt alone, their concatenation, then IDP (the
+        trial's own results), on the same items (`recovery.ablation`)."""
+        from knowcomp.recovery.ablation import IDP_ROW, ablation_variants
+
+        out: dict[str, dict[str, Any]] = {}
+        for variant in ablation_variants(adapter):
+            if variant.name == IDP_ROW:
+                found = results
+            else:
+                found = [r.to_dict(with_records=False) for r in self.pipeline.evaluate(
+                    chosen, options, adapter=variant, progress=progress).results]  # fmt: skip
+            out[variant.name] = {r["probe"]: r["metrics"] for r in found}
+        return out
 
     def _uncompressed(self, trial: Trial, probe: Any, options: Any) -> Any:
         """`probe` run on the uncompressed model, the trial's compression applied again after
