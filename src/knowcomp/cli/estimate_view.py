@@ -24,7 +24,8 @@ def estimate_and_print(spec, trials) -> None:
                   title_justify="left")  # fmt: skip
     for column, justify in (("Model", "left"), ("Trial", "left"), ("Seed", "right"),
                             ("Items", "right"), ("Tokens", "right"), ("Time", "right"),
-                            ("Peak memory", "right"), ("Reuses", "left")):  # fmt: skip
+                            ("Training", "right"), ("Peak memory", "right"),
+                            ("Reuses", "left")):  # fmt: skip
         table.add_column(column, justify=justify)
     for t in estimate.trials:
         reuses = []
@@ -34,8 +35,8 @@ def estimate_and_print(spec, trials) -> None:
             reuses.append(f"prefix: {t.reuse}")
         recipe = t.trial.label if t.trial.recipe else "baseline (uncompressed)"
         table.add_row(t.trial.model, recipe, str(t.trial.seed), f"{t.items:,}", f"{t.tokens:,}",
-                      format_seconds(t.seconds), human_bytes(t.peak) if t.peak else "?",
-                      "; ".join(reuses))  # fmt: skip
+                      format_seconds(t.seconds), _training(t.training),
+                      human_bytes(t.peak) if t.peak else "?", "; ".join(reuses))  # fmt: skip
     console.print(table)
     loads = sum(estimate.load_seconds.values())
     items = sum(t.items for t in estimate.trials)
@@ -54,6 +55,15 @@ def estimate_and_print(spec, trials) -> None:
                   highlight=False)  # fmt: skip
     for note in estimate.notes:
         console.print(f"[yellow]note:[/] {note}")
+
+
+def _training(training) -> str:
+    """A recovered trial's training column: its steps and their time (included in Time)."""
+    if training is None:
+        return ""
+    if not training.steps:
+        return training.how
+    return f"{training.steps:,} steps, {format_seconds(training.seconds)}"
 
 
 def _pending(spec, trials) -> tuple[list, int]:

@@ -14,14 +14,16 @@ Calibrated methods (GPTQ, SparseGPT, Wanda) take minutes, so they run up to the 
 their second block and the rest is scaled from it.
 
 The estimate of a trial: its probes' counts (the runner counts items before each probe),
-each probe's fixed part plus items x per-item time x the sweep's speed factor, and its
-compression when the trial before it left another one in place; a probe whose baseline is in
-the cache costs nothing. Training of recover steps is not estimated (a note says so).
+each probe's fixed part plus items x per-item time x the sweep's speed factor, its compression
+when the trial before it left another one in place, and the training of its recover step
+(`study.train_cost`: a few optimizer steps of the trial's method measured on the model, scaled
+by the steps its token budget implies); a probe whose baseline is in the cache costs nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ import torch
 
 from knowcomp.probes.base import Probe, RunOptions
 from knowcomp.study.spec import StudySpec
+from knowcomp.study.train_cost import TrainingEstimate
 from knowcomp.study.trials import Trial
 
 SAMPLE_ITEMS = 16  # items of the larger measuring run of a probe (at least one limit step)
@@ -120,6 +123,7 @@ class TrialEstimate:
     peak: int | None
     cached: list[str] = field(default_factory=list)  # probes read from the baseline cache
     reuse: str | None = None  # the part of the forward pass reused (prefix reuse; a hook)
+    training: TrainingEstimate | None = None  # the recover step's training (`train_cost`)
 
 
 @dataclass
@@ -290,11 +294,13 @@ class _FirstBlocks:
 
 
 def _trial_estimate(trial: Trial, probes: list[str], rates: dict[tuple, ProbeRate],
-                    sweep: SweepCost | None, compress: bool,
-                    cached: set[str]) -> TrialEstimate:  # fmt: skip
+                    sweep: SweepCost | None, compress: bool, cached: set[str],
+                    training: TrainingEstimate | None = None) -> TrialEstimate:  # fmt: skip
     factor = sweep.speed_factor if sweep is not None else 1.0
     estimate = TrialEstimate(trial, 0, 0, 0.0, sweep.peak if sweep else None,
-                             reuse=prefix_reuse(trial))  # fmt: skip
+                             reuse=prefix_reuse(trial), training=training)  # fmt: skip
+    if training is not None:
+        estimate.seconds += training.seconds
     for name in probes:
         rate = rates[_rate_key(trial, name)]
         estimate.items += rate.items
@@ -351,6 +357,7 @@ def estimate_study(spec: StudySpec, pending: list, report: Report | None = None)
         batch = latency_batch(vocab, batch=2, tokens=32)  # small: it only sets a ratio
         quantized = any("quant:" in (i.trial.recipe or "") for i in items)
         base_forward = fastest_forward(worker.loaded.model, batch) if quantized else 1.0
+        training = _training_rates(worker, items, spec, say)  # on the uncompressed model
         sweeps: dict[str, SweepCost] = {}
         previous: tuple | None = None
         for item in items:
@@ -363,11 +370,55 @@ def estimate_study(spec: StudySpec, pending: list, report: Report | None = None)
                                                         device)  # fmt: skip
                 sweep = sweeps[trial.sweep]
             same = previous == (trial.recipe, trial.seed)  # the worker keeps it compressed
+            trained = _trial_training(trial, training, sweep, spec)
             estimates.append(_trial_estimate(trial, item.probes, rates, sweep, not same,
-                                             cached.get(trial.key, set())))  # fmt: skip
+                                             cached.get(trial.key, set()), trained))  # fmt: skip
             previous = (trial.recipe, trial.seed) if trial.recipe else None
-        if any(item.trial.recover for item in items):
-            notes.append("training of recover steps is not estimated: add its time "
-                         "(knowcomp recover prints tokens per second)")  # fmt: skip
+        if training:
+            notes.append("training is timed on the uncompressed model over a few optimizer "
+                         "steps and scaled by each trial's steps (a quantized sweep's speed "
+                         "factor applied)")  # fmt: skip
         del worker
     return StudyEstimate(estimates, loads, time.perf_counter() - started, notes)
+
+
+def _train_key(trial: Trial) -> tuple:
+    """What sets a recover step's time per optimizer step: the method, sequence length and
+    batch size (the token budget only sets how many steps)."""
+    train = json.loads(trial.train or "{}")
+    return (trial.recover, train.get("seqlen"), train.get("batch_size"))
+
+
+def _training_rates(worker: Any, items: list, spec: StudySpec, say: Report) -> dict:
+    """`train_cost.measure_training` once per recover setting the pending trials train
+    (those whose adapter the study saved already train nothing)."""
+    from knowcomp.study.train_cost import measure_training, saved_adapter
+    from knowcomp.study.worker import trial_train_settings
+
+    rates: dict[tuple, Any] = {}
+    for item in items:
+        trial = item.trial
+        if trial.recover is None or saved_adapter(spec.adapters_folder(), trial.key):
+            continue
+        key = _train_key(trial)
+        if key not in rates:
+            say(f"timing {trial.recover} training steps")
+            train = trial_train_settings(trial, spec.data_dir)
+            rates[key] = measure_training(worker.loaded, trial.recover, train)
+    return rates
+
+
+def _trial_training(trial: Trial, rates: dict, sweep: SweepCost | None,
+                    spec: StudySpec) -> TrainingEstimate | None:  # fmt: skip
+    """A recovered trial's training estimate (None without a recover step)."""
+    from knowcomp.recovery import parse_method
+    from knowcomp.study.train_cost import estimate_training, saved_adapter
+    from knowcomp.study.worker import trial_train_settings
+
+    if trial.recover is None:
+        return None
+    if saved_adapter(spec.adapters_folder(), trial.key):
+        return TrainingEstimate(0, 0.0, "saved adapter: loaded, not trained")
+    factor = sweep.speed_factor if sweep is not None else 1.0
+    train = trial_train_settings(trial, spec.data_dir)
+    return estimate_training(rates[_train_key(trial)], parse_method(trial.recover), train, factor)
