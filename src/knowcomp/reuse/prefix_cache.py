@@ -206,7 +206,7 @@ class PrefixCache:
             return self.budget_note()
         kept = ""
         if self.filled:
-            states = ("head inputs" if point.reuse is Reuse.HEAD else "encoder outputs")
+            states = "head inputs" if point.reuse is Reuse.HEAD else "encoder outputs"
             kept = (f"{self.filled / 2**20:.1f} MB of the baseline's {states}, computed by "
                     "this trial before its first change, kept for later trials")  # fmt: skip
         if not self.hits:
