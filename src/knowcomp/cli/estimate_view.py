@@ -8,8 +8,9 @@ from knowcomp.cli.format import console, err_console, human_bytes
 from knowcomp.study.eta import format_seconds
 
 
-def estimate_and_print(spec, trials) -> None:
-    """Measure the pending trials of `spec` on its models and print the estimate."""
+def estimate_and_print(spec, trials, reuse_budget_mb: float | None = None) -> None:
+    """Measure the pending trials of `spec` on its models and print the estimate (with a
+    prefix cache of `reuse_budget_mb`, None: the default)."""
     from knowcomp.study.cost import estimate_study
 
     pending, done = _pending(spec, trials)
@@ -19,7 +20,9 @@ def estimate_and_print(spec, trials) -> None:
         console.print("nothing left to run")
         return
     with err_console.status("measuring") as status:
-        estimate = estimate_study(spec, pending, report=lambda text: status.update(text))
+        budget = {} if reuse_budget_mb is None else {"reuse_budget_mb": reuse_budget_mb}
+        estimate = estimate_study(spec, pending, report=lambda text: status.update(text),
+                                  **budget)  # fmt: skip
     table = Table(title=f"{spec.name}: estimated cost per trial (measured on this machine now)",
                   title_justify="left")  # fmt: skip
     for column, justify in (("Model", "left"), ("Trial", "left"), ("Seed", "right"),

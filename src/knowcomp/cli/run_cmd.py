@@ -127,7 +127,7 @@ def run(
         if estimate:
             from knowcomp.cli.estimate_view import estimate_and_print
 
-            estimate_and_print(spec, trials)
+            estimate_and_print(spec, trials, reuse_memory)
         return
     try:
         with _ProgressListener(spec.data_dir) as listener:

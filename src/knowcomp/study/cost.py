@@ -35,6 +35,8 @@ from typing import Any
 import torch
 
 from knowcomp.probes.base import Probe, RunOptions
+from knowcomp.reuse import DEFAULT_BUDGET_MB
+from knowcomp.study.reuse_cost import ReusePlan, plan_reuse, trial_point
 from knowcomp.study.spec import StudySpec
 from knowcomp.study.train_cost import TrainingEstimate
 from knowcomp.study.trials import Trial
@@ -141,14 +143,6 @@ class StudyEstimate:
     def peak(self) -> int | None:
         peaks = [t.peak for t in self.trials if t.peak is not None]
         return max(peaks) if peaks else None
-
-
-def prefix_reuse(trial: Trial) -> str | None:
-    """Hook for prefix reuse (issue 16, item 1): what part of the forward pass a trial reuses
-    from its baseline (e.g. "final hidden states"), and so which probes' per-item cost it
-    does not pay. None until the reuse engine lands; it should return its plan here and let
-    `_trial_estimate` scale the per-item part by the share it still computes."""
-    return None
 
 
 def _options(trial: Trial, data_dir: Path | None, **extra: Any) -> RunOptions:
@@ -295,10 +289,14 @@ class _FirstBlocks:
 
 def _trial_estimate(trial: Trial, probes: list[str], rates: dict[tuple, ProbeRate],
                     sweep: SweepCost | None, compress: bool, cached: set[str],
-                    training: TrainingEstimate | None = None) -> TrialEstimate:  # fmt: skip
+                    training: TrainingEstimate | None = None, reuse: ReusePlan | None = None,
+                    reused: dict[tuple, float] | None = None) -> TrialEstimate:  # fmt: skip
+    """`reuse`: the trial's prefix reuse; `reused[(rate key, reuse)]`: a served run's share of
+    a plain run's time (`reuse_cost.measure_reuse`)."""
     factor = sweep.speed_factor if sweep is not None else 1.0
     estimate = TrialEstimate(trial, 0, 0, 0.0, sweep.peak if sweep else None,
-                             reuse=prefix_reuse(trial), training=training)  # fmt: skip
+                             reuse=reuse.describe() if reuse else None,
+                             training=training)  # fmt: skip
     if training is not None:
         estimate.seconds += training.seconds
     for name in probes:
@@ -308,6 +306,9 @@ def _trial_estimate(trial: Trial, probes: list[str], rates: dict[tuple, ProbeRat
         if name in cached:
             estimate.cached.append(name)
             estimate.seconds += rate.count_seconds
+        elif reuse is not None and name in reuse.served and reused is not None:
+            share = reused[(_rate_key(trial, name), reuse.point.reuse)]
+            estimate.seconds += rate.seconds(factor * share)
         else:
             estimate.seconds += rate.seconds(factor)
         if rate.peak is not None:
@@ -321,8 +322,10 @@ def _rate_key(trial: Trial, probe: str) -> tuple:
     return (probe, trial.limit, trial.lama_mode, trial.lama_protocol, trial.add_bos)
 
 
-def estimate_study(spec: StudySpec, pending: list, report: Report | None = None) -> StudyEstimate:
-    """Measure and estimate every pending trial (`runner.PendingTrial`s) of `spec`."""
+def estimate_study(spec: StudySpec, pending: list, report: Report | None = None,
+                   reuse_budget_mb: float = DEFAULT_BUDGET_MB) -> StudyEstimate:  # fmt: skip
+    """Measure and estimate every pending trial (`runner.PendingTrial`s) of `spec`, run with
+    a prefix cache of `reuse_budget_mb` (`knowcomp run --reuse-memory`)."""
     from knowcomp.models.placement import ChosenPlacement, resolve_auto
     from knowcomp.pipeline import Pipeline
     from knowcomp.recovery.latency import latency_batch
@@ -358,6 +361,9 @@ def estimate_study(spec: StudySpec, pending: list, report: Report | None = None)
         quantized = any("quant:" in (i.trial.recipe or "") for i in items)
         base_forward = fastest_forward(worker.loaded.model, batch) if quantized else 1.0
         training = _training_rates(worker, items, spec, say)  # on the uncompressed model
+        plans = plan_reuse(items, {i.trial.key: trial_point(worker, i.trial, reuse_budget_mb)
+                                   for i in items}, cached, _reuse_key)  # fmt: skip
+        reused = _reuse_shares(worker, items, plans, spec.data_dir, say)
         sweeps: dict[str, SweepCost] = {}
         previous: tuple | None = None
         for item in items:
@@ -372,7 +378,8 @@ def estimate_study(spec: StudySpec, pending: list, report: Report | None = None)
             same = previous == (trial.recipe, trial.seed)  # the worker keeps it compressed
             trained = _trial_training(trial, training, sweep, spec)
             estimates.append(_trial_estimate(trial, item.probes, rates, sweep, not same,
-                                             cached.get(trial.key, set()), trained))  # fmt: skip
+                                             cached.get(trial.key, set()), trained,
+                                             plans.get(trial.key), reused))  # fmt: skip
             previous = (trial.recipe, trial.seed) if trial.recipe else None
         if training:
             notes.append("training is timed on the uncompressed model over a few optimizer "
@@ -422,3 +429,32 @@ def _trial_training(trial: Trial, rates: dict, sweep: SweepCost | None,
     factor = sweep.speed_factor if sweep is not None else 1.0
     train = trial_train_settings(trial, spec.data_dir)
     return estimate_training(rates[_train_key(trial)], parse_method(trial.recover), train, factor)
+
+
+def _reuse_key(trial: Trial, probe: str) -> tuple:
+    """What makes two runs of a probe the same forwards (the prefix cache's keys)."""
+    return (*_rate_key(trial, probe), trial.seed)
+
+
+def _reuse_shares(worker: Any, items: list, plans: dict[str, ReusePlan],
+                  data_dir: Path | None, say: Report) -> dict[tuple, float]:  # fmt: skip
+    """`reuse_cost.measure_reuse` once per probe setting and kind of reuse a trial is served,
+    on a sample of `SAMPLE_ITEMS` items (or the study's size, when smaller)."""
+    from knowcomp.probes.registry import get_probe
+    from knowcomp.study.reuse_cost import measure_reuse, sample_options
+
+    shares: dict[tuple, float] = {}
+    for item in items:
+        plan = plans.get(item.trial.key)
+        for name in plan.served if plan else ():
+            key = (_rate_key(item.trial, name), plan.point.reuse)
+            if key in shares:
+                continue
+            say(f"timing {name} started from the baseline's states")
+            unit = max(get_probe(name).count(sample_options(item.trial, data_dir, 1)), 1)
+            limit = max(2, math.ceil(SAMPLE_ITEMS / unit))
+            if item.trial.limit is not None:
+                limit = min(limit, item.trial.limit)
+            options = sample_options(item.trial, data_dir, limit)
+            shares[key] = measure_reuse(worker.loaded, plan.point, name, options)
+    return shares
