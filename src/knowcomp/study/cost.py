@@ -17,7 +17,9 @@ The estimate of a trial: its probes' counts (the runner counts items before each
 each probe's fixed part plus items x per-item time x the sweep's speed factor, its compression
 when the trial before it left another one in place, and the training of its recover step
 (`study.train_cost`: a few optimizer steps of the trial's method measured on the model, scaled
-by the steps its token budget implies); a probe whose baseline is in the cache costs nothing.
+by the steps its token budget implies); a probe whose baseline is in the cache costs nothing,
+and one a trial starts from the baseline's kept states (`study.reuse_cost`) pays the measured
+share of its per-item time that a served run still computes.
 """
 
 from __future__ import annotations
