@@ -326,3 +326,33 @@ def test_a_resumed_final_layer_study_reuses_and_stores_what_an_uninterrupted_one
     notes = [r["notes"][-1] for r in later]
     assert all(n.startswith("prefix reuse: nothing kept yet") for n in notes[:2])  # level 0.5
     assert all(n.startswith("prefix reuse: the LM head") for n in notes[2:])  # 0.7 and 0.9
+
+
+@pytest.mark.parametrize(
+    ("model_type", "recipe", "kinds"),
+    [("t5", DECODER_ONLY, {"encoder outputs"}), ("bart", FINAL, {"head inputs", "encoder outputs"}),
+     ("llama", FINAL, {"head inputs"})],
+)  # fmt: skip
+def test_a_serving_trial_on_an_empty_cache_keeps_what_is_still_the_baselines(
+    bpe, bpe_sentinel, model_type, recipe, kinds
+):
+    """A decoder-only trial keeps only its encoder outputs (its decoder changed), a head-only
+    trial also its head inputs; the next trial is served all of it, and both score as the
+    plain path."""
+    loaded = tiny_with(model_type, bpe if model_type == "llama" else bpe_sentinel)
+    session = CompressionSession(loaded)
+    session.apply(parse_recipe(recipe))
+    point = recipe_change_point(loaded, session, recipe, 0)
+    name, options = _task("piqa")
+    plain = get_probe(name).run(loaded, options)
+    cache = PrefixCache()
+    with cache.serving(loaded.model, point), cache.probe(name):
+        first = get_probe(name).run(loaded, options)
+    assert cache.hits == 0 and set(cache.filled) == kinds
+    assert cache.served_note(point).startswith("prefix reuse: nothing kept yet; ")
+    with cache.serving(loaded.model, point), cache.probe(name):
+        second = get_probe(name).run(loaded, options)
+    assert cache.hits > 0 and cache.misses == 0 and not cache.filled
+    for got in (first, second):
+        _same(got.records, plain.records, name)
+    session.restore()

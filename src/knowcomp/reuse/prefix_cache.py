@@ -18,7 +18,7 @@ encoder-decoder's encoder output); a decoder-only trial's miss keeps the encoder
 study resumed after its baseline was stored (or whose baseline came from the baseline cache)
 needs no extra baseline pass: its first reuse-able trial runs whole and keeps the states, the
 next ones reuse them. That is cheaper than recording first, which costs one extra baseline
-evaluation on top of the same trials (docs: README "Prefix reuse").
+evaluation on top of the same trials (docs/studies.md, "prefix reuse").
 
 Not reused: decoder generation (greedy answers) and the key/value-cache path of decoders
 that cannot pack (`engine.score_shared_context`). A changed head changes the generated tokens
@@ -78,7 +78,7 @@ class PrefixCache:
         self.over_budget = False
         self.hits = 0
         self.misses = 0
-        self.filled = 0  # bytes a serving trial kept on its misses (see the module doc)
+        self.filled: dict[str, int] = {}  # bytes a serving trial kept on its misses, by kind
         self._mode: Reuse | str | None = None
         self._probe = ""
 
@@ -94,7 +94,7 @@ class PrefixCache:
     @contextmanager
     def _attached(self, model: nn.Module, mode: Reuse | str) -> Iterator[PrefixCache]:
         setattr(model, engine.PREFIX_CACHE, self)
-        self._mode, self.hits, self.misses, self.filled = mode, 0, 0, 0
+        self._mode, self.hits, self.misses, self.filled = mode, 0, 0, {}
         try:
             yield self
         finally:
@@ -191,7 +191,8 @@ class PrefixCache:
         store[name] = value
         self.held[self._probe] = self.held.get(self._probe, 0) + size
         if self._mode != RECORD:
-            self.filled += size
+            kind = "head inputs" if store is self._heads else "encoder outputs"
+            self.filled[kind] = self.filled.get(kind, 0) + size
 
     # -- what a result says ---------------------------------------------------------------
     def budget_note(self) -> str:
@@ -206,9 +207,10 @@ class PrefixCache:
             return self.budget_note()
         kept = ""
         if self.filled:
-            states = "head inputs" if point.reuse is Reuse.HEAD else "encoder outputs"
-            kept = (f"{self.filled / 2**20:.1f} MB of the baseline's {states}, computed by "
-                    "this trial before its first change, kept for later trials")  # fmt: skip
+            states = " and ".join(self.filled)
+            kept = (f"{sum(self.filled.values()) / 2**20:.1f} MB of the baseline's {states}, "
+                    "computed by this trial before its first change, kept for later "
+                    "trials")  # fmt: skip
         if not self.hits:
             return f"prefix reuse: nothing kept yet; {kept}" if kept else None
         what = ("the LM head on the baseline's final hidden states"
