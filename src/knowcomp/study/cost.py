@@ -126,7 +126,7 @@ class TrialEstimate:
     seconds: float
     peak: int | None
     cached: list[str] = field(default_factory=list)  # probes read from the baseline cache
-    reuse: str | None = None  # the part of the forward pass reused (prefix reuse; a hook)
+    reuse: str | None = None  # its prefix reuse per probe (`reuse_cost.ReusePlan.describe`)
     training: TrainingEstimate | None = None  # the recover step's training (`train_cost`)
 
 
