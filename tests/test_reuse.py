@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -233,8 +234,8 @@ def test_study_worker_records_on_the_baseline_and_serves_final_layer_trials(
     worker = ModelWorker(str(tmp_path), data_dir=SHARED_DATA, reuse_budget_mb=budget_mb)
     kept = worker.run(baseline, probes, study="s", spec_hash="h")
     served = worker.run(final, probes, study="s", spec_hash="h")
-    fresh = ModelWorker(str(tmp_path), data_dir=SHARED_DATA)
-    plain = fresh.run(final, probes, study="s", spec_hash="h")  # no baseline: nothing kept
+    fresh = ModelWorker(str(tmp_path), data_dir=SHARED_DATA, reuse_budget_mb=0)
+    plain = fresh.run(final, probes, study="s", spec_hash="h")  # budget 0: reuse is off
     for got, want in zip(served.results, plain.results, strict=True):
         _same(got["records"], want["records"], got["probe"])
         assert not any("prefix" in note for note in want["notes"])
@@ -243,3 +244,115 @@ def test_study_worker_records_on_the_baseline_and_serves_final_layer_trials(
         assert all(r["notes"][-1].startswith("prefix reuse: the LM head") for r in served.results)
     else:
         assert all("budget" in r["notes"][-1] for r in kept.results + served.results)
+
+
+def test_a_trial_on_an_empty_cache_keeps_the_baselines_states_for_the_next(bpe, tmp_path):
+    """No baseline ran on this worker (a resumed study): the first final-layer trial runs
+    whole and keeps the head inputs it computed (they are the baseline's); the second reuses
+    them and scores as it does from scratch."""
+    from knowcomp.study.trials import Trial
+    from knowcomp.study.worker import ModelWorker
+    from tests.conftest import save_tiny_llama
+
+    save_tiny_llama(tmp_path, bpe, max_position_embeddings=512, tie_word_embeddings=True)
+    common = {"model": str(tmp_path), "sweep": "final", "seed": 0, "limit": 2,
+              "lama_mode": "next-token", "dtype": "float32"}  # fmt: skip
+    first = Trial(recipe=FINAL, level=0.5, **common)
+    second = Trial(recipe=FINAL.replace("0.5", "0.7"), level=0.7, **common)
+    probes = ["lama-trex", "piqa"]
+    worker = ModelWorker(str(tmp_path), data_dir=SHARED_DATA)
+    filled = worker.run(first, probes, study="s", spec_hash="h")
+    served = worker.run(second, probes, study="s", spec_hash="h")
+    plain = ModelWorker(str(tmp_path), data_dir=SHARED_DATA, reuse_budget_mb=0)
+    for got, trial in ((filled, first), (served, second)):
+        want = plain.run(trial, probes, study="s", spec_hash="h")
+        for a, b in zip(got.results, want.results, strict=True):
+            _same(a["records"], b["records"], a["probe"])
+    for result in filled.results:
+        assert result["notes"][-1].startswith("prefix reuse: nothing kept yet; ")
+        assert "kept for later trials" in result["notes"][-1]
+    for result in served.results:
+        note = result["notes"][-1]
+        assert note.startswith("prefix reuse: the LM head") and "kept for later" not in note
+        hits, total = re.search(r"for (\d+) of (\d+) forwards", note).groups()
+        assert hits == total  # the same items: every scoring forward was kept
+
+
+@pytest.mark.integration
+def test_a_resumed_final_layer_study_reuses_and_stores_what_an_uninterrupted_one_does(
+    bpe, tmp_path
+):
+    """A final-layer sweep interrupted after its baseline and first trial, then resumed (a new
+    worker, an empty prefix cache), stores the records an uninterrupted run stores, and its
+    resumed trials keep (the first) and reuse (the others) the baseline's head inputs."""
+    from knowcomp.store import ResultsStore
+    from knowcomp.study import RunListener, run_study
+    from knowcomp.study.spec import spec_from_dict
+    from tests.conftest import save_tiny_llama
+
+    save_tiny_llama(tmp_path / "m", bpe, max_position_embeddings=512, tie_word_embeddings=True)
+    data = {"name": "final", "models": [str(tmp_path / "m")], "probes": ["lama-trex", "piqa"],
+            "limit": 2, "lama_mode": "next-token", "data_dir": str(SHARED_DATA),
+            "recipes": [{"name": "final", "recipe": "prune:l1_unstructured:final_layer:{level}",
+                         "levels": [0.3, 0.5, 0.7, 0.9]}]}  # fmt: skip
+    whole = spec_from_dict({**data, "output": str(tmp_path / "whole.sqlite")})
+    resumed = spec_from_dict({**data, "output": str(tmp_path / "resumed.sqlite")})
+
+    class StopAfterTwo(RunListener):
+        def __init__(self) -> None:
+            self.finished = 0
+
+        def trial_finished(self, trial, outcome) -> None:
+            self.finished += 1
+            if self.finished == 2:
+                raise KeyboardInterrupt
+
+    run_study(whole)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(resumed, listener=StopAfterTwo())
+    with ResultsStore(resumed.output) as store:
+        before = {t["trial_key"] for t in store.trials()}
+    assert len(before) == 2
+    assert run_study(resumed).ran == 3
+    with ResultsStore(whole.output) as a, ResultsStore(resumed.output) as b:
+        rows = {(r["trial_key"], r["probe"]): r for r in b.rows()}
+        assert len(rows) == 10 and {k for k, _ in rows} == {t["trial_key"] for t in a.trials()}
+        for row in a.rows():
+            key = (row["trial_key"], row["probe"])
+            assert b.records(*key) == a.records(*key), key
+            assert rows[key]["metrics"] == row["metrics"], key
+    later = sorted((r for r in rows.values() if r["trial_key"] not in before),
+                   key=lambda r: r["level"])  # fmt: skip
+    notes = [r["notes"][-1] for r in later]
+    assert all(n.startswith("prefix reuse: nothing kept yet") for n in notes[:2])  # level 0.5
+    assert all(n.startswith("prefix reuse: the LM head") for n in notes[2:])  # 0.7 and 0.9
+
+
+@pytest.mark.parametrize(
+    ("model_type", "recipe", "kinds"),
+    [("t5", DECODER_ONLY, {"encoder outputs"}), ("bart", FINAL, {"head inputs", "encoder outputs"}),
+     ("llama", FINAL, {"head inputs"})],
+)  # fmt: skip
+def test_a_serving_trial_on_an_empty_cache_keeps_what_is_still_the_baselines(
+    bpe, bpe_sentinel, model_type, recipe, kinds
+):
+    """A decoder-only trial keeps only its encoder outputs (its decoder changed), a head-only
+    trial also its head inputs; the next trial is served all of it, and both score as the
+    plain path."""
+    loaded = tiny_with(model_type, bpe if model_type == "llama" else bpe_sentinel)
+    session = CompressionSession(loaded)
+    session.apply(parse_recipe(recipe))
+    point = recipe_change_point(loaded, session, recipe, 0)
+    name, options = _task("piqa")
+    plain = get_probe(name).run(loaded, options)
+    cache = PrefixCache()
+    with cache.serving(loaded.model, point), cache.probe(name):
+        first = get_probe(name).run(loaded, options)
+    assert cache.hits == 0 and set(cache.filled) == kinds
+    assert cache.served_note(point).startswith("prefix reuse: nothing kept yet; ")
+    with cache.serving(loaded.model, point), cache.probe(name):
+        second = get_probe(name).run(loaded, options)
+    assert cache.hits > 0 and cache.misses == 0 and not cache.filled
+    for got in (first, second):
+        _same(got.records, plain.records, name)
+    session.restore()

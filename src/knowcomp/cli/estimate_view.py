@@ -8,8 +8,9 @@ from knowcomp.cli.format import console, err_console, human_bytes
 from knowcomp.study.eta import format_seconds
 
 
-def estimate_and_print(spec, trials, reuse_budget_mb: float = 1024) -> None:
-    """Measure the pending trials of `spec` on its models and print the estimate."""
+def estimate_and_print(spec, trials, reuse_budget_mb: float | None = None) -> None:
+    """Measure the pending trials of `spec` on its models and print the estimate (with a
+    prefix cache of `reuse_budget_mb`, None: the default)."""
     from knowcomp.study.cost import estimate_study
 
     pending, done = _pending(spec, trials)
@@ -19,14 +20,15 @@ def estimate_and_print(spec, trials, reuse_budget_mb: float = 1024) -> None:
         console.print("nothing left to run")
         return
     with err_console.status("measuring") as status:
-        estimate = estimate_study(
-            spec, pending, report=lambda text: status.update(text), reuse_budget_mb=reuse_budget_mb
-        )
+        budget = {} if reuse_budget_mb is None else {"reuse_budget_mb": reuse_budget_mb}
+        estimate = estimate_study(spec, pending, report=lambda text: status.update(text),
+                                  **budget)  # fmt: skip
     table = Table(title=f"{spec.name}: estimated cost per trial (measured on this machine now)",
                   title_justify="left")  # fmt: skip
     for column, justify in (("Model", "left"), ("Trial", "left"), ("Seed", "right"),
                             ("Items", "right"), ("Tokens", "right"), ("Time", "right"),
-                            ("Peak memory", "right"), ("Reuses", "left")):  # fmt: skip
+                            ("Training", "right"), ("Peak memory", "right"),
+                            ("Reuses", "left")):  # fmt: skip
         table.add_column(column, justify=justify)
     for t in estimate.trials:
         reuses = []
@@ -36,8 +38,8 @@ def estimate_and_print(spec, trials, reuse_budget_mb: float = 1024) -> None:
             reuses.append(f"prefix: {t.reuse}")
         recipe = t.trial.label if t.trial.recipe else "baseline (uncompressed)"
         table.add_row(t.trial.model, recipe, str(t.trial.seed), f"{t.items:,}", f"{t.tokens:,}",
-                      format_seconds(t.seconds), human_bytes(t.peak) if t.peak else "?",
-                      "; ".join(reuses))  # fmt: skip
+                      format_seconds(t.seconds), _training(t.training),
+                      human_bytes(t.peak) if t.peak else "?", "; ".join(reuses))  # fmt: skip
     console.print(table)
     loads = sum(estimate.load_seconds.values())
     items = sum(t.items for t in estimate.trials)
@@ -56,6 +58,15 @@ def estimate_and_print(spec, trials, reuse_budget_mb: float = 1024) -> None:
                   highlight=False)  # fmt: skip
     for note in estimate.notes:
         console.print(f"[yellow]note:[/] {note}")
+
+
+def _training(training) -> str:
+    """A recovered trial's training column: its steps and their time (included in Time)."""
+    if training is None:
+        return ""
+    if not training.steps:
+        return training.how
+    return f"{training.steps:,} steps, {format_seconds(training.seconds)}"
 
 
 def _pending(spec, trials) -> tuple[list, int]:

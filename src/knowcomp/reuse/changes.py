@@ -12,8 +12,16 @@ of them is the uncompressed model's, so a trial can start from states the baseli
   attached (LoRA, prompt or prefix tuning change the inputs or the layers): nothing is reused.
 
 The decision is a set test on module names, so it holds whatever the forward order; `first`
-names the earliest changed module in `named_modules()` order, which for transformers models is
-the order of the forward pass (embeddings, blocks, final norm, head).
+names the earliest changed module in `named_modules()` (registration) order, which follows the
+forward pass block by block (embeddings, blocks, final norm, head) but not always inside one:
+BART registers `k_proj` before `q_proj`, and OPT-350m `project_out` (after the blocks) before
+`project_in` (before them). Only the notes' wording reads it.
+
+No module group can change only the middle of a decoder: every group but `final_layer` changes
+the first block or what runs before it, and an encoder-decoder's decoder-only groups change its
+decoder's first block (`tests/test_reuse_points.py` checks it in execution order). So these
+three cases are all there is to reuse; a point inside the network would need a recipe that
+names blocks, which knowcomp has not got.
 """
 
 from __future__ import annotations

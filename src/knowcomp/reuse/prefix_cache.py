@@ -12,6 +12,14 @@ encoder untouched (`Reuse.ENCODER`) gets the kept encoder outputs and runs the d
 real. A forward whose key was not recorded (other items, another batch split) runs the plain
 path, so a miss costs time, never correctness.
 
+A miss also fills the cache, at no extra forward: what a serving trial computes before its
+first change is still the baseline's. A head-only trial's miss keeps the head's input (and an
+encoder-decoder's encoder output); a decoder-only trial's miss keeps the encoder output. So a
+study resumed after its baseline was stored (or whose baseline came from the baseline cache)
+needs no extra baseline pass: its first reuse-able trial runs whole and keeps the states, the
+next ones reuse them. That is cheaper than recording first, which costs one extra baseline
+evaluation on top of the same trials (docs/studies.md, "prefix reuse").
+
 Not reused: decoder generation (greedy answers) and the key/value-cache path of decoders
 that cannot pack (`engine.score_shared_context`). A changed head changes the generated tokens
 and so every later step's input; those run in full. Encoder-decoder generation does reuse its
@@ -70,6 +78,7 @@ class PrefixCache:
         self.over_budget = False
         self.hits = 0
         self.misses = 0
+        self.filled: dict[str, int] = {}  # bytes a serving trial kept on its misses, by kind
         self._mode: Reuse | str | None = None
         self._probe = ""
 
@@ -85,7 +94,7 @@ class PrefixCache:
     @contextmanager
     def _attached(self, model: nn.Module, mode: Reuse | str) -> Iterator[PrefixCache]:
         setattr(model, engine.PREFIX_CACHE, self)
-        self._mode, self.hits, self.misses = mode, 0, 0
+        self._mode, self.hits, self.misses, self.filled = mode, 0, 0, {}
         try:
             yield self
         finally:
@@ -130,7 +139,7 @@ class PrefixCache:
         kwargs = self._with_encoder(model, kwargs)
         captured: list[torch.Tensor] = []
         hook = None
-        if self._mode == RECORD:
+        if self._mode in (RECORD, Reuse.HEAD):  # a head-only trial's head input is the baseline's
             head = model.get_output_embeddings()
             hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
         try:
@@ -155,7 +164,7 @@ class PrefixCache:
             self.misses += 1
         states = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
         states = states.last_hidden_state
-        if self._mode == RECORD:
+        if self._mode in (RECORD, Reuse.HEAD, Reuse.ENCODER):  # the encoder is the baseline's
             self._keep(self._encoder, name, states.clone())
         return states
 
@@ -181,6 +190,9 @@ class PrefixCache:
             return
         store[name] = value
         self.held[self._probe] = self.held.get(self._probe, 0) + size
+        if self._mode != RECORD:
+            kind = "head inputs" if store is self._heads else "encoder outputs"
+            self.filled[kind] = self.filled.get(kind, 0) + size
 
     # -- what a result says ---------------------------------------------------------------
     def budget_note(self) -> str:
@@ -190,13 +202,22 @@ class PrefixCache:
         )
 
     def served_note(self, point: ChangePoint) -> str | None:
-        """What a trial's probe reused, or None if it reused nothing."""
+        """What a trial's probe reused and kept on its misses, or None if neither."""
+        if self.over_budget:
+            return self.budget_note()
+        kept = ""
+        if self.filled:
+            states = " and ".join(self.filled)
+            kept = (f"{sum(self.filled.values()) / 2**20:.1f} MB of the baseline's {states}, "
+                    "computed by this trial before its first change, kept for later "
+                    "trials")  # fmt: skip
         if not self.hits:
-            return None
+            return f"prefix reuse: nothing kept yet; {kept}" if kept else None
         what = ("the LM head on the baseline's final hidden states"
                 if point.reuse is Reuse.HEAD else "the baseline's encoder outputs")  # fmt: skip
         total = self.hits + self.misses
-        return f"prefix reuse: {what} for {self.hits} of {total} forwards ({point.describe()})"
+        note = f"prefix reuse: {what} for {self.hits} of {total} forwards ({point.describe()})"
+        return f"{note}; {kept}" if kept else note
 
     def held_note(self, probe: str) -> str:
         return f"prefix cache: {self.held.get(probe, 0) / 2**20:.1f} MB kept for later trials"

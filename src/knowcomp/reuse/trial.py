@@ -2,9 +2,12 @@
 
 The study worker holds one `PrefixCache` per loaded model and asks it, per trial, for a
 `TrialReuse` (`for_trial`). With a budget above 0, the uncompressed baseline without adapters
-records into an empty cache; a compressed trial without adapters reuses what its recipe's
-change point allows (`changes.change_point`); every other trial runs the plain path. Each
-probe then runs through `TrialReuse.run`, which adds a note saying what was kept or reused.
+records into the cache; a compressed trial without adapters serves what its recipe's change
+point allows (`changes.change_point`), and keeps on its misses what it computed of the
+baseline's states, so a worker whose cache is empty (a resumed study, a baseline read from the
+baseline cache, a Ray actor that did not run the baseline) reuses from its second such trial
+on; every other trial runs the plain path. Each probe then runs through `TrialReuse.run`,
+which adds a note saying what was kept or reused.
 """
 
 from __future__ import annotations
@@ -51,13 +54,13 @@ def for_trial(cache: PrefixCache, loaded: Any, session: Any, trial: Any) -> Tria
     if cache.budget <= 0 or trial.recover is not None or engine.per_sequence(loaded.model):
         return TrialReuse(cache, "plain")
     if trial.recipe is None:
-        return TrialReuse(cache, "record" if cache.empty and not cache.over_budget else "plain")
+        return TrialReuse(cache, "plain" if cache.over_budget else "record")
     point = recipe_change_point(loaded, session, trial.recipe, trial.seed)
     if point.reuse is Reuse.NONE:
         return TrialReuse(cache, "plain")
     if cache.over_budget:
         return TrialReuse(cache, "over_budget")
-    return TrialReuse(cache, "serve" if not cache.empty else "plain", point)
+    return TrialReuse(cache, "serve", point)  # an empty cache fills on the trial's misses
 
 
 def recipe_change_point(loaded: Any, session: Any, recipe: str, seed: int) -> ChangePoint:

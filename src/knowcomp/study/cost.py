@@ -14,19 +14,18 @@ Calibrated methods (GPTQ, SparseGPT, Wanda) take minutes, so they run up to the 
 their second block and the rest is scaled from it.
 
 The estimate of a trial: its probes' counts (the runner counts items before each probe),
-each probe's fixed part plus items x per-item time x the sweep's speed factor, and its
-compression when the trial before it left another one in place; a probe whose baseline is in
-the cache costs nothing. Training of recover steps is not estimated (a note says so).
-
-A sweep whose trials start from the baseline's kept states (`knowcomp.reuse`: only the final
-layer changes, or only an encoder-decoder's decoder) is timed on that path: each probe's sample
-runs once recording on the uncompressed model and once served on the compressed one, and the
-served run's share of the plain run scales the probe's cost for the sweep's trials.
+each probe's fixed part plus items x per-item time x the sweep's speed factor, its compression
+when the trial before it left another one in place, and the training of its recover step
+(`study.train_cost`: a few optimizer steps of the trial's method measured on the model, scaled
+by the steps its token budget implies); a probe whose baseline is in the cache costs nothing,
+and one a trial starts from the baseline's kept states (`study.reuse_cost`) pays the measured
+share of its per-item time that a served run still computes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +37,10 @@ from typing import Any
 import torch
 
 from knowcomp.probes.base import Probe, RunOptions
+from knowcomp.reuse import DEFAULT_BUDGET_MB
+from knowcomp.study.reuse_cost import ReusePlan, plan_reuse, trial_point
 from knowcomp.study.spec import StudySpec
+from knowcomp.study.train_cost import TrainingEstimate
 from knowcomp.study.trials import Trial
 
 SAMPLE_ITEMS = 16  # items of the larger measuring run of a probe (at least one limit step)
@@ -103,9 +105,6 @@ class ProbeRate:
     tokens_per_item: float
     peak: int | None
     exact: bool  # measured at the study's size (then `per_item` holds the whole time)
-    sample: RunOptions | None = None  # the options of the timed run (for the reuse timing)
-    sample_seconds: float = 0.0  # that run's time
-    sample_items: int = 0  # and its items
 
     def seconds(self, factor: float = 1.0) -> float:
         return self.count_seconds + self.overhead + factor * self.per_item * self.items
@@ -117,8 +116,6 @@ class SweepCost:
     speed_factor: float  # a forward batch's time compressed / uncompressed
     peak: int | None
     how: str  # "applied" or "from one block of N"
-    reuse: str | None = None  # what of the baseline's forward pass the trials reuse
-    reuse_share: dict[str, float] = field(default_factory=dict)  # probe: served / plain time
 
 
 @dataclass
@@ -129,7 +126,8 @@ class TrialEstimate:
     seconds: float
     peak: int | None
     cached: list[str] = field(default_factory=list)  # probes read from the baseline cache
-    reuse: str | None = None  # the part of the forward pass reused (prefix reuse; a hook)
+    reuse: str | None = None  # its prefix reuse per probe (`reuse_cost.ReusePlan.describe`)
+    training: TrainingEstimate | None = None  # the recover step's training (`train_cost`)
 
 
 @dataclass
@@ -191,7 +189,7 @@ def measure_probe(loaded: Any, trial: Trial, probe_name: str, data_dir: Path | N
         seconds, tokens, peak, scored = _timed_run(loaded, probe, target, device, cached=True)
         per_item = seconds / max(scored, 1)  # no split: the speed factor scales all of it
         return ProbeRate(probe_name, items, count_seconds, 0.0, per_item,
-                         tokens / max(scored, 1), peak, True, target, seconds, scored)  # fmt: skip
+                         tokens / max(scored, 1), peak, True)  # fmt: skip
     small_limit = 1
     if trial.limit is not None:
         sample_limit = min(sample_limit, trial.limit)
@@ -207,8 +205,7 @@ def measure_probe(loaded: Any, trial: Trial, probe_name: str, data_dir: Path | N
     overhead = max(s2 - per_item * n2, 0.0)
     peaks = [p for p in (p1, p2) if p is not None]
     return ProbeRate(probe_name, items, count_seconds, overhead, per_item,
-                     t2 / max(n2, 1), max(peaks) if peaks else None, False, sample,
-                     s2, n2)  # fmt: skip
+                     t2 / max(n2, 1), max(peaks) if peaks else None, False)  # fmt: skip
 
 
 def cached_baseline(loaded: Any, trial: Trial, probe_name: str, data_dir: Path | None) -> bool:
@@ -226,11 +223,9 @@ def cached_baseline(loaded: Any, trial: Trial, probe_name: str, data_dir: Path |
 
 
 def measure_sweep(worker: Any, trial: Trial, batch: torch.Tensor, base_forward: float,
-                  device: str, reuse_rates: list[ProbeRate] | None = None,
-                  reuse_budget_mb: float = 1024) -> SweepCost:  # fmt: skip
+                  device: str) -> SweepCost:  # fmt: skip
     """Apply `trial`'s recipe once on `worker` (a `pipeline.Pipeline`; calibrated steps up to
-    their second block) and time it, and a forward batch on the result; then restore.
-    `reuse_rates`: the trial's probes, timed on the reuse path where the recipe allows it."""
+    their second block) and time it, and a forward batch on the result; then restore."""
     from knowcomp.compress import parse_recipe
 
     recipe = parse_recipe(trial.recipe or "")
@@ -248,52 +243,7 @@ def measure_sweep(worker: Any, trial: Trial, batch: torch.Tensor, base_forward: 
     if recipe.has_quantization:
         factor = fastest_forward(worker.loaded.model, batch) / base_forward
     worker.restore()
-    cost = SweepCost(seconds, factor, memory.peak, how)
-    if reuse_rates and not stopper.stopped:
-        measure_reuse(worker, trial, reuse_rates, cost, reuse_budget_mb)
-    return cost
-
-
-def measure_reuse(worker: Any, trial: Trial, rates: list[ProbeRate], cost: SweepCost,
-                  budget_mb: float = 1024) -> None:  # fmt: skip
-    """Where `trial`'s recipe leaves a prefix of the forward pass unchanged, time each probe's
-    sample on the reuse path: recorded on the uncompressed model, served on the compressed one.
-    Sets `cost.reuse` and, per probe, the served run's share of the plain run's time, unless
-    the states kept at the study's size would exceed `budget_mb` (the study then runs plain)."""
-    from knowcomp.compress import parse_recipe
-    from knowcomp.probes import engine
-    from knowcomp.probes.registry import get_probe
-    from knowcomp.reuse import PrefixCache
-    from knowcomp.reuse.changes import Reuse
-    from knowcomp.reuse.trial import TrialReuse, recipe_change_point
-
-    loaded, recipe = worker.loaded, trial.recipe or ""
-    if engine.per_sequence(loaded.model):
-        return
-    point = recipe_change_point(loaded, worker.session, recipe, trial.seed)
-    if point.reuse is Reuse.NONE:
-        return
-    cache = PrefixCache(int(budget_mb * 2**20))
-    for rate in rates:
-        if rate.sample is not None:
-            TrialReuse(cache, "record").run(get_probe(rate.probe), loaded, rate.sample)
-    by_probe = {rate.probe: rate for rate in rates}
-    at_size = sum(held * by_probe[name].items / max(by_probe[name].sample_items, 1)
-                  for name, held in cache.held.items() if name in by_probe)  # fmt: skip
-    if cache.over_budget or cache.empty or at_size > budget_mb * 2**20:
-        return
-    worker.session.apply(parse_recipe(recipe), seed=trial.seed)
-    try:
-        for rate in rates:
-            if rate.sample is None or rate.sample_seconds <= 0:
-                continue
-            start = time.perf_counter()
-            TrialReuse(cache, "serve", point).run(get_probe(rate.probe), loaded, rate.sample)
-            served = time.perf_counter() - start
-            cost.reuse_share[rate.probe] = min(served / rate.sample_seconds, 1.0)
-    finally:
-        worker.restore()
-    cost.reuse = point.describe()
+    return SweepCost(seconds, factor, memory.peak, how)
 
 
 def fastest_forward(model: torch.nn.Module, ids: torch.Tensor, repeats: int = 5) -> float:
@@ -340,11 +290,17 @@ class _FirstBlocks:
 
 
 def _trial_estimate(trial: Trial, probes: list[str], rates: dict[tuple, ProbeRate],
-                    sweep: SweepCost | None, compress: bool,
-                    cached: set[str]) -> TrialEstimate:  # fmt: skip
+                    sweep: SweepCost | None, compress: bool, cached: set[str],
+                    training: TrainingEstimate | None = None, reuse: ReusePlan | None = None,
+                    reused: dict[tuple, float] | None = None) -> TrialEstimate:  # fmt: skip
+    """`reuse`: the trial's prefix reuse; `reused[(rate key, reuse)]`: a served run's share of
+    a plain run's time (`reuse_cost.measure_reuse`)."""
     factor = sweep.speed_factor if sweep is not None else 1.0
-    reuse = sweep.reuse if sweep is not None and sweep.reuse_share else None
-    estimate = TrialEstimate(trial, 0, 0, 0.0, sweep.peak if sweep else None, reuse=reuse)
+    estimate = TrialEstimate(trial, 0, 0, 0.0, sweep.peak if sweep else None,
+                             reuse=reuse.describe() if reuse else None,
+                             training=training)  # fmt: skip
+    if training is not None:
+        estimate.seconds += training.seconds
     for name in probes:
         rate = rates[_rate_key(trial, name)]
         estimate.items += rate.items
@@ -352,11 +308,9 @@ def _trial_estimate(trial: Trial, probes: list[str], rates: dict[tuple, ProbeRat
         if name in cached:
             estimate.cached.append(name)
             estimate.seconds += rate.count_seconds
-        elif reuse is not None and name in sweep.reuse_share:
-            share = sweep.reuse_share[name]
-            estimate.seconds += rate.count_seconds + share * (
-                rate.seconds(1.0) - rate.count_seconds
-            )
+        elif reuse is not None and name in reuse.served and reused is not None:
+            share = reused[(_rate_key(trial, name), reuse.point.reuse)]
+            estimate.seconds += rate.seconds(factor * share)
         else:
             estimate.seconds += rate.seconds(factor)
         if rate.peak is not None:
@@ -371,9 +325,9 @@ def _rate_key(trial: Trial, probe: str) -> tuple:
 
 
 def estimate_study(spec: StudySpec, pending: list, report: Report | None = None,
-                   reuse_budget_mb: float = 1024) -> StudyEstimate:  # fmt: skip
-    """Measure and estimate every pending trial (`runner.PendingTrial`s) of `spec`; with a
-    `reuse_budget_mb` above 0, trials that reuse the baseline's states are timed that way."""
+                   reuse_budget_mb: float = DEFAULT_BUDGET_MB) -> StudyEstimate:  # fmt: skip
+    """Measure and estimate every pending trial (`runner.PendingTrial`s) of `spec`, run with
+    a prefix cache of `reuse_budget_mb` (`knowcomp run --reuse-memory`)."""
     from knowcomp.models.placement import ChosenPlacement, resolve_auto
     from knowcomp.pipeline import Pipeline
     from knowcomp.recovery.latency import latency_batch
@@ -408,6 +362,10 @@ def estimate_study(spec: StudySpec, pending: list, report: Report | None = None,
         batch = latency_batch(vocab, batch=2, tokens=32)  # small: it only sets a ratio
         quantized = any("quant:" in (i.trial.recipe or "") for i in items)
         base_forward = fastest_forward(worker.loaded.model, batch) if quantized else 1.0
+        training = _training_rates(worker, items, spec, say)  # on the uncompressed model
+        plans = plan_reuse(items, {i.trial.key: trial_point(worker, i.trial, reuse_budget_mb)
+                                   for i in items}, cached, _reuse_key)  # fmt: skip
+        reused = _reuse_shares(worker, items, plans, spec.data_dir, say)
         sweeps: dict[str, SweepCost] = {}
         previous: tuple | None = None
         for item in items:
@@ -416,19 +374,89 @@ def estimate_study(spec: StudySpec, pending: list, report: Report | None = None,
             if trial.recipe is not None:
                 if trial.sweep not in sweeps:
                     say(f"compressing once for {trial.sweep}")
-                    reusable = None
-                    if reuse_budget_mb > 0 and trial.recover is None:
-                        reusable = [rates[_rate_key(trial, p)] for p in item.probes]
                     sweeps[trial.sweep] = measure_sweep(worker, trial, batch, base_forward,
-                                                        device, reusable,
-                                                        reuse_budget_mb)  # fmt: skip
+                                                        device)  # fmt: skip
                 sweep = sweeps[trial.sweep]
             same = previous == (trial.recipe, trial.seed)  # the worker keeps it compressed
+            trained = _trial_training(trial, training, sweep, spec)
             estimates.append(_trial_estimate(trial, item.probes, rates, sweep, not same,
-                                             cached.get(trial.key, set())))  # fmt: skip
+                                             cached.get(trial.key, set()), trained,
+                                             plans.get(trial.key), reused))  # fmt: skip
             previous = (trial.recipe, trial.seed) if trial.recipe else None
-        if any(item.trial.recover for item in items):
-            notes.append("training of recover steps is not estimated: add its time "
-                         "(knowcomp recover prints tokens per second)")  # fmt: skip
+        if training:
+            notes.append("training is timed on the uncompressed model over a few optimizer "
+                         "steps and scaled by each trial's steps (a quantized sweep's speed "
+                         "factor applied)")  # fmt: skip
         del worker
     return StudyEstimate(estimates, loads, time.perf_counter() - started, notes)
+
+
+def _train_key(trial: Trial) -> tuple:
+    """What sets a recover step's time per optimizer step: the method, sequence length and
+    batch size (the token budget only sets how many steps)."""
+    train = json.loads(trial.train or "{}")
+    return (trial.recover, train.get("seqlen"), train.get("batch_size"))
+
+
+def _training_rates(worker: Any, items: list, spec: StudySpec, say: Report) -> dict:
+    """`train_cost.measure_training` once per recover setting the pending trials train
+    (those whose adapter the study saved already train nothing)."""
+    from knowcomp.study.train_cost import measure_training, saved_adapter
+    from knowcomp.study.worker import trial_train_settings
+
+    rates: dict[tuple, Any] = {}
+    for item in items:
+        trial = item.trial
+        if trial.recover is None or saved_adapter(spec.adapters_folder(), trial.key):
+            continue
+        key = _train_key(trial)
+        if key not in rates:
+            say(f"timing {trial.recover} training steps")
+            train = trial_train_settings(trial, spec.data_dir)
+            rates[key] = measure_training(worker.loaded, trial.recover, train)
+    return rates
+
+
+def _trial_training(trial: Trial, rates: dict, sweep: SweepCost | None,
+                    spec: StudySpec) -> TrainingEstimate | None:  # fmt: skip
+    """A recovered trial's training estimate (None without a recover step)."""
+    from knowcomp.recovery import parse_method
+    from knowcomp.study.train_cost import estimate_training, saved_adapter
+    from knowcomp.study.worker import trial_train_settings
+
+    if trial.recover is None:
+        return None
+    if saved_adapter(spec.adapters_folder(), trial.key):
+        return TrainingEstimate(0, 0.0, "saved adapter: loaded, not trained")
+    factor = sweep.speed_factor if sweep is not None else 1.0
+    train = trial_train_settings(trial, spec.data_dir)
+    return estimate_training(rates[_train_key(trial)], parse_method(trial.recover), train, factor)
+
+
+def _reuse_key(trial: Trial, probe: str) -> tuple:
+    """What makes two runs of a probe the same forwards (the prefix cache's keys)."""
+    return (*_rate_key(trial, probe), trial.seed)
+
+
+def _reuse_shares(worker: Any, items: list, plans: dict[str, ReusePlan],
+                  data_dir: Path | None, say: Report) -> dict[tuple, float]:  # fmt: skip
+    """`reuse_cost.measure_reuse` once per probe setting and kind of reuse a trial is served,
+    on a sample of `SAMPLE_ITEMS` items (or the study's size, when smaller)."""
+    from knowcomp.probes.registry import get_probe
+    from knowcomp.study.reuse_cost import measure_reuse, sample_options
+
+    shares: dict[tuple, float] = {}
+    for item in items:
+        plan = plans.get(item.trial.key)
+        for name in plan.served if plan else ():
+            key = (_rate_key(item.trial, name), plan.point.reuse)
+            if key in shares:
+                continue
+            say(f"timing {name} started from the baseline's states")
+            unit = max(get_probe(name).count(sample_options(item.trial, data_dir, 1)), 1)
+            limit = max(2, math.ceil(SAMPLE_ITEMS / unit))
+            if item.trial.limit is not None:
+                limit = min(limit, item.trial.limit)
+            options = sample_options(item.trial, data_dir, limit)
+            shares[key] = measure_reuse(worker.loaded, plan.point, name, options)
+    return shares

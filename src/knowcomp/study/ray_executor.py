@@ -78,8 +78,12 @@ def run_on_ray(
     address: str | None = None,
     workers: int = 1,
     cpus_per_worker: float = 1.0,
+    reuse_budget_mb: float | None = None,
 ) -> Iterator[tuple[Trial, TrialOutcome]]:
-    """Yield (trial, outcome) as Ray finishes them; starts a local Ray if none is running."""
+    """Yield (trial, outcome) as Ray finishes them; starts a local Ray if none is running.
+    `reuse_budget_mb` is each actor's prefix cache budget (`knowcomp.reuse`; None: its
+    default, 0: off): an actor's first reuse-able trial keeps the baseline's states it
+    computes, its later ones reuse them, whichever actor ran the baseline."""
     try:
         import ray
     except ImportError:
@@ -103,6 +107,8 @@ def run_on_ray(
                "similarity": spec.similarity, "adapters": spec.adapters_folder(),
                "calibration": spec.calibration, "batch_tokens": spec.batch_tokens,
                "ablation": spec.recovery.ablation}  # fmt: skip
+    if reuse_budget_mb is not None:  # the prefix cache's budget, as the local runner passes it
+        options["reuse_budget_mb"] = reuse_budget_mb
     spec_hash = spec.spec_hash()
     by_model: dict[str, list[PendingTrial]] = defaultdict(list)
     for item in pending:

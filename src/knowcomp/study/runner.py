@@ -123,7 +123,8 @@ def run_study(
 
                 claimed = [c for c in map(claim, pending) if c is not None]
                 outcomes = run_on_ray(spec, claimed, address=ray_address,
-                                      workers=workers_per_model)  # fmt: skip
+                                      workers=workers_per_model,
+                                      reuse_budget_mb=reuse_budget_mb)  # fmt: skip
             for trial, outcome in outcomes:  # the driver is the only writer
                 summary.rows_added += store.write(outcome)
                 summary.ran += 1

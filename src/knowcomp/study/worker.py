@@ -178,7 +178,7 @@ class ModelWorker:
 
         settings = parse_method(trial.recover)
         train = json.loads(trial.train or "{}")
-        train_settings = _train_settings(train, trial.seed, self.data_dir)
+        train_settings = trial_train_settings(trial, self.data_dir)
         folder = self.adapters / trial.key if self.adapters is not None else None
         adapter, reused = None, False
         if folder is not None and (folder / RECORD).is_file():
@@ -212,8 +212,10 @@ class ModelWorker:
         }  # fmt: skip
 
 
-def _train_settings(train: dict[str, Any], seed: int, data_dir: Path | None) -> Any:
+def trial_train_settings(trial: Trial, data_dir: Path | None) -> Any:
+    """The `recovery.TrainSettings` of a trial with a recover step."""
     from knowcomp.recovery import TrainSettings
 
-    return TrainSettings(train["tokens"], train["seqlen"], train["batch_size"], seed,
+    train = json.loads(trial.train or "{}")
+    return TrainSettings(train["tokens"], train["seqlen"], train["batch_size"], trial.seed,
                          train["calibration"], str(data_dir) if data_dir else None)  # fmt: skip

