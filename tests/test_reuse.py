@@ -14,6 +14,7 @@ import torch
 
 from knowcomp.compress import CompressionSession, parse_recipe
 from knowcomp.models.family import Family
+from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import get_probe
 from knowcomp.probes.base import RunOptions
 from knowcomp.reuse import PrefixCache, Reuse, change_point
@@ -355,4 +356,34 @@ def test_a_serving_trial_on_an_empty_cache_keeps_what_is_still_the_baselines(
     assert cache.hits > 0 and cache.misses == 0 and not cache.filled
     for got in (first, second):
         _same(got.records, plain.records, name)
+    session.restore()
+
+
+def test_a_model_that_soft_caps_its_logits_keeps_no_head_inputs(bpe):
+    """Gemma 2 soft-caps the head's output: the head applied to kept states is not what the
+    model returns, so nothing is kept and its head-only trials run (and score) the plain way."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("gemma2", vocab_size=len(bpe), hidden_size=32, head_dim=16,
+                                  num_hidden_layers=2, num_attention_heads=2,
+                                  num_key_value_heads=1, intermediate_size=64,
+                                  final_logit_softcapping=3.0)  # fmt: skip
+    torch.manual_seed(0)
+    loaded = LoadedModel(AutoModelForCausalLM.from_config(config).eval(), bpe, Family.DECODER,
+                         "tiny-gemma2", "config")  # fmt: skip
+    runs = [_lama("next-token"), _task("piqa")]
+    cache = PrefixCache()
+    for name, options in runs:
+        with cache.recording(loaded.model), cache.probe(name):
+            get_probe(name).run(loaded, options)
+    assert cache.head_final is False and cache.empty
+    session = CompressionSession(loaded)
+    session.apply(parse_recipe(FINAL))
+    point = recipe_change_point(loaded, session, FINAL, 0)
+    for name, options in runs:
+        plain = get_probe(name).run(loaded, options)
+        with cache.serving(loaded.model, point):
+            served = get_probe(name).run(loaded, options)
+        assert cache.hits == 0 and "soft-capping" in cache.served_note(point)
+        _same(served.records, plain.records, name)
     session.restore()

@@ -20,6 +20,10 @@ needs no extra baseline pass: its first reuse-able trial runs whole and keeps th
 next ones reuse them. That is cheaper than recording first, which costs one extra baseline
 evaluation on top of the same trials (docs/studies.md, "prefix reuse").
 
+Head inputs are kept only for a model whose logits are its head's output: the first recorded
+forward checks that (`head.head_is_final`); a model that soft-caps or scales its logits after
+the head (Gemma 2, Cohere) keeps none, and its head-only trials run the whole network.
+
 Not reused: decoder generation (greedy answers) and the key/value-cache path of decoders
 that cannot pack (`engine.score_shared_context`). A changed head changes the generated tokens
 and so every later step's input; those run in full. Encoder-decoder generation does reuse its
@@ -42,6 +46,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from knowcomp.probes import engine
 from knowcomp.reuse.changes import ChangePoint, Reuse
+from knowcomp.reuse.head import head_is_final
 
 DEFAULT_BUDGET_MB = 1024
 RECORD = "record"
@@ -79,6 +84,7 @@ class PrefixCache:
         self.hits = 0
         self.misses = 0
         self.filled: dict[str, int] = {}  # bytes a serving trial kept on its misses, by kind
+        self.head_final: bool | None = None  # the model's logits are its head's output (checked)
         self._mode: Reuse | str | None = None
         self._probe = ""
 
@@ -149,7 +155,10 @@ class PrefixCache:
             if hook is not None:
                 hook.remove()
         if captured:
-            self._keep(self._heads, name, captured[0][0].clone())
+            if self.head_final is None:  # once: soft-capping or scaling after the head?
+                self.head_final = head_is_final(head, captured[0], logits)
+            if self.head_final:
+                self._keep(self._heads, name, captured[0][0].clone())
         return logits
 
     def encoder_states(
@@ -205,6 +214,9 @@ class PrefixCache:
         """What a trial's probe reused and kept on its misses, or None if neither."""
         if self.over_budget:
             return self.budget_note()
+        if point.reuse is Reuse.HEAD and self.head_final is False:
+            return ("prefix reuse: none, the model transforms its head's output (logit "
+                    "soft-capping or scaling), so trials run the whole network")  # fmt: skip
         kept = ""
         if self.filled:
             states = " and ".join(self.filled)
