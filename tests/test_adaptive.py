@@ -15,7 +15,7 @@ from knowcomp.probes.registry import get_probe
 from knowcomp.probes.sampling import take
 from knowcomp.store import ResultsStore
 from knowcomp.study import expand, run_study
-from knowcomp.study.adaptive import STOP_EXHAUSTED, STOP_PRECISION, check_precision
+from knowcomp.pipeline.adaptive import STOP_EXHAUSTED, STOP_PRECISION, check_precision
 from knowcomp.study.spec import spec_from_dict
 from tests.conftest import save_tiny_llama
 

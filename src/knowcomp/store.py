@@ -8,7 +8,7 @@ states to the uncompressed model, when the study asks for it). A trial with a re
 the recovery method, its trainable parameters and its training log in `trials.recovery` (JSON;
 NULL otherwise), a column added in place to files written before it existed; likewise its LAMA
 protocol (`trials.lama_protocol`; NULL in older files means `templates`). A result of adaptive
-evaluation (`knowcomp.study.adaptive`) has how far it got in `results.sequential` (JSON: items,
+evaluation (`knowcomp.pipeline.adaptive`) has how far it got in `results.sequential` (JSON: items,
 stopping reason, final interval; NULL for a result that scored every item, and in older files);
 such a result, unlike any other, is replaced when a later run extends it.
 

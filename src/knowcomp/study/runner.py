@@ -56,7 +56,7 @@ def _done(store: ResultsStore, trial: Trial, precision: float | None = None) -> 
     default is stored as `probe@protocol`), as far as a run at `precision` needs them (an
     adaptive result that stopped short of it, or of every item without one, is not done)."""
     from knowcomp.probes.lama.protocols import probe_of
-    from knowcomp.study.adaptive import Sequential, settled
+    from knowcomp.pipeline.adaptive import Sequential, settled
 
     return {
         probe_of(name) for name in store.done_probes(trial.key)
