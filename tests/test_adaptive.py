@@ -10,12 +10,12 @@ import pytest
 
 from knowcomp.analysis.items import item_values
 from knowcomp.models import load_model
+from knowcomp.pipeline.adaptive import STOP_EXHAUSTED, STOP_PRECISION, check_precision
 from knowcomp.probes.base import RunOptions
 from knowcomp.probes.registry import get_probe
 from knowcomp.probes.sampling import take
 from knowcomp.store import ResultsStore
 from knowcomp.study import expand, run_study
-from knowcomp.pipeline.adaptive import STOP_EXHAUSTED, STOP_PRECISION, check_precision
 from knowcomp.study.spec import spec_from_dict
 from tests.conftest import save_tiny_llama
 

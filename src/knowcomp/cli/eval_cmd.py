@@ -207,8 +207,10 @@ def _check_adaptive(probes: list, options, *, compared: bool) -> None:
     from knowcomp.pipeline.adaptive import check_parts
 
     if not compared:
-        raise KnowcompError("--precision stops on the drop against the uncompressed model, so it "
-                            "needs --recipe (or --adapter); add one, or drop --precision")  # fmt: skip
+        raise KnowcompError(
+            "--precision stops on the drop against the uncompressed model, so it needs "
+            "--recipe (or --adapter); add one, or drop --precision"
+        )
     for probe in probes:
         check_parts(probe, options)
 

@@ -55,8 +55,8 @@ def _done(store: ResultsStore, trial: Trial, precision: float | None = None) -> 
     """The probes the store has for `trial` (a LAMA result under another protocol than the
     default is stored as `probe@protocol`), as far as a run at `precision` needs them (an
     adaptive result that stopped short of it, or of every item without one, is not done)."""
-    from knowcomp.probes.lama.protocols import probe_of
     from knowcomp.pipeline.adaptive import Sequential, settled
+    from knowcomp.probes.lama.protocols import probe_of
 
     return {
         probe_of(name) for name in store.done_probes(trial.key)
