@@ -177,10 +177,8 @@ def eval_(
 
     try:
         with work_progress() as progress:
-            evaluation = pipeline.evaluate(
-                chosen, options, adapter=attached, progress=progress, after_each=save,
-                score=score,
-            )
+            evaluation = pipeline.evaluate(chosen, options, adapter=attached, progress=progress,
+                                           after_each=save, score=score)  # fmt: skip
     except KeyboardInterrupt:
         kept = f"{len(saved)} of {len(chosen)} probe(s) kept in {out}" if saved else None
         raise KeyboardInterrupt(kept or "no results were written") from None

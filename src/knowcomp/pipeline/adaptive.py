@@ -250,7 +250,6 @@ def baseline_result(baseline: Progress, pool: int) -> dict[str, Any]:
     return baseline.result(Sequential(None, baseline.share, pool, stop=stop))
 
 
-
 @dataclass
 class AgainstBaseline:
     """`Pipeline.evaluate`'s `score` for one comparison with the baseline (`knowcomp eval
