@@ -15,7 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from knowcomp.pipeline.adaptive import Progress, Scorer, baseline_result, measure, measure_baseline
+from knowcomp.pipeline.adaptive import (
+    Progress,
+    Scorer,
+    Sequential,
+    baseline_result,
+    measure,
+    measure_baseline,
+)
 from knowcomp.probes.base import Probe, RunOptions
 
 Reader = Callable[[str, str], "dict[str, Any] | None"]  # (trial key, probe) -> stored result
@@ -38,6 +45,9 @@ class AdaptiveRun:
     precision: float
     read: Reader
     updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # the baselines this run extended, newest first read: a Ray actor's reader is a snapshot
+    # taken when its trial was sent, older than what the actor's earlier trials scored
+    extended: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def run_probe(
         self, trial: Any, probe: Probe, options: RunOptions, scorer: Scorer,
@@ -46,20 +56,38 @@ class AdaptiveRun:
         """The trial's result for `probe` (a baseline: its first chunk)."""
         stored = self.read(trial.key, probe.name)
         if trial.is_baseline:
-            return measure_baseline(probe, options, stored, scorer)
+            stored = further(stored, self.extended.get((trial.key, probe.name)))
+            result = measure_baseline(probe, options, stored, scorer)
+            self.extended[(trial.key, probe.name)] = result  # what the next trials pair with
+            return result
         key = baseline_key(trial)
-        baseline = Progress.resume(probe, options, self.read(key, probe.name))
+        known = further(self.read(key, probe.name), self.extended.get((key, probe.name)))
+        baseline = Progress.resume(probe, options, known)
         before = baseline.share
         result = measure(probe, options, self.precision, stored, scorer, baseline,
                          baseline_scorer)  # fmt: skip
         if baseline.share > before:
-            pool = result["sequential"]["pool"]
-            self.updates.append((key, baseline_result(baseline, pool)))
+            update = baseline_result(baseline, result["sequential"]["pool"])
+            self.updates.append((key, update))
+            self.extended[(key, probe.name)] = update
         return result
 
     def take_updates(self) -> list[tuple[str, dict[str, Any]]]:
         updates, self.updates = self.updates, []
         return updates
+
+
+def further(*results: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Of stored results of one trial and probe, the one that scored the most items (an
+    exhaustive result, without `sequential`, scored them all)."""
+    found = [r for r in results if r is not None]
+    return max(found, key=scored_share, default=None)
+
+
+def scored_share(result: dict[str, Any]) -> float:
+    """The share of the item draws a stored result covers (1: every item)."""
+    sequential = Sequential.of(result.get("sequential"))
+    return 1.0 if sequential is None else sequential.share
 
 
 def stored_reader(stored: dict[tuple[str, str], dict[str, Any]]) -> Reader:
