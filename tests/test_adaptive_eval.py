@@ -138,8 +138,16 @@ def test_a_recovered_trial_is_measured_against_the_baseline_and_extended(model_d
     drop = seq["drop"]
     assert _drop_again(recovered, baseline) == pytest.approx(
         (drop["value"], drop["low"], drop["high"]), abs=1e-9)  # fmt: skip
-    # the adapter was kept; a tighter run extends the recovered trial with it
-    assert (tmp_path / "r-adapters").is_dir()
+    # the adapter was kept; `eval --adapter --precision` measures the same drop with it
+    (folder,) = (tmp_path / "r-adapters").iterdir()
+    saved = tmp_path / "eval.json"
+    shown = CliRunner().invoke(cli, ["eval", str(model_dir), "-p", "piqa", "--limit", "100",
+                                     "--adapter", str(folder), "--precision", "30", "--data-dir",
+                                     str(DATA), "--out", str(saved)])  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    (result,) = json.loads(saved.read_text())["results"]
+    assert result["sequential"]["drop"] == drop
+    # a tighter run extends the recovered trial with the kept adapter
     run_study(spec_from_dict(_recovering(model_dir, out, 8)))
     after = _results(out)[("prompt:tokens=2:lr=0.05", "piqa")]
     assert _keys(after)[: len(_keys(recovered))] == _keys(recovered)
