@@ -10,12 +10,12 @@ import pytest
 
 from knowcomp.analysis.items import item_values
 from knowcomp.models import load_model
+from knowcomp.pipeline.adaptive import STOP_EXHAUSTED, STOP_PRECISION, check_precision
 from knowcomp.probes.base import RunOptions
 from knowcomp.probes.registry import get_probe
 from knowcomp.probes.sampling import take
 from knowcomp.store import ResultsStore
 from knowcomp.study import expand, run_study
-from knowcomp.study.adaptive import STOP_EXHAUSTED, STOP_PRECISION, check_precision
 from knowcomp.study.spec import spec_from_dict
 from tests.conftest import save_tiny_llama
 
@@ -155,23 +155,6 @@ def test_results_file_from_before_the_column_reads_and_upgrades(tmp_path):
         assert store.result("k", "piqa")["sequential"] is None
     with sqlite3.connect(db) as conn:
         assert "sequential" in {r[1] for r in conn.execute("PRAGMA table_info(results)")}
-
-
-def test_precision_refuses_ray_and_recover_steps_before_any_work(model_dir, tmp_path):
-    from knowcomp.errors import KnowcompError
-    from knowcomp.study.trials import validate
-
-    spec = _spec(model_dir, tmp_path / "r.sqlite", 2.0)
-    with pytest.raises(KnowcompError, match="local executor"):
-        run_study(spec, executor="ray")
-    recovering = spec_from_dict({"name": "r", "models": [str(model_dir)], "probes": ["piqa"],
-                                 "output": str(tmp_path / "r.sqlite"), "precision": 2,
-                                 "data_dir": str(DATA),
-                                 "recipes": [{"recipe": "prune:l1_unstructured:overall:0.5",
-                                              "recover": "lora"}]})  # fmt: skip
-    with pytest.raises(KnowcompError, match="does not run recover steps"):
-        validate(recovering)
-    assert not (tmp_path / "r.sqlite").exists()
 
 
 @pytest.mark.parametrize("name", ["piqa", "lama-google-re", "lambada"])

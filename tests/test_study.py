@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -426,8 +427,27 @@ def ray_cluster():
         check=True, capture_output=True, env=env, timeout=120,
     )  # fmt: skip
     yield f"127.0.0.1:{port}"
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
+    _stop_cluster(temp)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_cluster(temp: str) -> None:
+    """Stop this cluster's processes only (those whose command line names its temp folder):
+    `ray stop` would stop every Ray on the machine, other runs' included."""
+    import psutil
+
+    ours = []
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if temp in line and proc.pid != os.getpid():
+            ours.append(proc)
+    for proc in ours:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(ours, timeout=20)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def test_ray_executor_matches_local(tmp_path, tiny_model_dir, ray_cluster):

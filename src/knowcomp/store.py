@@ -8,7 +8,7 @@ states to the uncompressed model, when the study asks for it). A trial with a re
 the recovery method, its trainable parameters and its training log in `trials.recovery` (JSON;
 NULL otherwise), a column added in place to files written before it existed; likewise its LAMA
 protocol (`trials.lama_protocol`; NULL in older files means `templates`). A result of adaptive
-evaluation (`knowcomp.study.adaptive`) has how far it got in `results.sequential` (JSON: items,
+evaluation (`knowcomp.pipeline.adaptive`) has how far it got in `results.sequential` (JSON: items,
 stopping reason, final interval; NULL for a result that scored every item, and in older files);
 such a result, unlike any other, is replaced when a later run extends it.
 
@@ -261,10 +261,19 @@ class ResultsStore:
 
     def _write_result(self, trial_key: str, result: dict[str, Any], now: float) -> int:
         """Insert one result and its records (1 if added); an adaptive result, or a result over
-        a stored adaptive one, replaces the stored one (it extends it)."""
+        a stored adaptive one, replaces the stored one (it extends it), unless the stored one
+        covers more items (a Ray actor, or another run, extended the same baseline further)."""
         sequential = result.get("sequential")
         verb = "INSERT OR IGNORE"
-        if sequential is not None or self.sequential(trial_key, result["probe"]) is not None:
+        row = self._db.execute(
+            "SELECT sequential FROM results WHERE trial_key = ? AND probe = ?",
+            (trial_key, result["probe"]),
+        ).fetchone()
+        if sequential is not None and row is not None:
+            stored_share = json.loads(row[0])["share"] if row[0] else 1.0  # NULL: every item
+            if stored_share > sequential["share"]:
+                return 0
+        if sequential is not None or (row is not None and row[0]):
             verb = "INSERT OR REPLACE"
             self._db.execute("DELETE FROM records WHERE trial_key = ? AND probe = ?",
                              (trial_key, result["probe"]))  # fmt: skip
@@ -312,6 +321,12 @@ class ResultsStore:
             self._db.execute("DELETE FROM claims WHERE token = ?", (owner.token,))
 
     # -- reading ----------------------------------------------------------------------------
+    def has_trial(self, trial_key: str) -> bool:
+        """Whether the trial's row is stored (adaptive evaluation may store a baseline's
+        results, extended by another trial on Ray, before the baseline trial itself)."""
+        row = self._db.execute("SELECT 1 FROM trials WHERE trial_key = ?", (trial_key,))
+        return row.fetchone() is not None
+
     def done_probes(self, trial_key: str) -> set[str]:
         rows = self._db.execute("SELECT probe FROM results WHERE trial_key = ?", (trial_key,))
         return {r[0] for r in rows}

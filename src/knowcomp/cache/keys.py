@@ -29,7 +29,7 @@ from knowcomp.probes.inputs import INPUT_RULE
 SCORING_VERSION = 1
 
 # every RunOptions field that decides which items are scored and how (`part`: the share of
-# the items an adaptive evaluation scored, `study.adaptive`)
+# the items an adaptive evaluation scored, `pipeline.adaptive`)
 _OPTIONS = ("limit", "seed", "skip_malformed", "max_tokens", "lama_mode", "lama_protocol",
             "max_new_tokens", "add_bos", "part")  # fmt: skip
 

@@ -10,7 +10,12 @@ import click
 from rich.table import Table
 
 from knowcomp.cli.format import console, err_console
-from knowcomp.cli.options import add_bos_option, batch_tokens_option, placement_options
+from knowcomp.cli.options import (
+    add_bos_option,
+    batch_tokens_option,
+    placement_options,
+    precision_option,
+)
 from knowcomp.cli.progress import compression_progress, work_progress
 from knowcomp.models.placement import choose_placement
 from knowcomp.outputs import write_atomically
@@ -74,6 +79,7 @@ COLUMNS = (
     help="Attach a recovery adapter saved by `knowcomp recover --out` (its recipe is applied "
     "first unless --recipe is given).",
 )
+@precision_option
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write results (JSON).")
 @click.option("--force", is_flag=True, help="Let --out replace a file knowcomp did not write.")
 @placement_options
@@ -91,6 +97,7 @@ def eval_(
     add_bos: str | None,
     max_new_tokens: int | None,
     adapter: Path | None,
+    precision: float | None,
     out: Path | None,
     force: bool,
     device: str,
@@ -102,6 +109,9 @@ def eval_(
 
     Probes: `knowcomp probes` lists them. With --recipe, the model is compressed first and the
     table shows the compressed model's scores; with --adapter, a recovery adapter is attached.
+    With --precision (and --recipe or --adapter), each probe's items are scored in a seeded
+    order, chunk by chunk, paired with the uncompressed model's scores of the same items, until
+    the drop's anytime-valid 95% interval is at most that many points wide on each side.
     """
     from knowcomp.compress import parse_recipe
     from knowcomp.models.sources import resolve
@@ -132,6 +142,8 @@ def eval_(
     )  # fmt: skip
     for probe in chosen:
         probe.count(options)  # reads the data: a missing dataset fails here, before loading
+    if precision is not None:
+        _check_adaptive(chosen, options, compared=parsed is not None or adapter is not None)
     with err_console.status(f"loading {model}"):
         pipeline = Pipeline(model, placement=placement, data_dir=data_dir)
     if parsed is not None:
@@ -144,6 +156,13 @@ def eval_(
         attached = pipeline.load_adapter(adapter)
         console.print(f"with {attached.method} adapter from {adapter} ({attached.info.settings})")
 
+    score = None
+    if precision is not None:
+        from knowcomp.pipeline.adaptive import AgainstBaseline
+
+        score = AgainstBaseline(
+            precision, lambda probe, o: pipeline.uncompressed_run(probe, o, parsed, seed)
+        )
     saved: list = []
 
     def save(results: list) -> None:  # after every probe, so an interrupt keeps what is done
@@ -151,18 +170,22 @@ def eval_(
             record = {"model": model, "recipe": recipe, "options": _options_record(options),
                       **placement.record(),
                       "input_rule": pipeline.input_rule(options.add_bos)}  # fmt: skip
+            if score is not None:  # the baseline's items the drops are paired with
+                record.update(precision=precision, baselines=list(score.baselines.values()))
             _save(out, record, results, complete=len(results) == len(chosen))
             saved[:] = results
 
     try:
         with work_progress() as progress:
-            evaluation = pipeline.evaluate(
-                chosen, options, adapter=attached, progress=progress, after_each=save
-            )
+            evaluation = pipeline.evaluate(chosen, options, adapter=attached, progress=progress,
+                                           after_each=save, score=score)  # fmt: skip
     except KeyboardInterrupt:
         kept = f"{len(saved)} of {len(chosen)} probe(s) kept in {out}" if saved else None
         raise KeyboardInterrupt(kept or "no results were written") from None
-    _print_table(model, evaluation.results)
+    results = [_as_result(r) for r in evaluation.results]
+    _print_table(model, results, adaptive=score is not None)
+    if score is not None:
+        _print_adaptive(evaluation.results, score.baselines, precision)
     where = ", ".join(f"{k} {v}" for k, v in placement.record().items())
     console.print(f"{evaluation.seconds:.1f} s of probing on {where}", highlight=False)
     if out is not None:
@@ -175,8 +198,57 @@ def _options_record(options) -> dict:
     return {key: getattr(options, key) for key in keep}
 
 
+def _check_adaptive(probes: list, options, *, compared: bool) -> None:
+    """--precision needs something to compare with the baseline, and probes that score parts
+    of their items: one line otherwise, before the model loads."""
+    from knowcomp.errors import KnowcompError
+    from knowcomp.pipeline.adaptive import check_parts
+
+    if not compared:
+        raise KnowcompError(
+            "--precision stops on the drop against the uncompressed model, so it needs "
+            "--recipe (or --adapter); add one, or drop --precision"
+        )
+    for probe in probes:
+        check_parts(probe, options)
+
+
+def _as_result(result):
+    """A `ProbeResult` (an adaptive result comes back in its stored form, a dict)."""
+    from knowcomp.probes.base import ProbeResult
+
+    if not isinstance(result, dict):
+        return result
+    keep = ("probe", "category", "metrics", "counts", "records", "options", "seconds", "notes")
+    return ProbeResult(**{key: result[key] for key in keep if key in result})
+
+
+def _print_adaptive(results: list[dict], baselines: dict[str, dict], precision: float) -> None:
+    """Each probe's items used, why it stopped, and the drop's anytime-valid interval."""
+    from knowcomp.pipeline.adaptive import paired_scores
+
+    table = Table(title=f"Drop against the uncompressed model (--precision {precision:g})",
+                  title_justify="left")  # fmt: skip
+    for col in ("Probe", "Items used", "Baseline", "Compared", "Drop [95% CS]", "Stopped"):
+        table.add_column(col, justify="left" if col in ("Probe", "Stopped") else "right")
+    for result in results:
+        seq, drop = result["sequential"], result["sequential"]["drop"]
+        pair = paired_scores(result, baselines[result["probe"]])
+        base, ours = ("", "") if pair is None else (f"{100 * pair[0]:.1f}", f"{100 * pair[1]:.1f}")
+        used = f"{drop['items'] if drop else 0} of {seq['pool']}"
+        interval = "" if drop is None else (
+            f"{drop['value']:+.1f} [{drop['low']:+.1f}, {drop['high']:+.1f}]")  # fmt: skip
+        table.add_row(result["probe"], used, base, ours, interval, seq["stop"])
+    console.print(table)
+    console.print("Drop: uncompressed minus compared, in points, on the same items (scored in a "
+                  "seeded order); [95% CS]: the betting confidence sequence, valid where the "
+                  "scoring stopped on it. Scores in the table above are those of the items "
+                  "used.", highlight=False)  # fmt: skip
+
+
 def _save(out: Path, record: dict, results: list, *, complete: bool) -> None:
-    payload = {**record, "complete": complete, "results": [r.to_dict() for r in results]}
+    dicts = [r if isinstance(r, dict) else r.to_dict() for r in results]
+    payload = {**record, "complete": complete, "results": dicts}
     write_atomically(out, json.dumps(payload, indent=1))
 
 
@@ -192,7 +264,7 @@ def _is_eval_json(path: Path) -> bool:
     return isinstance(payload, dict) and set(payload) >= EVAL_JSON_KEYS
 
 
-def _print_table(model: str, results) -> None:
+def _print_table(model: str, results, *, adaptive: bool = False) -> None:
     used = [(key, label) for key, label in COLUMNS if any(key in r.metrics for r in results)]
     table = Table(title=f"{model}", title_justify="left")
     table.add_column("Probe")
@@ -204,7 +276,8 @@ def _print_table(model: str, results) -> None:
     for r in results:
         items = r.counts.get("facts", r.counts.get("items", 0))
         cells = [_fmt(r.metrics.get(key)) for key, _ in used]
-        table.add_row(r.probe, f"{r.counts.get('scored', 0)}/{items}", *cells, _headline(r),
+        headline = _headline(r, interval=not adaptive)
+        table.add_row(r.probe, f"{r.counts.get('scored', 0)}/{items}", *cells, headline,
                       f"{r.seconds:.1f}")  # fmt: skip
     console.print(table)
     _print_categories(results)
@@ -213,9 +286,11 @@ def _print_table(model: str, results) -> None:
             console.print(f"[yellow]note:[/] {r.probe}: {note}")
 
 
-def _headline(result) -> str:
+def _headline(result, *, interval: bool = True) -> str:
     """`acc 0.600 [0.550, 0.648]`: the headline with its 95% interval over the items (Wilson;
-    relation-clustered for LAMA), from the result's per-item records."""
+    relation-clustered for LAMA), from the result's per-item records. Without `interval` (an
+    adaptive result: a fixed-sample interval is not valid where scoring stopped on the data),
+    the value alone."""
     from knowcomp.analysis.intervals import score_interval
     from knowcomp.analysis.items import item_values
     from knowcomp.probes.categories import headline_metric
@@ -223,6 +298,8 @@ def _headline(result) -> str:
     name = headline_metric(result)
     if name is None:
         return ""
+    if not interval:
+        return f"{name} {result.metrics[name]:.3f}"
     values = item_values(result.records, name, stored=float(result.metrics[name]))
     if values is None:
         return f"{name} {result.metrics[name]:.3f}"

@@ -27,7 +27,7 @@ batch_tokens_option = click.option(
 
 
 def _precision(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    from knowcomp.study.adaptive import check_precision
+    from knowcomp.pipeline.adaptive import check_precision
 
     return None if value is None else check_precision(value)
 

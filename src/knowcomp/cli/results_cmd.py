@@ -24,6 +24,11 @@ FLAT_COLUMNS = (
 # (fractions for the score, points for the drop; empty without per-item records)
 UNCERTAINTY_COLUMNS = ("headline_metric", "headline", "headline_low", "headline_high",
                        "drop_points", "drop_low", "drop_high", "drop_p", "drop_test")  # fmt: skip
+# adaptive evaluation (`--precision`; empty otherwise): the precision asked, the items the drop
+# rests on, the pool (items an exhaustive run scores), the share of the item draws scored and
+# why it stopped; drop_low/drop_high are then the anytime-valid confidence sequence
+ADAPTIVE_COLUMNS = ("adaptive_precision", "adaptive_items", "adaptive_pool", "adaptive_share",
+                    "adaptive_stop")  # fmt: skip
 
 
 @click.command("results")
@@ -43,7 +48,8 @@ def results(
     row whole (compression report and package versions included). Each row also has its
     headline score with its 95% interval and, for a compressed or recovered trial, its drop
     against the baseline (same model and seed) with the paired interval and p-value, computed
-    from the stored per-item records.
+    from the stored per-item records. A result of adaptive evaluation (`--precision`) shows
+    the items its drop rests on, why it stopped, and its anytime-valid interval instead.
     """
     from knowcomp.outputs import check_output_file, write_atomically
     from knowcomp.store import ResultsStore
@@ -95,6 +101,18 @@ def _add_uncertainty(store, rows: list[dict[str, Any]]) -> None:
             "drop_low": ci.low if ci else None, "drop_high": ci.high if ci else None,
             "drop_p": ci.p_value if ci else None, "drop_test": ci.method if ci else None,
         }  # fmt: skip
+        row["uncertainty"].update(_adaptive(row.get("sequential")))
+
+
+def _adaptive(sequential: dict[str, Any] | None) -> dict[str, Any]:
+    """The `ADAPTIVE_COLUMNS` of a result (all None for one that scored every item)."""
+    if sequential is None:
+        return dict.fromkeys(ADAPTIVE_COLUMNS)
+    drop = sequential.get("drop") or {}
+    return {"adaptive_precision": sequential.get("precision"),
+            "adaptive_items": drop.get("items"), "adaptive_pool": sequential.get("pool"),
+            "adaptive_share": sequential.get("share"),
+            "adaptive_stop": sequential.get("stop")}  # fmt: skip
 
 
 def _metric_names(rows: list[dict[str, Any]]) -> list[str]:
@@ -104,12 +122,12 @@ def _metric_names(rows: list[dict[str, Any]]) -> list[str]:
 def _write_csv(rows: list[dict[str, Any]], handle) -> None:
     metrics = _metric_names(rows)
     writer = csv.writer(handle)
-    writer.writerow([*FLAT_COLUMNS, *UNCERTAINTY_COLUMNS, *metrics])
+    writer.writerow([*FLAT_COLUMNS, *UNCERTAINTY_COLUMNS, *ADAPTIVE_COLUMNS, *metrics])
     for r in rows:
         flat = {**r, "recover": _recover(r)}
         writer.writerow(
             [flat.get(c) for c in FLAT_COLUMNS]
-            + [r["uncertainty"].get(c) for c in UNCERTAINTY_COLUMNS]
+            + [r["uncertainty"].get(c) for c in (*UNCERTAINTY_COLUMNS, *ADAPTIVE_COLUMNS)]
             + [r["metrics"].get(m) for m in metrics]
         )
 
@@ -120,8 +138,10 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     table = Table(title=f"{len(rows)} results", title_justify="left")
     over = "Sparsity (compressed layers)"  # zeros over the layers the recipe touched
     extra = ("Headline 95%", "Drop [95%]", "p")
+    adaptive = any(r.get("sequential") for r in rows)
+    extra += ("Adaptive",) if adaptive else ()
     for column in ("Model", "Sweep", "Level", "Seed", "Limit", "Probe", over, *shown, *extra):
-        whole = column in ("Sweep", "Probe")  # never wrapped (a model path may fold)
+        whole = column in ("Sweep", "Probe", "Adaptive")  # never wrapped (a path may fold)
         left = whole or column == "Model"
         table.add_column(column, justify="left" if left else "right", no_wrap=whole,
                          overflow="fold" if column == "Model" else "ellipsis")  # fmt: skip
@@ -131,8 +151,9 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         sparsity = "" if r["sparsity"] is None else f"{r['sparsity']:.1%}"
         sweep = r["sweep"] + (f" + {_recover(r)}" if r.get("recovery") else "")
         limit = "full" if r["limit_items"] is None else str(r["limit_items"])
+        more = [_adaptive_cell(r["uncertainty"])] if adaptive else []
         table.add_row(r["model"], sweep, level, str(r["seed"]), limit, r["probe"], sparsity,
-                      *cells, *_uncertainty_cells(r["uncertainty"]))  # fmt: skip
+                      *cells, *_uncertainty_cells(r["uncertainty"]), *more)  # fmt: skip
     console.print(table)
     console.print(
         "Headline 95%: the interval over items of the probe's one number (P@1 micro for LAMA, "
@@ -142,6 +163,24 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         style="dim",
         highlight=False,
     )
+    if adaptive:
+        console.print(
+            "Adaptive (--precision): the items the drop rests on, of the probe's pool, and why "
+            "scoring stopped; its drop interval is the anytime-valid confidence sequence (no "
+            "p-value) and its score has no interval. A baseline shows the share of its items "
+            "scored (as far as its trials needed).",
+            style="dim",
+            highlight=False,
+        )
+
+
+def _adaptive_cell(u: dict[str, Any]) -> str:
+    """`412/2000 items, precision reached` for an adaptive trial; a baseline's share scored."""
+    if u["adaptive_stop"] is None:
+        return ""
+    if u["adaptive_items"] is None:  # a baseline: no drop of its own
+        return f"{u['adaptive_share']:.0%} of its items scored"
+    return f"{u['adaptive_items']}/{u['adaptive_pool']} items, {u['adaptive_stop']}"
 
 
 def _uncertainty_cells(u: dict[str, Any]) -> list[str]:

@@ -141,6 +141,10 @@ def run(
         f"{summary.ran} trial(s) run, {summary.skipped} already in {summary.output} "
         f"({summary.rows_added} result rows added, {summary.seconds:.0f} s)"
     )
+    if spec.precision is not None and summary.ran:
+        console.print(f"† adaptive (--precision {spec.precision:g}): the drop's 95% confidence "
+                      "sequence on the items used, valid where scoring stopped on it",
+                      highlight=False)  # fmt: skip
     if summary.stored_by_others:
         console.print(f"{summary.stored_by_others} trial(s) computed and stored by another run "
                       "writing the same file")  # fmt: skip
@@ -325,10 +329,18 @@ class _ProgressListener:
 
 
 def _scored(result: dict, baseline: dict | None) -> str:
-    """`piqa 0.600`, and against a baseline run in this session, its paired drop."""
+    """`piqa 0.600`, and against a baseline run in this session, its paired drop; an adaptive
+    result (`--precision`) its stored drop, with its confidence sequence and items used."""
     from knowcomp.analysis.compare import describe_drop, headline_drop
 
     text = f"{result['probe']} {_headline(result['metrics']):.3f}"
+    sequential = result.get("sequential")
+    if sequential is not None:
+        d = sequential.get("drop")
+        if d is None:  # a baseline, scored as far as its trials need
+            return f"{text} ({sequential['share']:.0%} of its items so far)"
+        return (f"{text} (drop {d['value']:.1f} [{d['low']:.1f}, {d['high']:.1f}]† points on "
+                f"{d['items']} of {sequential['pool']} items, {sequential['stop']})")  # fmt: skip
     drop = describe_drop(headline_drop(baseline, result)) if baseline else ""
     return f"{text} ({drop})" if drop else text
 

@@ -185,7 +185,9 @@ class Pipeline:
         `after_each(results so far)` after every probe (to save what is done). `reuse` (a
         `reuse.TrialReuse`) records into or serves from the prefix cache. `score(probe, options,
         run)` replaces the one call `run(options)` per probe (adaptive evaluation scores a
-        probe chunk by chunk through it). The uncompressed model without an adapter reads its
+        probe chunk by chunk through it, and extends the baseline in between with
+        `uncompressed_run`, so the adapter is then attached around each `run` call only). The
+        uncompressed model without an adapter reads its
         results from the baseline cache (`knowcomp.cache`) where they are stored, and stores
         them there (a cached baseline leaves the prefix cache empty: later trials then run
         whole, with the same results)."""
@@ -194,7 +196,9 @@ class Pipeline:
         start = time.perf_counter()
         results: list[Any] = []
         baseline = self._kept is None and adapter is None  # uncompressed, nothing attached
-        with self.attached(adapter):
+        whole = self.attached(adapter) if score is None else nullcontext()
+        each = (lambda: nullcontext()) if score is None else (lambda: self.attached(adapter))
+        with whole:
             for probe in probes:
                 run_options = options
                 if progress is not None:
@@ -205,9 +209,10 @@ class Pipeline:
                     compute = None  # a prefix cache records or serves through `reuse`
                     if reuse is not None and reuse.mode != "plain":
                         compute = lambda o: reuse.run(probe, self.loaded, o)  # noqa: E731
-                    return cached_probe_run(
-                        self.loaded, probe, chosen, baseline=baseline, run=compute
-                    )
+                    with each():
+                        return cached_probe_run(
+                            self.loaded, probe, chosen, baseline=baseline, run=compute
+                        )
 
                 results.append(
                     run(run_options) if score is None else score(probe, run_options, run)
@@ -215,6 +220,18 @@ class Pipeline:
                 if after_each is not None:
                     after_each(results)
         return Evaluation(results, time.perf_counter() - start)
+
+    def uncompressed_run(self, probe: Any, options: Any, recipe: Any, seed: int = 0) -> Any:
+        """`probe` on the uncompressed model (from the baseline cache where it has the result),
+        with `recipe` applied again after: adaptive evaluation extends a baseline this way in
+        the middle of a compressed model's evaluation (no adapter may be attached)."""
+        from knowcomp.cache import cached_probe_run
+
+        self.restore()
+        try:
+            return cached_probe_run(self.loaded, probe, options, baseline=True)
+        finally:
+            self.compress(recipe, seed)
 
     def input_rule(self, add_bos: str) -> str:
         """The input rule the probes are scored under, for the record of a result."""

@@ -53,7 +53,7 @@ class RunOptions:
     # default, as lm-evaluation-harness does), "true" or "false" (`knowcomp.probes.inputs`)
     add_bos: str = "auto"
     # Only the items whose seeded draw lies in [low, high) (`probes.sampling`): one chunk of
-    # adaptive evaluation (`knowcomp.study.adaptive`); None scores every item
+    # adaptive evaluation (`knowcomp.pipeline.adaptive`); None scores every item
     part: tuple[float, float] | None = None
 
 

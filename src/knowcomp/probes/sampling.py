@@ -5,7 +5,7 @@ Each item gets a seeded pseudo-random draw in [0, 1) from its position in its re
 or task; a part (low, high) keeps the items whose draw falls in [low, high). Ordering items by
 their draw is a seeded random order of the whole probe, across relations, and the parts
 (0, s1), (s1, s2), ... are its consecutive chunks, so a probe scores a chunk without knowing the
-others: `knowcomp.study.adaptive` grows s until the drop's interval is narrow enough.
+others: `knowcomp.pipeline.adaptive` grows s until the drop's interval is narrow enough.
 """
 
 from __future__ import annotations

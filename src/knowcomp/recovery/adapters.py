@@ -117,13 +117,20 @@ class IdpAdapter(Adapter):
         super().__init__(settings, info)
         self.prompts = list(prompts)
         self.last: DynamicPrompts | None = None  # the last attachment (its choice counts)
+        # how often each prompt was chosen over every attachment so far (adaptive evaluation
+        # attaches once per chunk of items)
+        self.choices: torch.Tensor | None = None
 
     @contextmanager
     def attached(self, model: nn.Module) -> Iterator[nn.Module]:
         chooser = DynamicPrompts(model, self.prompts, self.settings.layers)
         self.last = chooser
-        with chooser.installed():
-            yield model
+        try:
+            with chooser.installed():
+                yield model
+        finally:
+            before = self.choices if self.choices is not None else 0
+            self.choices = before + chooser.choices
 
     def _save_state(self, folder: Path, model: nn.Module) -> None:
         from safetensors.torch import save_file

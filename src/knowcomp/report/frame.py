@@ -118,6 +118,8 @@ class BaselinePoint:
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     trial_key: str = ""
     score_ci: Estimate | None = field(default=None, compare=False, repr=False)  # fractions
+    # adaptive evaluation (`pipeline.adaptive`): how far the baseline was scored, else None
+    sequential: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,15 @@ class Point:
     recovery: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     score_ci: Estimate | None = field(default=None, compare=False, repr=False)  # fractions
     drop_ci: Estimate | None = field(default=None, compare=False, repr=False)  # points
+    # adaptive evaluation (`pipeline.adaptive`): items used, why it stopped, its interval
+    sequential: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the drop was measured adaptively (`--precision`): `drop_ci` is then the
+        anytime-valid confidence sequence on the items used, and `baseline` the baseline's
+        score on those items."""
+        return bool(self.sequential and self.sequential.get("drop"))
 
     @property
     def method(self) -> str | None:
@@ -237,9 +248,14 @@ def load_frame(
                                 float(metrics[metric]))  # fmt: skip
         if row["recipe"] is None:
             majority = metrics.get("majority")
+            sequential = row.get("sequential")
+            # a baseline scored as far as its adaptive trials went: its items were chosen by
+            # their stopping, so a fixed-sample interval of its score is not shown
+            partial = sequential is not None and sequential.get("share", 1) < 1
+            score_ci = None if partial else frame.intervals.score(key, row["probe"])
             point = BaselinePoint(label, row["seed"], row["probe"], probe_kind(metrics), metric,
                                   float(metrics[metric]), majority, row["category"], metrics,
-                                  key, frame.intervals.score(key, row["probe"]))  # fmt: skip
+                                  key, score_ci, sequential)  # fmt: skip
             frame.baselines.append(point)
             base[(label, row["seed"], row["probe"])] = (point.value, majority)
             frame.baseline_keys[(label, row["seed"], row["probe"])] = row["trial_key"]
@@ -253,6 +269,16 @@ def load_frame(
         if base_key is not None:
             frame.intervals.baseline_of[(key, probe)] = base_key
         drop_ci = frame.intervals.drop(key, probe)
+        drop_ci = None if drop_ci is None else drop_ci.scaled(100)
+        score_ci = frame.intervals.score(key, probe)
+        baseline = found[0] if found else None
+        sequential = row.get("sequential")
+        adaptive = (sequential or {}).get("drop")
+        if adaptive is not None:  # the stored confidence sequence, paired on the items used
+            drop_ci = Estimate(adaptive["value"], adaptive["low"], adaptive["high"],
+                               adaptive["items"], adaptive["method"])  # fmt: skip
+            baseline = float(metrics[metric]) + adaptive["value"] / 100  # on the same items
+            score_ci = None  # a fixed-sample interval is not valid where scoring stopped on it
         comp = describe(row["compression"], row["recipe"])
         recovery = row.get("recovery")
         if recovery:  # what the training table needs of the trial row
@@ -268,7 +294,7 @@ def load_frame(
                 kind=probe_kind(metrics),
                 metric=metric,
                 value=float(metrics[metric]),
-                baseline=found[0] if found else None,
+                baseline=baseline,
                 majority=found[1] if found else metrics.get("majority"),
                 compression=comp,
                 sparsity=row["sparsity"],
@@ -276,8 +302,9 @@ def load_frame(
                 category=row["category"],
                 metrics=metrics,
                 recovery=recovery or None,
-                score_ci=frame.intervals.score(key, probe),
-                drop_ci=None if drop_ci is None else drop_ci.scaled(100),
+                score_ci=score_ci,
+                drop_ci=drop_ci,
+                sequential=sequential,
             )
         )
         if not recovery:

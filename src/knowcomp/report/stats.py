@@ -30,10 +30,17 @@ class Cell:
     low: float | None = None  # 95% interval over items (one seed), same units as `mean`
     high: float | None = None
     p_value: float | None = None  # of "no drop", for a drop with a paired test
+    # adaptive evaluation: the items the drop rests on; `low`/`high` are then its anytime-valid
+    # confidence sequence, not a fixed-sample interval
+    items: int | None = None
 
     @property
     def has_interval(self) -> bool:
         return self.low is not None and self.high is not None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.items is not None
 
 
 def cell(values: Iterable[float], interval: tuple[float, float] | None = None,
@@ -52,8 +59,10 @@ def estimate_cell(estimate: Estimate | None, factor: float = 1.0) -> Cell | None
     """A one-seed cell from an estimate (x `factor`: 100 turns fractions into percent)."""
     if estimate is None:
         return None
+    from knowcomp.analysis.sequential import METHOD
+
     e = estimate.scaled(factor)
-    return Cell(e.value, 0.0, 1, e.low, e.high, e.p_value)
+    return Cell(e.value, 0.0, 1, e.low, e.high, e.p_value, e.n if e.method == METHOD else None)
 
 
 def draws_interval(draws: np.ndarray | None, factor: float = 100.0) -> tuple[float, float] | None:

@@ -2,7 +2,9 @@
 
 Each cell is a `Cell` (a number in percent, with its spread over seeds or its interval over
 items), text a table formatted itself, or None for a missing score, shown as "–" (an empty CSV
-cell), never as zero.
+cell), never as zero. A drop measured adaptively (`--precision`) is marked `†` with the items it
+rests on (`12.0 [4.1, 19.9]† n=412`; CSV: an `items` column), and its interval is the
+anytime-valid confidence sequence; the table's note then says so.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from pathlib import Path
 from knowcomp.report.stats import Cell
 
 MISSING = "–"
+ADAPTIVE = "†"
+ADAPTIVE_NOTE = (
+    "† adaptive evaluation (--precision): the drop was measured on the n items scored (in a "
+    "seeded random order, until its interval was narrow enough), paired with the baseline's "
+    "scores of the same items; its interval is the betting confidence sequence, valid where the "
+    "scoring stopped on it (no p-value), not the fixed-sample interval."
+)
 
 
 @dataclass
@@ -35,10 +44,22 @@ class Table:
     def has_interval(self) -> bool:
         return any(isinstance(c, Cell) and c.has_interval for _, cells in self.rows for c in cells)
 
+    @property
+    def has_adaptive(self) -> bool:
+        return any(isinstance(c, Cell) and c.adaptive for _, cells in self.rows for c in cells)
+
+    @property
+    def full_note(self) -> str:
+        """The note, with what `†` means where a cell is adaptive."""
+        if not self.has_adaptive:
+            return self.note
+        return f"{self.note} {ADAPTIVE_NOTE}".strip()
+
 
 def fmt(value: Cell | str | None, *, latex: bool = False, interval: bool = True) -> str:
     """`45.0`, `45.0 ± 1.2` (several seeds), `45.0 [40.1, 49.9]` (one seed, with its 95%
-    interval over items; `interval=False` leaves it out, for formats that give it columns)."""
+    interval over items; `interval=False` leaves it out, for formats that give it columns),
+    `12.0 [4.1, 19.9]† n=412` (an adaptive drop: its confidence sequence and items)."""
     if value is None:
         return "--" if latex else MISSING
     if isinstance(value, str):
@@ -46,9 +67,12 @@ def fmt(value: Cell | str | None, *, latex: bool = False, interval: bool = True)
     if value.n > 1:
         pm = r" $\pm$ " if latex else " ± "
         return f"{value.mean:.1f}{pm}{value.std:.1f}"
+    mark = ""
+    if value.adaptive:
+        mark = r"$^\dagger$" if latex else f"{ADAPTIVE} n={value.items}"
     if interval and value.has_interval:
-        return f"{value.mean:.1f} [{value.low:.1f}, {value.high:.1f}]"
-    return f"{value.mean:.1f}"
+        return f"{value.mean:.1f} [{value.low:.1f}, {value.high:.1f}]{mark}"
+    return f"{value.mean:.1f}{mark}"
 
 
 def to_markdown(table: Table) -> str:
@@ -65,8 +89,8 @@ def to_markdown(table: Table) -> str:
     ]
     for labels, cells in table.rows:
         lines.append("| " + " | ".join([*(_md(x) for x in labels), *map(fmt, cells)]) + " |")
-    if table.note:
-        lines += ["", table.note]
+    if table.full_note:
+        lines += ["", table.full_note]
     return "\n".join(lines) + "\n"
 
 
@@ -77,8 +101,9 @@ def _md(text: str) -> str:
 def to_csv(table: Table) -> str:
     """Numbers in percent at full precision; with several seeds, `std` and `n` columns too
     (`std` empty for a single seed, every cell empty for a missing probe); with intervals,
-    `low` and `high` columns (and `p` for drops)."""
-    spread, interval = table.has_spread, table.has_interval
+    `low` and `high` columns (and `p` for drops); with an adaptive drop, an `items` column
+    (the items it rests on; empty for a fixed-sample one)."""
+    spread, interval, adaptive = table.has_spread, table.has_interval, table.has_adaptive
     tested = any(isinstance(c, Cell) and c.p_value is not None
                  for _, cells in table.rows for c in cells)  # fmt: skip
     header = list(table.labels)
@@ -87,6 +112,7 @@ def to_csv(table: Table) -> str:
         header += [f"{probe} std", f"{probe} n"] if spread else []
         header += [f"{probe} low", f"{probe} high"] if interval else []
         header += [f"{probe} p"] if tested else []
+        header += [f"{probe} items"] if adaptive else []
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -103,6 +129,8 @@ def to_csv(table: Table) -> str:
                 row += [f"{c.low:.6g}", f"{c.high:.6g}"] if has else ["", ""]
             if tested:
                 row.append(f"{c.p_value:.4g}" if number and c.p_value is not None else "")
+            if adaptive:
+                row.append(c.items if number and c.adaptive else "")
         writer.writerow(row)
     return buffer.getvalue()
 
@@ -142,7 +170,9 @@ def to_latex(table: Table) -> str:
                 has = isinstance(c, Cell) and c.has_interval
                 values += [f"{c.low:.1f}", f"{c.high:.1f}"] if has else ["", ""]
         lines.append(" & ".join(values) + r" \\")
-    caption = tex_escape(table.title + (f". {table.note}" if table.note else ""))
+    note = table.full_note.replace(ADAPTIVE, "DAGGER")  # escaped, then the LaTeX dagger
+    caption = tex_escape(table.title + (f". {note}" if note else ""))
+    caption = caption.replace("DAGGER", r"$\dagger$")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}",
               rf"\label{{tab:{table.name}}}", r"\end{table}"]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -159,7 +189,7 @@ def to_html(table: Table) -> str:
             f'<td class="num{" missing" if c is None else ""}">{esc(fmt(c))}</td>' for c in cells
         )
         body.append(f"<tr>{tds}</tr>")
-    note = f"<p class='note'>{esc(table.note)}</p>" if table.note else ""
+    note = f"<p class='note'>{esc(table.full_note)}</p>" if table.full_note else ""
     return (
         f"<h3 id='{esc(table.name)}'>{esc(table.title)}</h3>\n<table><thead><tr>{head}</tr>"
         f"</thead><tbody>\n" + "\n".join(body) + f"\n</tbody></table>{note}\n"

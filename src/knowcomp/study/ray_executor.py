@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,7 @@ class _TrialActor:
     def __init__(self, model: str, options: dict[str, Any]) -> None:
         self.model, self.options = model, options
         self.worker: Any = None
+        self.adaptive: Any = None  # `study.adaptive.AdaptiveRun`, kept across the trials
 
     def placement(self) -> dict[str, Any]:
         """The GPUs Ray gave this actor, what it shows the process, and the model's device."""
@@ -58,12 +59,29 @@ class _TrialActor:
         return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "device": self.options["device"],
                 "visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}  # fmt: skip
 
-    def run(self, trial: Trial, probes: list[str], study: str, spec_hash: str) -> TrialOutcome:
+    def run(
+        self, trial: Trial, probes: list[str], study: str, spec_hash: str,
+        adaptive: tuple[float, dict[tuple[str, str], dict[str, Any]]] | None = None,
+    ) -> TrialOutcome:  # fmt: skip
+        """Run `trial`; `adaptive`: (precision, the stored results of the trial and its
+        baseline by (trial key, probe), read by the driver when it sent the trial)."""
         if self.worker is None:
             from knowcomp.study.worker import ModelWorker
 
             self.worker = ModelWorker(self.model, **self.options)
-        return self.worker.run(trial, probes, study=study, spec_hash=spec_hash)
+        if adaptive is not None:
+            from knowcomp.study.adaptive import AdaptiveRun, stored_reader
+
+            precision, stored = adaptive
+            if self.adaptive is None:
+                self.adaptive = AdaptiveRun(precision, stored_reader(stored))
+            self.adaptive.read = stored_reader(stored)
+        chosen = self.adaptive if adaptive is not None else None
+        outcome = self.worker.run(trial, probes, study=study, spec_hash=spec_hash,
+                                  adaptive=chosen)  # fmt: skip
+        if adaptive is not None:
+            outcome.updates = self.adaptive.take_updates()  # baselines extended on the way
+        return outcome
 
 
 def actor_class(ray: Any, placement: ActorPlacement, cpus_per_worker: float) -> Any:
@@ -79,11 +97,15 @@ def run_on_ray(
     workers: int = 1,
     cpus_per_worker: float = 1.0,
     reuse_budget_mb: float | None = None,
+    read: Callable[[str, str], dict[str, Any] | None] | None = None,
 ) -> Iterator[tuple[Trial, TrialOutcome]]:
     """Yield (trial, outcome) as Ray finishes them; starts a local Ray if none is running.
     `reuse_budget_mb` is each actor's prefix cache budget (`knowcomp.reuse`; None: its
     default, 0: off): an actor's first reuse-able trial keeps the baseline's states it
-    computes, its later ones reuse them, whichever actor ran the baseline."""
+    computes, its later ones reuse them, whichever actor ran the baseline.
+    With `spec.precision`, `read(trial key, probe)` gives the stored results each trial is
+    sent with (its own and its baseline's), so an actor never opens the store; an actor keeps
+    the baselines it extended for its next trials, and the driver keeps the furthest one."""
     try:
         import ray
     except ImportError:
@@ -122,7 +144,10 @@ def run_on_ray(
             for item in items:  # so a recipe's recovered trials reuse its compression
                 group = groups.setdefault((item.trial.recipe, item.trial.seed), len(groups))
                 actor = actors[group % len(actors)]
-                ref = actor.run.remote(item.trial, item.probes, spec.name, spec_hash)
+                adaptive = None
+                if spec.precision is not None and read is not None:
+                    adaptive = (spec.precision, _snapshot(item, read))
+                ref = actor.run.remote(item.trial, item.probes, spec.name, spec_hash, adaptive)
                 refs[ref] = (item.trial, actor)
                 remaining[actor] = remaining.get(actor, 0) + 1
         while refs:
@@ -139,6 +164,17 @@ def run_on_ray(
                 ray.kill(actor)
         if started_here:
             ray.shutdown()
+
+
+def _snapshot(
+    item: PendingTrial, read: Callable[[str, str], dict[str, Any] | None]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The stored results an adaptive trial starts from: its own and its baseline's."""
+    from knowcomp.study.adaptive import baseline_key
+
+    keys = {item.trial.key, baseline_key(item.trial)}
+    found = {(key, probe): read(key, probe) for key in keys for probe in item.probes}
+    return {where: result for where, result in found.items() if result is not None}
 
 
 def _get(ray: Any, ref: Any) -> TrialOutcome:

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from knowcomp.errors import KnowcompError
 from knowcomp.store import Owner, ResultsStore, TrialOutcome, process_alive
 from knowcomp.study.spec import StudySpec
 from knowcomp.study.trials import Trial, validate
@@ -55,9 +54,11 @@ def _done(store: ResultsStore, trial: Trial, precision: float | None = None) -> 
     """The probes the store has for `trial` (a LAMA result under another protocol than the
     default is stored as `probe@protocol`), as far as a run at `precision` needs them (an
     adaptive result that stopped short of it, or of every item without one, is not done)."""
+    from knowcomp.pipeline.adaptive import Sequential, settled
     from knowcomp.probes.lama.protocols import probe_of
-    from knowcomp.study.adaptive import Sequential, settled
 
+    if precision is not None and not store.has_trial(trial.key):
+        return set()  # a baseline extended by other trials on Ray, before it ran itself
     return {
         probe_of(name) for name in store.done_probes(trial.key)
         if settled(Sequential.of(store.sequential(trial.key, name)), precision, trial.is_baseline)
@@ -86,9 +87,6 @@ def run_study(
     listener = listener or RunListener()
     if executor not in ("local", "ray"):
         raise ValueError(f"unknown executor {executor!r}")
-    if executor == "ray" and spec.precision is not None:
-        raise KnowcompError("--precision runs trials with the local executor (each trial reads "
-                            "its baseline's items as it goes); drop --executor ray")  # fmt: skip
     trials = validate(spec)  # everything checkable is checked before the store is touched
     owner = Owner.me()
     with ResultsStore(spec.output) as store:
@@ -122,9 +120,12 @@ def run_study(
                 from knowcomp.study.ray_executor import run_on_ray
 
                 claimed = [c for c in map(claim, pending) if c is not None]
+                read = None
+                if spec.precision is not None:  # the stored results each trial starts from
+                    read = lambda key, probe: _stored(store, key, probe)  # noqa: E731
                 outcomes = run_on_ray(spec, claimed, address=ray_address,
                                       workers=workers_per_model,
-                                      reuse_budget_mb=reuse_budget_mb)  # fmt: skip
+                                      reuse_budget_mb=reuse_budget_mb, read=read)  # fmt: skip
             for trial, outcome in outcomes:  # the driver is the only writer
                 summary.rows_added += store.write(outcome)
                 summary.ran += 1

@@ -329,7 +329,7 @@ def _resolved(spec: StudySpec) -> StudySpec:
 
 
 def _precision(raw: Any) -> float:
-    from knowcomp.study.adaptive import check_precision
+    from knowcomp.pipeline.adaptive import check_precision
 
     try:
         return check_precision(raw)

@@ -175,9 +175,12 @@ def validate(spec: StudySpec) -> list[Trial]:
                 _check_recoverable(spec, sweep.name, parsed, placement)
     if spec.recovers:
         _check_recovery(spec, families)
-    if spec.precision is not None and spec.recovers:
-        raise SpecError("precision (adaptive evaluation) does not run recover steps yet; drop "
-                        "'recover' or 'precision' from the study")  # fmt: skip
+    if spec.precision is not None and spec.recovers and not spec.recovery.save_adapters:
+        # a recovered trial extended later (resumed, or a tighter precision) must score its
+        # new items with the adapter its stored items were scored with
+        raise SpecError("precision with recover steps keeps each trial's adapter to extend it "
+                        "later; drop 'save_adapters: false' from 'recovery' (or drop "
+                        "'precision')")  # fmt: skip
     return expand(spec)
 
 

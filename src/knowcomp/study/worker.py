@@ -100,6 +100,8 @@ class ModelWorker:
                     trial, probe, chosen, run, lambda o: self._uncompressed(trial, probe, o)
                 )
 
+        if getattr(adapter, "choices", None) is not None:
+            adapter.choices = None  # IDP: count the prompts chosen on the probes' items only
         evaluation = pipeline.evaluate(
             chosen, options, adapter=adapter, progress=progress, reuse=reuse, score=score
         )
@@ -110,8 +112,8 @@ class ModelWorker:
             "knowcomp input rule": pipeline.input_rule(trial.add_bos),
             "knowcomp batch tokens": describe_budgets(results, self.batch_tokens),
         }
-        if adapter is not None and getattr(adapter, "last", None) is not None:
-            row["recovery"]["idp_choices"] = adapter.last.choices.tolist()  # prompt use counts
+        if adapter is not None and getattr(adapter, "choices", None) is not None:
+            row["recovery"]["idp_choices"] = adapter.choices.tolist()  # prompt use counts
         if self.ablation and (row.get("recovery") or {}).get("method") == "idp":
             row["recovery"]["ablation"] = self._ablation(adapter, chosen, options, results,
                                                          progress)  # fmt: skip
@@ -144,13 +146,7 @@ class ModelWorker:
     def _uncompressed(self, trial: Trial, probe: Any, options: Any) -> Any:
         """`probe` run on the uncompressed model, the trial's compression applied again after
         (adaptive evaluation extends a baseline this way, in the middle of a trial)."""
-        from knowcomp.probes.base import run_probe
-
-        self.pipeline.restore()
-        try:
-            return run_probe(probe, self.loaded, options)
-        finally:
-            self.pipeline.compress(trial.recipe, trial.seed)
+        return self.pipeline.uncompressed_run(probe, options, trial.recipe, trial.seed)
 
     def _similarity_reference(self) -> Any:
         """The uncompressed model's per-layer outputs on the similarity texts, captured once
