@@ -104,7 +104,7 @@ def test_scores_equal_one_forward_with_labels_per_pair():
 
 def test_one_encoder_pass_per_context_scores_as_one_per_request():
     from knowcomp.probes import engine
-    from knowcomp.probes.mc.requests import _scaled
+    from knowcomp.probes.mc.requests import scaled_progress
 
     contexts = ["Question: is it true?\nAnswer:", "The passage says", "Numbers: 0 1 2 3 4 5 6"]
     choices = [" yes", " no", " Paris, of course", " 7 8 9"]
@@ -117,7 +117,7 @@ def test_one_encoder_pass_per_context_scores_as_one_per_request():
         for max_tokens in (48, 4096):  # several batches, and one
             shared = seq2seq.score_shared_encoder(
                 loaded.model, requests, pad_id=loaded.tokenizer.pad_token_id,
-                max_tokens=max_tokens, progress=_scaled(done.append, len(requests), None),
+                max_tokens=max_tokens, progress=scaled_progress(done.append, len(requests), None),
             )  # fmt: skip
             alone = engine.score(loaded.model, loaded.family, requests,
                                  pad_id=loaded.tokenizer.pad_token_id)  # fmt: skip

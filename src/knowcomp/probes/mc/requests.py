@@ -120,7 +120,7 @@ def score_pairs(
     requests = [pair_request(rule, c, x, limit) for c, x in pairs]
     unique = list(dict.fromkeys(requests))
     pad = engine.pad_id_of(loaded.tokenizer)
-    step = _scaled(progress, len(unique), progress_total)
+    step = scaled_progress(progress, len(unique), progress_total)
     by_request: dict[Request, Scored] = {}
     alone = engine.per_sequence(loaded.model)
     if not alone and packed.supports_packing(loaded.model, loaded.family):
@@ -178,7 +178,7 @@ def _by_context(requests: Sequence[Request]) -> dict[tuple[int, ...], list[Reque
     return groups
 
 
-def _scaled(
+def scaled_progress(
     progress: Callable[[int], Any] | None, requests: int, total: int | None
 ) -> Callable[[int], None] | None:
     """Turn the engine's 'n requests done' into 'n of `total` units done', in whole units."""

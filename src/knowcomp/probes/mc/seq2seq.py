@@ -121,7 +121,7 @@ def score_pairs(
 ) -> list[Scored]:
     """Score each (context, continuation) pair on an encoder-decoder; results in the order of
     `pairs`. Identical requests are scored once, and each distinct context is encoded once."""
-    from knowcomp.probes.mc.requests import _scaled, model_max_length
+    from knowcomp.probes.mc.requests import model_max_length, scaled_progress
 
     limit = model_max_length(loaded)
     start = decoder_start_id(loaded.model)
@@ -129,7 +129,7 @@ def score_pairs(
     unique = list(dict.fromkeys(requests))
     scored = score_shared_encoder(
         loaded.model, unique, pad_id=engine.pad_id_of(loaded.tokenizer), max_tokens=max_tokens,
-        progress=_scaled(progress, len(unique), progress_total),
+        progress=scaled_progress(progress, len(unique), progress_total),
     )  # fmt: skip
     by_request = dict(zip(unique, scored, strict=True))
     return [by_request[r] for r in requests]
