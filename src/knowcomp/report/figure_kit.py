@@ -41,6 +41,13 @@ class Canvas:
             "sd": y.std if y.n > 1 else None, "n": y.n, "low": y.low, "high": y.high,
         })  # fmt: skip
 
+    def curve(self, ax, panel: str, label: str, color: str, curve: Curve,
+              marker: str = "o") -> None:  # fmt: skip
+        """Draw `curve` on `ax` (`draw_curve`) and record each of its points under `panel`."""
+        draw_curve(ax, label, color, curve, marker)
+        for x, y in curve:
+            self.record(panel, label, x, y)
+
     def finish(self, folder: Path, caption: str) -> Plot:
         for ax in self.axes.ravel():
             if not ax.has_data():

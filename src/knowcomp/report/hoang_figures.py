@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Iterable
 from pathlib import Path
 
-from knowcomp.report.figure_kit import Canvas, Curve, axes_style, collect, draw_bars, draw_curve
+from knowcomp.report.figure_kit import Canvas, Curve, axes_style, collect, draw_bars
 from knowcomp.report.frame import Frame, Point
 from knowcomp.report.plots import OTHER_COLORS, Plot
 from knowcomp.report.stats import Arm, Cell, arms, cell, draws_interval
@@ -94,9 +94,7 @@ def _fig1(frame: Frame, tasks: list[str], folder: Path) -> Plot | None:
         x_of = (lambda a: float(a.compression.bits)) if axis == "bits" else sparsity
         curves = collect(members, series_of, x_of, lambda a: average_score(frame, a.points, tasks))
         for i, series in enumerate(sorted(curves)):
-            draw_curve(ax, series, OTHER_COLORS[i % 7], curves[series])
-            for x, y in curves[series]:
-                canvas.record(axis, series, x, y)
+            canvas.curve(ax, axis, series, OTHER_COLORS[i % 7], curves[series])
         for model in dict.fromkeys(a.model for a in members):
             seeds = {seed for a in members if a.model == model for seed in a.seeds}
             mine = (b for b in frame.baselines if b.model == model and b.seed in seeds)
@@ -136,8 +134,7 @@ def _fig4(frame: Frame, tasks: list[str], recovered: dict, folder: Path) -> Plot
             x, y = _trainable(recovered[key]), average_score(frame, recovered[key], tasks)
             if x is None or y is None or x <= 0:
                 continue
-            draw_curve(ax, key[2], OTHER_COLORS[i % 7], [(x, y)], "D")
-            canvas.record(panel, key[2], x, y)
+            canvas.curve(ax, panel, key[2], OTHER_COLORS[i % 7], [(x, y)], "D")
         plain = average_score(frame, _compressed_points(frame, model, recipe), tasks)
         if plain is not None:
             ax.axhline(plain.mean, color="#d62728", linestyle=":", label="compressed")
@@ -188,9 +185,8 @@ def _fig6(frame: Frame, tasks: list[str], recovered: dict, folder: Path) -> Plot
                 curves.setdefault(label, []).append((float(_prompt_size(key[2]) or 0), y))
         for i, label in enumerate(sorted(curves)):
             curve = sorted(curves[label], key=lambda p: p[0])
-            draw_curve(ax, label, OTHER_COLORS[i % 7], curve, "o" if "idp" in label else "s")
-            for x, y in curve:
-                canvas.record(panel, label, x, y)
+            canvas.curve(ax, panel, label, OTHER_COLORS[i % 7], curve,
+                         "o" if "idp" in label else "s")  # fmt: skip
         plain = average_score(frame, _compressed_points(frame, model, recipe), tasks)
         if plain is not None:
             ax.axhline(plain.mean, color="#d62728", linestyle=":", label="compressed")

@@ -11,7 +11,6 @@ from knowcomp.report.figure_kit import (
     axes_style,
     collect,
     draw_bars,
-    draw_curve,
     series_color,
 )
 from knowcomp.report.frame import PROBE_KINDS, STRUCTURED_METHODS, Frame
@@ -119,9 +118,7 @@ def _pruning_figure(frame: Frame, family: str, members: list[Arm], folder: Path)
     for ax, kind in zip(canvas.axes[0], kinds, strict=True):
         curves = collect(members, _labeler(members), _level, lambda a, k=kind: a.drop(kind=k))
         for i, series in enumerate(sorted(curves, key=_group_rank)):
-            draw_curve(ax, series, series_color(series, i), curves[series])
-            for x, y in curves[series]:
-                canvas.record(kind, series, x, y)
+            canvas.curve(ax, kind, series, series_color(series, i), curves[series])
         axes_style(ax, f"{PROBE_KINDS[kind]}", "Pruning level (%)")
     return canvas.finish(folder, "L1 global pruning of each group; the drop of the headline "
                          "score averaged over the probes of each kind, pooled over the family's "
@@ -159,9 +156,8 @@ def _gpq_figure(frame: Frame, members: list[Arm], folder: Path) -> Plot:
         for ax, kind in zip(canvas.axes[row], kinds, strict=True):
             curves = collect(mine, _labeler(members), _level, lambda a, k=kind: a.drop(kind=k))
             for i, series in enumerate(sorted(curves, key=_group_rank)):
-                draw_curve(ax, series, series_color(series, i), curves[series], "^")
-                for x, y in curves[series]:
-                    canvas.record(f"{family} {kind}", series, x, y)
+                canvas.curve(ax, f"{family} {kind}", series, series_color(series, i),
+                             curves[series], "^")  # fmt: skip
             axes_style(ax, f"{FAMILY_NAMES.get(family, family)}: {PROBE_KINDS[kind]}",
                         "Pruning level before quantization (%)")  # fmt: skip
     return canvas.finish(folder, "Each group pruned (L1) at each level, then quantized; the "
@@ -189,9 +185,8 @@ def _per_dataset(frame: Frame, number: int, members: list[Arm], kinds: list[str]
                 for s, c in zip(labels, cells, strict=True):
                     canvas.record(f"{family} {probe}", s, "GQ", c)
             for i, series in enumerate(labels if not quant else []):
-                draw_curve(ax, series, series_color(series, i), curves[series], "^")
-                for x, y in curves[series]:
-                    canvas.record(f"{family} {probe}", series, x, y)
+                canvas.curve(ax, f"{family} {probe}", series, series_color(series, i),
+                             curves[series], "^")  # fmt: skip
             axes_style(ax, f"{FAMILY_NAMES.get(family, family)}: {probe}",
                         "Group" if quant else "Pruning level before quantization (%)")  # fmt: skip
     caption = (f"The drop of each dataset's headline score, pooled over each family's models "
@@ -224,10 +219,8 @@ def _draw_final(canvas: Canvas, ax, panel: str, curves: dict) -> None:
     for i, series in enumerate(sorted(curves)):
         structured = series.startswith("structured")
         color = "#d62728" if structured else "#1f77b4"
-        draw_curve(ax, series, color if len(curves) <= 2 else OTHER_COLORS[i % 7],
-                   curves[series], "s" if structured else "o")  # fmt: skip
-        for x, y in curves[series]:
-            canvas.record(panel, series, x, y)
+        canvas.curve(ax, panel, series, color if len(curves) <= 2 else OTHER_COLORS[i % 7],
+                     curves[series], "s" if structured else "o")  # fmt: skip
 
 
 def _final_averaged(frame: Frame, family: str, members: list[Arm], folder: Path) -> Plot:
@@ -269,10 +262,9 @@ def _fraction_figure(frame: Frame, members: list[Arm], folder: Path) -> Plot:
                              lambda a, k=kind: a.drop(kind=k))  # fmt: skip
             for i, series in enumerate(sorted(curves)):
                 marker = KIND_MARKERS.get(series.split(" ")[0], "v")
-                draw_curve(ax, series, series_color(series.split(" ", 1)[1], i), curves[series],
-                           marker)  # fmt: skip
-                for x, y in curves[series]:
-                    canvas.record(f"{family} {kind}", series, x, y)
+                canvas.curve(ax, f"{family} {kind}", series,
+                             series_color(series.split(" ", 1)[1], i), curves[series],
+                             marker)  # fmt: skip
             axes_style(ax, f"{FAMILY_NAMES.get(family, family)}: {PROBE_KINDS[kind]}",
                        "Parameters compressed (% of the model)")  # fmt: skip
     return canvas.finish(folder, "x: the share of the model's parameters a compression changed "
