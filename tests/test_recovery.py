@@ -578,3 +578,29 @@ def test_smollm2_lora_and_idp_win_back_held_out_loss_after_pruning():
         adapter = recover(loaded, parse_method(method), settings)
         recovered = heldout_loss(loaded, adapter, ids)
         assert recovered < compressed - 0.05, (method, uncompressed, compressed, recovered)
+
+
+def test_idp_measured_for_similarity_computes_what_it_computes_in_the_probes(loaded, idp):
+    """Layer-wise similarity switches attention to the variant that returns maps: IDP keeps its
+    choice and its output, and the maps are distributions over the columns the row may see."""
+    from knowcomp.analysis.similarity import eager_attention
+
+    inputs, ids, mask = padded_inputs()
+    adapter = idp_adapter(idp.prompts, layers=1)
+    with adapter.attached(loaded.model), torch.no_grad():
+        plain = loaded.model(input_ids=ids, attention_mask=mask).logits
+        chosen = adapter.last.last_chosen.tolist()
+        with eager_attention(loaded.model) as maps:
+            out = loaded.model(input_ids=ids, attention_mask=mask, output_attentions=True)
+        assert maps and loaded.model.config._attn_implementation == "knowcomp_idp"  # given back
+    assert adapter.last.last_chosen.tolist() == chosen
+    torch.testing.assert_close(out.logits, plain)
+    first = out.attentions[0]  # [batch, heads, tokens, prompt columns + tokens]
+    width = first.shape[-1] - ids.shape[1]
+    real = mask.bool()
+    torch.testing.assert_close(first.sum(-1)[real[:, None, :].expand(-1, first.shape[1], -1)],
+                               torch.ones(int(real.sum()) * first.shape[1]))  # fmt: skip
+    starts = [0, *torch.tensor([p.shape[0] for p in idp.prompts]).cumsum(0).tolist()]
+    for row, pick in enumerate(chosen):  # the prompts not chosen get no attention
+        hidden = [c for c in range(width) if not starts[pick] <= c < starts[pick + 1]]
+        assert first[row, :, : len(inputs[row]), hidden].abs().max() == 0

@@ -320,7 +320,7 @@ def test_a_study_stores_similarity_and_the_report_draws_it(tiny_folder, tmp_path
     by = {(r["level"], r["layer"]): r["hidden_cosine"] for r in rows}
     assert 1 > by[(0.3, 1)] > by[(0.7, 1)]  # more pruning, further from the original
     report = generate_report(out, tmp_path / "report")
-    plot = next(p for p in report.plots if p.name.startswith("similarity"))
+    plot = next(p for p in report.plots if p.name == "hoang2024-fig5")
     assert plot.png.is_file() and plot.svg.is_file()
     assert (tmp_path / "report" / "similarity.csv").is_file()
     assert f"id='{plot.name}'" in report.html.read_text()
@@ -344,7 +344,7 @@ def test_no_similarity_rows_no_plot_and_old_files_read(tiny_folder, tmp_path):
     with ResultsStore(out) as store:
         assert store.similarity() == []
     report = generate_report(out, tmp_path / "report")
-    assert not any(p.name.startswith("similarity") for p in report.plots)
+    assert not any(p.name == "hoang2024-fig5" for p in report.plots)
     assert not (tmp_path / "report" / "similarity.csv").exists()
     with pytest.raises(SpecError, match="similarity"):
         spec_from_dict({"models": ["m"], "recipes": [PRUNE], "similarity": -1})

@@ -169,19 +169,26 @@ def _pretrained(model: nn.Module) -> PreTrainedModel:
     return found
 
 
+# An attention implementation -> its variant that also returns attention maps, for those that
+# must keep their own behaviour while measured (IDP's prompt choice: `recovery.idp`).
+EAGER_VARIANTS: dict[str, str] = {}
+
+
 @contextmanager
 def eager_attention(model: nn.Module) -> Iterator[bool]:
-    """Switch `model` to eager attention (the one that returns attention maps) and restore its
-    own implementation after; yields whether eager is in use."""
+    """Switch `model` to eager attention (the one that returns attention maps), or to the
+    variant of its own attention that returns them (`EAGER_VARIANTS`), and restore its own
+    implementation after; yields whether attention maps will come back."""
     config = _pretrained(model).config
     before = getattr(config, "_attn_implementation", None)
-    if before == "eager":
+    target = EAGER_VARIANTS.get(str(before), "eager")
+    if before == target:
         yield True
         return
     with suppress(ValueError, ImportError, AttributeError):
-        _pretrained(model).set_attn_implementation("eager")
+        _pretrained(model).set_attn_implementation(target)
     try:
-        yield config._attn_implementation == "eager"
+        yield config._attn_implementation == target
     finally:
         if before is not None and config._attn_implementation != before:
             _pretrained(model).set_attn_implementation(before)

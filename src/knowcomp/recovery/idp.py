@@ -46,11 +46,13 @@ from transformers import AttentionInterface, DynamicCache
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from knowcomp.analysis.similarity import EAGER_VARIANTS
 from knowcomp.probes.engine import PER_SEQUENCE
 from knowcomp.recovery.prefix import KVPrefix, prefixed, prompts_prefix
 from knowcomp.recovery.settings import RecoveryError
 
 ATTENTION = "knowcomp_idp"  # the name under which `idp_attention` is registered
+ATTENTION_WITH_MAPS = "knowcomp_idp_maps"  # `idp_attention_with_maps`
 CHOOSER = "_knowcomp_idp"  # attribute that ties an attention module to its chooser
 
 
@@ -107,15 +109,50 @@ def idp_attention(
     **kwargs,
 ):
     """Transformers' SDPA attention, with the IDP choice of the module's chooser (if any)."""
-    chooser = getattr(module, CHOOSER, None)
-    if chooser is not None:
-        scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
-        attention_mask = chooser.in_layer(module, query, key, attention_mask, scaling)
+    attention_mask = _chosen_mask(module, query, key, attention_mask, kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def idp_attention_with_maps(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs,
+):
+    """`idp_attention` that also returns the attention maps (what eager attention returns), for
+    layer-wise similarity: the output is SDPA's, so the model computes exactly what it does
+    under IDP; the maps are the softmax of the same masked scores."""
+    attention_mask = _chosen_mask(module, query, key, attention_mask, kwargs)
+    output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    keys = repeat_kv(key, query.shape[1] // key.shape[1])
+    scores = query @ keys.transpose(2, 3) * (kwargs.get("scaling") or query.shape[-1] ** -0.5)
+    mask = attention_mask
+    if mask is None and query.shape[2] > 1 and getattr(module, "is_causal", True):
+        q_len, k_len = query.shape[2], keys.shape[2]
+        rows = torch.arange(q_len, device=query.device)[:, None] + (k_len - q_len)
+        mask = torch.arange(k_len, device=query.device)[None, :] <= rows
+    if mask is not None:
+        mask = mask[..., : keys.shape[2]]
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else (
+            scores + mask)  # fmt: skip
+    return output, torch.softmax(scores.float(), dim=-1).to(query.dtype)
+
+
+def _chosen_mask(module: nn.Module, query, key, attention_mask, kwargs: dict):
+    chooser = getattr(module, CHOOSER, None)
+    if chooser is None:
+        return attention_mask
+    scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
+    return chooser.in_layer(module, query, key, attention_mask, scaling)
 
 
 AttentionInterface.register(ATTENTION, idp_attention)
 AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+AttentionInterface.register(ATTENTION_WITH_MAPS, idp_attention_with_maps)
+AttentionMaskInterface.register(ATTENTION_WITH_MAPS, sdpa_mask)
+EAGER_VARIANTS[ATTENTION] = ATTENTION_WITH_MAPS  # what layer-wise similarity switches IDP to
 
 
 @contextmanager

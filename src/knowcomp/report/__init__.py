@@ -10,8 +10,9 @@
   papers' figures named after them (`namburi2023-fig*`, `hoang2024-fig*`,
   `report.paper_figures`) with their plotted values as CSV;
 - `drops.csv`: every compressed trial x probe with its baseline score and drop;
-- `plots/similarity_*` and `similarity.csv`: layer-wise similarity of each compressed trial to
-  the uncompressed model (Hoang et al., 2024, Fig. 5), when the study measured it;
+- `plots/hoang2024-fig5*` and `similarity.csv`: layer-wise similarity of each compressed and
+  recovered trial to the uncompressed model (Hoang et al., 2024, Fig. 5), when the study
+  measured it;
 - `forgetting/`: facts and items the baseline got right and a compressed model got wrong;
 - `findings.md`: whether each claim of both studies holds on this data, per model and probe
   kind (`report.findings`, `report.recovery_claims`), each verdict with its paired tests;

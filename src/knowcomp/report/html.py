@@ -98,7 +98,7 @@ PAPERS = {
     "hoang2024": "Do Compressed LLMs Forget Knowledge? (Hoang et al., ICML 2024)",
 }
 OWN = "knowcomp's own tables and plots"
-_HOANG_LAYOUTS = ("recovery", "recovery_training", "similarity_")  # its tables' layout, Fig. 5
+_HOANG_LAYOUTS = ("recovery", "recovery_training")  # its tables' layout
 
 
 def paper_of(name: str) -> str | None:

@@ -1,6 +1,8 @@
 """Layer-wise similarity to the uncompressed model, as in Fig. 5 of *Do Compressed LLMs Forget
-Knowledge?* (Hoang et al., 2024): one figure per model, two panels (attention maps, hidden
-activations), x the layer, y the mean cosine similarity, one line per compressed trial."""
+Knowledge?* (Hoang et al., 2024): one figure per model (`hoang2024-fig5`, or
+`hoang2024-fig5-MODEL` when the study has several), two panels (attention maps, hidden
+activations), x the layer, y the mean cosine similarity, one line per compressed trial and per
+recovery method (dashed: the recovered model with its adapter attached)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from knowcomp.report.plots import OTHER_COLORS, Plot, _figure, _save, _slug
 SIMILARITY_COLUMNS = ("model", "sweep", "recipe", "level", "seed", "layer", "attention_cosine",
                       "hidden_cosine", "texts")  # fmt: skip
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", *OTHER_COLORS)
+FIG5 = "hoang2024-fig5"
 
 
 def draw_similarity(rows: list[dict[str, Any]], folder: Path) -> list[Plot]:
@@ -22,8 +25,8 @@ def draw_similarity(rows: list[dict[str, Any]], folder: Path) -> list[Plot]:
     without rows."""
     plots: list[Plot] = []
     slugs: set[str] = set()
-    for model, group in groupby(rows, key=lambda r: r["model"]):
-        mine = list(group)
+    groups = [(model, list(group)) for model, group in groupby(rows, key=lambda r: r["model"])]
+    for model, mine in groups:
         slug = base = _slug(model)
         count = 1
         while slug in slugs:
@@ -31,7 +34,8 @@ def draw_similarity(rows: list[dict[str, Any]], folder: Path) -> list[Plot]:
             slug = f"{base}-{count}"
         slugs.add(slug)
         folder.mkdir(parents=True, exist_ok=True)
-        plots.append(_draw(model, mine, folder, f"similarity_{slug}"))
+        name = FIG5 if len(groups) == 1 else f"{FIG5}-{slug}"
+        plots.append(_draw(model, mine, folder, name))
     return plots
 
 
@@ -45,7 +49,7 @@ def _draw(model: str, rows: list[dict[str, Any]], folder: Path, name: str) -> Pl
         label = first["recipe"] + (f" + {first['method']}" if first.get("method") else "")
         label += f" (seed {first['seed']})" if several_seeds else ""
         style = dict(label=label, color=_PALETTE[i % len(_PALETTE)], marker="o", markersize=3,
-                     linewidth=1.3)  # fmt: skip
+                     linewidth=1.3, linestyle="--" if first.get("method") else "-")  # fmt: skip
         xs = [r["layer"] for r in layers]
         attention = [(x, r["attention_cosine"]) for x, r in zip(xs, layers, strict=True)
                      if r["attention_cosine"] is not None]  # fmt: skip
@@ -65,12 +69,11 @@ def _draw(model: str, rows: list[dict[str, Any]], folder: Path, name: str) -> Pl
         ax.grid(alpha=0.3)
         if ax.has_data():
             ax.legend(fontsize=7)
-    title = f"{model}: layer-wise similarity to the uncompressed model (Hoang et al., Fig. 5)"
+    title = f"Hoang et al. (2024), Fig. 5: {model}, layer-wise similarity to the uncompressed model"
     fig.suptitle(title, fontsize=11)
     caption = (
-        "Mean cosine similarity, per layer, between each compressed trial (a recovered one with "
-        "its adapter attached) and the uncompressed "
-        "model on the same texts "
+        "Mean cosine similarity, per layer, between each compressed trial (dashed: a recovered "
+        "one, with its adapter attached) and the uncompressed model on the same texts "
         f"({', '.join(map(str, texts))} texts): attention rows over the input tokens, per head "
         "and query token (left); each layer's output per token (right). 1.0 = unchanged."
     )
