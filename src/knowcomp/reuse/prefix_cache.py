@@ -36,7 +36,7 @@ stops; the trials then run the plain path, and the results carry one note saying
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -132,8 +132,10 @@ class PrefixCache:
         cols: torch.Tensor,
         kwargs: dict,
         key: tuple[torch.Tensor, ...],
+        late: Callable[[], dict] | None = None,
     ) -> torch.Tensor:
-        """`engine.head_logits` with this cache: replayed, recorded or plain."""
+        """`engine.head_logits` with this cache: replayed, recorded or plain (`late`: forward
+        arguments that follow from `kwargs` and `key`, built only for a forward that runs)."""
         named = [*sorted(kwargs.items()), ("rows", rows), ("cols", cols),
                  *((f"key{i}", k) for i, k in enumerate(key))]  # fmt: skip
         name = digest("head", named)
@@ -142,6 +144,8 @@ class PrefixCache:
             return model.get_output_embeddings()(self._heads[name].unsqueeze(0))[0]
         if self._mode is not RECORD:
             self.misses += self._mode is Reuse.HEAD
+        if late is not None:
+            kwargs = kwargs | late()
         kwargs = self._with_encoder(model, kwargs)
         captured: list[torch.Tensor] = []
         hook = None
