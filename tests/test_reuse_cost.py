@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from knowcomp.reuse import ChangePoint, Reuse
-from knowcomp.study.reuse_cost import plan_reuse
+from knowcomp.study.reuse_cost import plan_reuse, served_share
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HEAD, ENCODER = ChangePoint("lm_head", Reuse.HEAD), ChangePoint("decoder.x", Reuse.ENCODER)
@@ -59,6 +59,17 @@ def test_a_decoder_only_trial_keeps_encoder_outputs_only():
     assert plans["f2"].served == plans["d2"].served == ("piqa", "boolq")
     assert plans["d3"].keeps == ("winogrande",)
     assert plans["d2"].describe() == "encoder outputs: piqa, boolq"
+
+
+def test_the_served_share_leaves_out_the_fixed_part_of_a_run():
+    """A sample run of 1.6 s (0.5 s of it fixed: reading, building items) served in 0.6 s
+    keeps 0.1 of 1.1 s of per-item work; the whole times' ratio (0.375) would count the fixed
+    part again in every item, which the estimate already adds once per run."""
+    assert served_share(1.6, 0.6, 0.5) == pytest.approx(0.1 / 1.1)
+    assert served_share(1.6, 0.4, 0.5) == 0.0  # noise below the fixed part: nothing per item
+    assert served_share(1.6, 0.6) == pytest.approx(0.375)  # no fixed part measured
+    assert served_share(0.4, 0.3, 0.5) == pytest.approx(0.75)  # overhead above the run: ratio
+    assert served_share(1.0, 2.0, 0.2) == 1.0 and served_share(0.0, 1.0) == 1.0
 
 
 @pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
