@@ -178,8 +178,7 @@ class CompressionSession:
         for layer in p.layers:
             module = self._modules[layer.name]
             self._count_zeros_before(layer.name, module)
-            if layer.name not in self._undo.weights:
-                self._undo.weights[layer.name] = module.weight.detach().clone()
+            self._keep_for_restore(layer.name, module)
             weights.append(float_weight_out_in(module))
         p.step.method.prune(weights, seed)
 
@@ -208,8 +207,7 @@ class CompressionSession:
             module = self._modules[name]
             self._count_zeros_before(name, module)
             if isinstance(method, PruneMethod):
-                if name not in self._undo.weights:
-                    self._undo.weights[name] = module.weight.detach().clone()
+                self._keep_for_restore(name, module)
                 method.compress_layer(module, stats, seed)
             else:
                 replacement = method.compress_layer(module, stats, seed)
@@ -227,6 +225,14 @@ class CompressionSession:
             calibration.tokens,
             compress,
         )
+
+    def _keep_for_restore(self, name: str, module: nn.Module) -> None:
+        """Copy a weight about to change in place, for `restore`; not the LM head's own copy
+        after untying (`_untie_head`): restore puts the shared tensor back instead."""
+        untied = self._undo.untied_head
+        if name in self._undo.weights or (untied is not None and untied[0] == name):
+            return
+        self._undo.weights[name] = module.weight.detach().clone()
 
     def _zeros_now(self, p: PlannedStep) -> dict[str, int]:
         """Each of the step's layers' exact zeros now (each count is a pass over a weight,
