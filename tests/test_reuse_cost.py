@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from knowcomp.reuse import ChangePoint, Reuse
 from knowcomp.study.reuse_cost import plan_reuse, served_share
@@ -61,15 +62,43 @@ def test_a_decoder_only_trial_keeps_encoder_outputs_only():
     assert plans["d2"].describe() == "encoder outputs: piqa, boolq"
 
 
-def test_the_served_share_leaves_out_the_fixed_part_of_a_run():
-    """A sample run of 1.6 s (0.5 s of it fixed: reading, building items) served in 0.6 s
-    keeps 0.1 of 1.1 s of per-item work; the whole times' ratio (0.375) would count the fixed
-    part again in every item, which the estimate already adds once per run."""
-    assert served_share(1.6, 0.6, 0.5) == pytest.approx(0.1 / 1.1)
-    assert served_share(1.6, 0.4, 0.5) == 0.0  # noise below the fixed part: nothing per item
-    assert served_share(1.6, 0.6) == pytest.approx(0.375)  # no fixed part measured
-    assert served_share(0.4, 0.3, 0.5) == pytest.approx(0.75)  # overhead above the run: ratio
-    assert served_share(1.0, 2.0, 0.2) == 1.0 and served_share(0.0, 1.0) == 1.0
+def test_the_served_share_leaves_out_what_a_run_spends_outside_its_batches(monkeypatch):
+    """A probe spending 5 s outside its batches (reading, building items) and 1 s per item
+    inside them, 0.01 s when served: the share is 0.01, on a fake clock. The whole times'
+    ratio, (5 + 0.08) / (5 + 8) = 0.39 here, would count the 5 s once per item again, as the
+    estimate adds them once per run (on a 16-item sample that put final-layer trials at
+    2.7-3x their time)."""
+    import time
+
+    from knowcomp.probes import engine
+    from knowcomp.probes.base import Probe
+    from knowcomp.probes.batching import run_batches
+    from knowcomp.study.reuse_cost import measure_reuse
+
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+
+    class Fake(Probe):
+        name = category = dataset = summary = "fake"
+
+        def count(self, options):
+            return 8
+
+        def run(self, loaded, options):
+            now[0] += 5.0  # outside the batches
+            served = getattr(loaded.model, engine.PREFIX_CACHE)._mode is Reuse.HEAD
+            per_item = 0.01 if served else 1.0
+
+            def run(batch):
+                now[0] += per_item * len(batch)
+                return [None] * len(batch)
+
+            run_batches(loaded.model, [10] * 8, 40, run)
+
+    loaded = SimpleNamespace(model=torch.nn.Linear(1, 1))
+    assert measure_reuse(loaded, HEAD, Fake(), None) == pytest.approx(0.01)
+    assert served_share(0.0, 0.0, 2.0, 1.0) == 0.5  # no batches: the whole times
+    assert served_share(1.0, 3.0) == 1.0 and served_share(0.0, 0.0) == 1.0
 
 
 @pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer

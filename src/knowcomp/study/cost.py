@@ -365,7 +365,7 @@ def estimate_study(spec: StudySpec, pending: list, report: Report | None = None,
         training = _training_rates(worker, items, spec, say)  # on the uncompressed model
         plans = plan_reuse(items, {i.trial.key: trial_point(worker, i.trial, reuse_budget_mb)
                                    for i in items}, cached, _reuse_key)  # fmt: skip
-        reused = _reuse_shares(worker, items, plans, rates, spec.data_dir, say)
+        reused = _reuse_shares(worker, items, plans, spec.data_dir, say)
         sweeps: dict[str, SweepCost] = {}
         previous: tuple | None = None
         for item in items:
@@ -439,11 +439,9 @@ def _reuse_key(trial: Trial, probe: str) -> tuple:
 
 
 def _reuse_shares(worker: Any, items: list, plans: dict[str, ReusePlan],
-                  rates: dict[tuple, ProbeRate], data_dir: Path | None,
-                  say: Report) -> dict[tuple, float]:  # fmt: skip
+                  data_dir: Path | None, say: Report) -> dict[tuple, float]:  # fmt: skip
     """`reuse_cost.measure_reuse` once per probe setting and kind of reuse a trial is served,
-    on a sample of `SAMPLE_ITEMS` items (or the study's size, when smaller), the probe's
-    measured fixed part (`rates`) taken off both runs."""
+    on a sample of `SAMPLE_ITEMS` items (or the study's size, when smaller)."""
     from knowcomp.probes.registry import get_probe
     from knowcomp.study.reuse_cost import measure_reuse, sample_options
 
@@ -460,6 +458,5 @@ def _reuse_shares(worker: Any, items: list, plans: dict[str, ReusePlan],
             if item.trial.limit is not None:
                 limit = min(limit, item.trial.limit)
             options = sample_options(item.trial, data_dir, limit)
-            overhead = rates[_rate_key(item.trial, name)].overhead
-            shares[key] = measure_reuse(worker.loaded, plan.point, name, options, overhead)
+            shares[key] = measure_reuse(worker.loaded, plan.point, name, options)
     return shares

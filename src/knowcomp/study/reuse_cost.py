@@ -10,8 +10,8 @@ such trial of a setting (when the baseline did not run here: it was stored alrea
 from the baseline cache) runs in full and keeps the states, the later ones are served.
 
 How much: `measure_reuse` runs a probe's sample on the uncompressed model once recording and
-once served from what it recorded, both timed; their ratio, less the run's fixed part on both
-sides (`served_share`), scales the probe's per-item time for a served trial. The head on the
+once served from what it recorded, both timed inside their scoring batches; the ratio
+(`served_share`) scales the probe's per-item time for a served trial. The head on the
 uncompressed weights costs what an unstructured pruned head costs (dense kernels), so the
 ratio holds for those; a head pruned by whole rows is served from its other rows
 (`reuse.PrefixCache`) and costs less, which the estimate does not count; a quantized head's
@@ -93,44 +93,41 @@ def plan_reuse(items: Iterable[Any], points: dict[str, ChangePoint | None],
     return plans
 
 
-def measure_reuse(
-    loaded: Any, point: ChangePoint, probe_name: str, options: Any, overhead: float = 0.0
-) -> float:
-    """A served run's share of a plain run's per-item time, of `probe_name` at `options` on
-    `loaded` (uncompressed): one timed run recording, one timed run served from it as
-    `point`; `overhead`: the seconds a run of the probe costs whatever its size
-    (`cost.ProbeRate.overhead`), taken off both (`served_share`)."""
-    from knowcomp.probes.base import run_probe
+def measure_reuse(loaded: Any, point: ChangePoint, probe: Any, options: Any) -> float:
+    """A served run's share of a plain run's per-item time, of `probe` (a name or a `Probe`)
+    at `options` on `loaded` (uncompressed): one run recording, one run served from it as
+    `point`, each timed inside its scoring loops' batches (`served_share`)."""
+    from knowcomp.probes.batching import take_record
     from knowcomp.probes.registry import get_probe
     from knowcomp.reuse import PrefixCache
 
-    probe = get_probe(probe_name)
+    probe = get_probe(probe) if isinstance(probe, str) else probe
     cache = PrefixCache()
-    start = time.perf_counter()
-    with cache.recording(loaded.model):
-        run_probe(probe, loaded, options)
-    plain = time.perf_counter() - start
-    start = time.perf_counter()
-    with cache.serving(loaded.model, point):
-        run_probe(probe, loaded, options)
-    served = time.perf_counter() - start
-    return served_share(plain, served, overhead)
+    seconds = []
+    for context in (cache.recording(loaded.model), cache.serving(loaded.model, point)):
+        take_record(loaded.model)  # from here on
+        start = time.perf_counter()
+        with context:
+            probe.run(loaded, options)
+        total = time.perf_counter() - start
+        seconds.append((total, take_record(loaded.model).scoring))
+    (plain, plain_batches), (served, served_batches) = seconds
+    return served_share(plain_batches, served_batches, plain, served)
 
 
-def served_share(plain: float, served: float, overhead: float = 0.0) -> float:
-    """The share of a plain run's per-item time that a served run still pays, from the two
-    runs' seconds on one sample and the fixed seconds of a run (`overhead`: reading the data,
-    building the items), which both pay in full and which the estimate counts once per run
-    apart from the per-item part. Taking the ratio of the whole times instead counts the
-    fixed part in the share, and on a sample of about 16 items, where it weighs most, that
-    put final-layer trials at 2.7-3x their time at `--limit 50` (BENCHMARKS.md). Falls back
-    to the whole times' ratio when the overhead is not below the plain run (noise)."""
-    if plain <= 0:
-        return 1.0
-    work = plain - overhead
-    if overhead <= 0 or work <= 0:
-        return min(served / plain, 1.0)
-    return min(max(served - overhead, 0.0) / work, 1.0)
+def served_share(plain_batches: float, served_batches: float, plain: float = 0.0,
+                 served: float = 0.0) -> float:  # fmt: skip
+    """The share of a plain run's per-item time that a served run still pays: the ratio of
+    the seconds the two runs spent inside their scoring batches (forwards, or the head on
+    kept states, and the scores from the logits). What a run spends outside them (reading
+    the data, building and tokenizing the items) is the same either way and counted once
+    per run by the estimate (`cost.ProbeRate.overhead`); the ratio of the whole times
+    counted it in the share, and so once per item: on a sample of about 16 items, where it
+    weighs most, that put final-layer trials at 2.7-3x their time at `--limit 50`
+    (BENCHMARKS.md). Falls back to the whole times (`plain`, `served`) when no batch ran."""
+    if plain_batches > 0:
+        return min(served_batches / plain_batches, 1.0)
+    return min(served / plain, 1.0) if plain > 0 else 1.0
 
 
 def sample_options(trial: Any, data_dir: Path | None, limit: int | None) -> Any:
