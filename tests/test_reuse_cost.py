@@ -64,10 +64,10 @@ def test_a_decoder_only_trial_keeps_encoder_outputs_only():
 
 def test_the_served_share_leaves_out_what_a_run_spends_outside_its_batches(monkeypatch):
     """A probe spending 5 s outside its batches (reading, building items) and 1 s per item
-    inside them, 0.01 s when served: the share is 0.01, on a fake clock. The whole times'
-    ratio, (5 + 0.08) / (5 + 8) = 0.39 here, would count the 5 s once per item again, as the
-    estimate adds them once per run (on a 16-item sample that put final-layer trials at
-    2.7-3x their time)."""
+    inside them, 0.01 s when served: the share is 0.01 and the fixed part 5 s, on a fake
+    clock. The whole times' ratio, (5 + 0.08) / (5 + 8) = 0.39 here, would count the 5 s once
+    per item again, as the estimate adds them once per run (on a 16-item sample that put
+    final-layer trials at 2.7-3x their time)."""
     import time
 
     from knowcomp.probes import engine
@@ -96,9 +96,29 @@ def test_the_served_share_leaves_out_what_a_run_spends_outside_its_batches(monke
             run_batches(loaded.model, [10] * 8, 40, run)
 
     loaded = SimpleNamespace(model=torch.nn.Linear(1, 1))
-    assert measure_reuse(loaded, HEAD, Fake(), None) == pytest.approx(0.01)
+    served = measure_reuse(loaded, HEAD, Fake(), None)
+    assert served.share == pytest.approx(0.01) and served.outside == pytest.approx(5.0)
     assert served_share(0.0, 0.0, 2.0, 1.0) == 0.5  # no batches: the whole times
     assert served_share(1.0, 3.0) == 1.0 and served_share(0.0, 0.0) == 1.0
+
+
+def test_a_served_probe_costs_its_own_fixed_part_and_its_share_of_the_per_item_time():
+    """Not the plain runs' fitted overhead (7.7 s here, noise on a busy machine): the served
+    run's time outside its batches (0.3 s), plus its share of the per-item time."""
+    from knowcomp.study.cost import ProbeRate, _rate_key, _trial_estimate
+    from knowcomp.study.reuse_cost import ReusePlan, ServedRate
+
+    trial = SimpleNamespace(limit=50, lama_mode="next-token", lama_protocol="templates",
+                            add_bos="auto")  # fmt: skip
+    key = _rate_key(trial, "piqa")
+    rate = ProbeRate("piqa", 50, 0.1, 7.7, 2.0, 100.0, None, False)
+    served = {(key, Reuse.HEAD): ServedRate(0.02, 0.3)}
+    plan = ReusePlan(HEAD, ("piqa",), ())
+    estimate = _trial_estimate(trial, ["piqa"], {key: rate}, None, False, set(), None, plan,
+                               served)  # fmt: skip
+    assert estimate.seconds == pytest.approx(0.1 + 0.3 + 0.02 * 2.0 * 50)
+    plain = _trial_estimate(trial, ["piqa"], {key: rate}, None, False, set())
+    assert plain.seconds == pytest.approx(0.1 + 7.7 + 2.0 * 50)
 
 
 @pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
@@ -147,5 +167,5 @@ def test_the_served_share_is_a_fraction_of_a_plain_run():
     from tests.test_lama import tiny_with
 
     loaded = tiny_with("llama", smollm2_tokenizer())
-    share = measure_reuse(loaded, HEAD, "piqa", RunOptions(limit=4, data_dir=SHARED_DATA))
-    assert 0 < share <= 1
+    served = measure_reuse(loaded, HEAD, "piqa", RunOptions(limit=4, data_dir=SHARED_DATA))
+    assert 0 < served.share <= 1 and served.outside >= 0
