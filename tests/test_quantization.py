@@ -82,9 +82,17 @@ def test_tied_head_is_untied_and_embeddings_stay_intact(tiny):
     assert torch.equal(model.model.embed_tokens.weight, embeddings)
     assert (model.lm_head.weight == 0).float().mean().item() == pytest.approx(0.5, abs=1e-3)
     assert model.config.tie_word_embeddings is False
+    assert "lm_head" not in session._undo.weights  # restore re-ties: no copy of its own kept
     session.restore()
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert model.config.tie_word_embeddings is True
+    session.apply(parse_recipe("prune:ln_structured:final_layer:0.25"))  # again, from the start
+    rows = (model.lm_head.weight == 0).all(dim=1).float().mean().item()
+    assert rows == pytest.approx(0.25, abs=1e-2)
+    assert (model.lm_head.weight == 0).float().mean().item() == pytest.approx(rows, abs=1e-3)
+    session.restore()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert torch.equal(model.model.embed_tokens.weight, embeddings)
 
 
 def test_untied_head_note_absent_when_head_is_not_tied(tiny):

@@ -32,6 +32,7 @@ pytestmark = [
 
 FINAL = "prune:l1_unstructured:final_layer:0.5"
 FINAL_INT8 = "quant:dynamic_int8:final_layer"
+FINAL_ROWS = "prune:ln_structured:final_layer:0.5"  # whole vocabulary rows: served from the rest
 DECODER_ONLY = "prune:l1_unstructured:decoder_attention:0.5"
 
 
@@ -102,7 +103,9 @@ def _task(name: str, limit: int = 4) -> tuple[str, RunOptions]:
     return name, RunOptions(limit=limit, seed=0, data_dir=SHARED_DATA)
 
 
-@pytest.mark.parametrize(("model_type", "recipe"), [("llama", FINAL), ("gpt2", FINAL_INT8)])
+@pytest.mark.parametrize(
+    ("model_type", "recipe"), [("llama", FINAL), ("gpt2", FINAL_INT8), ("llama", FINAL_ROWS)]
+)
 def test_decoder_final_layer_trials_equal_the_plain_path(bpe, model_type, recipe):
     loaded = (
         tiny_with("llama", bpe, tie_word_embeddings=True)
@@ -113,6 +116,37 @@ def test_decoder_final_layer_trials_equal_the_plain_path(bpe, model_type, recipe
             _task("boolq", 2), _task("lambada")]  # fmt: skip
     cache = _check(loaded, recipe, runs, Reuse.HEAD, baseline=model_type == "llama")
     assert cache.held["piqa"] > 0 and cache.held["lama-trex"] > 0
+    found = cache._live[2] if cache._live is not None else None  # the head's live rows
+    assert (found is not None) is (recipe == FINAL_ROWS)
+    if found is not None:
+        vocab = loaded.model.get_output_embeddings().weight.shape[0]
+        assert len(found[0]) == vocab - int(0.5 * vocab)
+
+
+def test_a_head_pruned_by_rows_gives_its_full_logits_from_the_live_rows():
+    """`PrefixCache._served_head` on a head with zero rows: the full product's logits (zero
+    rows exactly 0); below `LIVE_MIN_POSITIONS` positions, or without zero rows, the head
+    itself; the live rows found again once the weights are restored and pruned otherwise."""
+    from knowcomp.reuse.prefix_cache import LIVE_MIN_POSITIONS
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(96, 4000, bias=False).requires_grad_(False)
+    saved = head.weight.detach().clone()
+    cache = PrefixCache()
+    for share in (0.1, 0.5, 0.9, 0.0):
+        head.weight.copy_(saved)  # as `CompressionSession.restore` does
+        order = torch.argsort(saved.abs().sum(dim=1), stable=True)
+        head.weight.data[order[: int(share * 4000)]] = 0  # as pruning does (through .data)
+        for n in (1, LIVE_MIN_POSITIONS - 1, LIVE_MIN_POSITIONS, 40, 130):
+            states = torch.randn(n, 96)
+            with torch.inference_mode():
+                served, full = cache._served_head(head, states), head(states[None])[0]
+            torch.testing.assert_close(served, full, rtol=0, atol=1e-5)
+            assert torch.equal(served.argmax(dim=-1), full.argmax(dim=-1))
+        found = cache._live[2]
+        assert (found is None) is (share == 0.0)
+        if found is not None:  # the rows left, in vocabulary order
+            assert torch.equal(found[0], order[int(share * 4000) :].sort().values)
 
 
 @pytest.mark.slow

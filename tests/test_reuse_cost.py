@@ -8,9 +8,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from knowcomp.reuse import ChangePoint, Reuse
-from knowcomp.study.reuse_cost import plan_reuse
+from knowcomp.study.reuse_cost import plan_reuse, served_share
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HEAD, ENCODER = ChangePoint("lm_head", Reuse.HEAD), ChangePoint("decoder.x", Reuse.ENCODER)
@@ -61,6 +62,65 @@ def test_a_decoder_only_trial_keeps_encoder_outputs_only():
     assert plans["d2"].describe() == "encoder outputs: piqa, boolq"
 
 
+def test_the_served_share_leaves_out_what_a_run_spends_outside_its_batches(monkeypatch):
+    """A probe spending 5 s outside its batches (reading, building items) and 1 s per item
+    inside them, 0.01 s when served: the share is 0.01 and the fixed part 5 s, on a fake
+    clock. The whole times' ratio, (5 + 0.08) / (5 + 8) = 0.39 here, would count the 5 s once
+    per item again, as the estimate adds them once per run (on a 16-item sample that put
+    final-layer trials at 2.7-3x their time)."""
+    import time
+
+    from knowcomp.probes import engine
+    from knowcomp.probes.base import Probe
+    from knowcomp.probes.batching import run_batches
+    from knowcomp.study.reuse_cost import measure_reuse
+
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+
+    class Fake(Probe):
+        name = category = dataset = summary = "fake"
+
+        def count(self, options):
+            return 8
+
+        def run(self, loaded, options):
+            now[0] += 5.0  # outside the batches
+            served = getattr(loaded.model, engine.PREFIX_CACHE)._mode is Reuse.HEAD
+            per_item = 0.01 if served else 1.0
+
+            def run(batch):
+                now[0] += per_item * len(batch)
+                return [None] * len(batch)
+
+            run_batches(loaded.model, [10] * 8, 40, run)
+
+    loaded = SimpleNamespace(model=torch.nn.Linear(1, 1))
+    served = measure_reuse(loaded, HEAD, Fake(), None)
+    assert served.share == pytest.approx(0.01) and served.outside == pytest.approx(5.0)
+    assert served_share(0.0, 0.0, 2.0, 1.0) == 0.5  # no batches: the whole times
+    assert served_share(1.0, 3.0) == 1.0 and served_share(0.0, 0.0) == 1.0
+
+
+def test_a_served_probe_costs_its_own_fixed_part_and_its_share_of_the_per_item_time():
+    """Not the plain runs' fitted overhead (7.7 s here, noise on a busy machine): the served
+    run's time outside its batches (0.3 s), plus its share of the per-item time."""
+    from knowcomp.study.cost import ProbeRate, _rate_key, _trial_estimate
+    from knowcomp.study.reuse_cost import ReusePlan, ServedRate
+
+    trial = SimpleNamespace(limit=50, lama_mode="next-token", lama_protocol="templates",
+                            add_bos="auto")  # fmt: skip
+    key = _rate_key(trial, "piqa")
+    rate = ProbeRate("piqa", 50, 0.1, 7.7, 2.0, 100.0, None, False)
+    served = {(key, Reuse.HEAD): ServedRate(0.02, 0.3)}
+    plan = ReusePlan(HEAD, ("piqa",), ())
+    estimate = _trial_estimate(trial, ["piqa"], {key: rate}, None, False, set(), None, plan,
+                               served)  # fmt: skip
+    assert estimate.seconds == pytest.approx(0.1 + 0.3 + 0.02 * 2.0 * 50)
+    plain = _trial_estimate(trial, ["piqa"], {key: rate}, None, False, set())
+    assert plain.seconds == pytest.approx(0.1 + 7.7 + 2.0 * 50)
+
+
 @pytest.mark.real_model  # the tiny model borrows SmolLM2's tokenizer
 @pytest.mark.integration
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not here")
@@ -107,5 +167,5 @@ def test_the_served_share_is_a_fraction_of_a_plain_run():
     from tests.test_lama import tiny_with
 
     loaded = tiny_with("llama", smollm2_tokenizer())
-    share = measure_reuse(loaded, HEAD, "piqa", RunOptions(limit=4, data_dir=SHARED_DATA))
-    assert 0 < share <= 1
+    served = measure_reuse(loaded, HEAD, "piqa", RunOptions(limit=4, data_dir=SHARED_DATA))
+    assert 0 < served.share <= 1 and served.outside >= 0

@@ -73,8 +73,9 @@ def zero_count(module: nn.Module) -> int:
     return values.numel() - int(torch.count_nonzero(values))  # 10x faster than (values == 0)
 
 
-def layer_stats(module: nn.Module, bits: int | None) -> LayerStats:
-    """Weights, zeros and sizes of one linear layer, float or quantized."""
+def layer_stats(module: nn.Module, bits: int | None, zeros: int | None = None) -> LayerStats:
+    """Weights, zeros and sizes of one linear layer, float or quantized (`zeros`: its exact
+    zeros when counted already)."""
     out_f, in_f = weight_shape(module)
     numel = out_f * in_f
     if isinstance(module, nnqd.Linear):
@@ -98,7 +99,7 @@ def layer_stats(module: nn.Module, bits: int | None) -> LayerStats:
         else:
             extra = 0
             bits, quantized = weight.element_size() * 8, False
-    zeros = zero_count(module)
+    zeros = zero_count(module) if zeros is None else zeros
     bias_bytes = 0 if bias is None else bias.numel() * bias.element_size()
     dense, compressed = _sparse_or_dense(numel, numel - zeros, bits)
     return LayerStats(
@@ -254,6 +255,7 @@ def build_report(
     notes: list[str],
     zeros_before: dict[str, int] | None = None,
     step_zeros: list[StepZeros] | None = None,
+    zeros_now: dict[str, int] | None = None,
     head: tuple[str, bool] | None = None,
     model_name: str | None = None,
     family: str = "",
@@ -261,7 +263,8 @@ def build_report(
 ) -> CompressionReport:
     """Count everything from the model as it is now. `zeros_before` holds, per touched layer,
     its exactly-zero weights before the recipe (layers missing from it are unchanged);
-    `step_zeros` the zeros of each step's layers around that step; `head`
+    `step_zeros` the zeros of each step's layers around that step; `zeros_now` the zeros
+    of changed layers as they are now, where counted already (else counted here); `head`
     is the LM head's name and whether it was tied to the input embeddings."""
     modules = dict(model.named_modules())
     changed = set(zeros_before or {}) | {layer.name for p in planned for layer in p.layers}
@@ -269,7 +272,7 @@ def build_report(
     def now(name: str) -> LayerStats:
         known = baseline[name].stats
         if name in changed or known is None:
-            return layer_stats(modules[name], bits.get(name))
+            return layer_stats(modules[name], bits.get(name), (zeros_now or {}).get(name))
         return known  # untouched by the recipe: as it was before
 
     counts = _LayerCounts({n: now(n) for n in baseline}, baseline, zeros_before or {})

@@ -33,18 +33,29 @@ def _pick_bin(hist: torch.Tensor, k: int) -> tuple[int, int]:
     return b, below
 
 
-def threshold(tensors: Sequence[torch.Tensor], k: int, score: ScoreFn) -> tuple[int, int]:
+def _key_source(tensors: Sequence[torch.Tensor], score: ScoreFn) -> ScoreFn:
+    """`_keys` for each pass over `tensors`; one tensor's keys are computed once and kept for
+    every pass (memory for one tensor's scores is held anyway), several tensors' each time."""
+    if len(tensors) != 1:
+        return lambda i, t: _keys(score, i, t)
+    kept = _keys(score, 0, tensors[0])
+    return lambda _i, _t: kept
+
+
+def threshold(tensors: Sequence[torch.Tensor], k: int, score: ScoreFn,
+              keys_of: ScoreFn | None = None) -> tuple[int, int]:  # fmt: skip
     """(threshold key, ties to take): select every key below the threshold key, then the first
     `ties to take` keys equal to it. Requires 1 <= k <= total number of entries.
     """
+    keys_of = keys_of or (lambda i, t: _keys(score, i, t))
     device = tensors[0].device
     hi_hist = torch.zeros(_HI_BINS, dtype=torch.int64, device=device)
     for i, t in enumerate(tensors):
-        hi_hist += torch.bincount(_keys(score, i, t) >> 16, minlength=_HI_BINS)
+        hi_hist += torch.bincount(keys_of(i, t) >> 16, minlength=_HI_BINS)
     hi, below = _pick_bin(hi_hist, k)
     lo_hist = torch.zeros(_LO_BINS, dtype=torch.int64, device=device)
     for i, t in enumerate(tensors):
-        keys = _keys(score, i, t)
+        keys = keys_of(i, t)
         lo_hist += torch.bincount(keys[(keys >> 16) == hi] & 0xFFFF, minlength=_LO_BINS)
     lo, below_lo = _pick_bin(lo_hist, k - below)
     return (hi << 16) | lo, k - below - below_lo
@@ -56,9 +67,10 @@ def zero_smallest(tensors: Sequence[torch.Tensor], k: int, score: ScoreFn) -> No
     if k <= 0 or total == 0:
         return
     k = min(k, total)
-    key_at, ties_left = threshold(tensors, k, score)
+    keys_of = _key_source(tensors, score)
+    key_at, ties_left = threshold(tensors, k, score, keys_of)
     for i, t in enumerate(tensors):
-        keys = _keys(score, i, t)
+        keys = keys_of(i, t)
         mask = keys < key_at
         if ties_left > 0:
             tie_positions = torch.nonzero(keys == key_at).flatten()[:ties_left]

@@ -129,9 +129,13 @@ class CompressionSession:
             if note:
                 notes.append(note)
         steps: list[StepZeros] = []
+        counted: dict[str, int] = {}  # each changed layer's zeros after its last step
         with torch.no_grad():
             for i, p in enumerate(planned, 1):
-                before = self._zeros_now(p)
+                now = self._zeros_now(p)
+                for name, zeros in now.items():  # not changed yet: its zeros before the recipe
+                    self._undo.zeros_before.setdefault(name, zeros)
+                before = sum(now.values())
                 if isinstance(p.step.method, CalibratedMethod):
                     calibration = self.calibration(seed)
                     advance = progress(_describe_step(p), len(p.layers)) if progress else None
@@ -140,7 +144,9 @@ class CompressionSession:
                     self._prune(p, seed)
                 else:
                     self._quantize(p)
-                steps.append(StepZeros.of(i, p, before, self._zeros_now(p)))
+                after = self._zeros_now(p)
+                counted.update(after)
+                steps.append(StepZeros.of(i, p, before, sum(after.values())))
         if calibration is not None:
             names = ", ".join(
                 dict.fromkeys(
@@ -160,6 +166,7 @@ class CompressionSession:
             notes=notes,
             zeros_before=self._undo.zeros_before,
             step_zeros=steps,
+            zeros_now=counted,
             head=self._head,
             model_name=self.loaded.spec,
             family=self.loaded.family.value,
@@ -171,8 +178,7 @@ class CompressionSession:
         for layer in p.layers:
             module = self._modules[layer.name]
             self._count_zeros_before(layer.name, module)
-            if layer.name not in self._undo.weights:
-                self._undo.weights[layer.name] = module.weight.detach().clone()
+            self._keep_for_restore(layer.name, module)
             weights.append(float_weight_out_in(module))
         p.step.method.prune(weights, seed)
 
@@ -201,8 +207,7 @@ class CompressionSession:
             module = self._modules[name]
             self._count_zeros_before(name, module)
             if isinstance(method, PruneMethod):
-                if name not in self._undo.weights:
-                    self._undo.weights[name] = module.weight.detach().clone()
+                self._keep_for_restore(name, module)
                 method.compress_layer(module, stats, seed)
             else:
                 replacement = method.compress_layer(module, stats, seed)
@@ -221,8 +226,18 @@ class CompressionSession:
             compress,
         )
 
-    def _zeros_now(self, p: PlannedStep) -> int:
-        return sum(zero_count(self._modules[layer.name]) for layer in p.layers)
+    def _keep_for_restore(self, name: str, module: nn.Module) -> None:
+        """Copy a weight about to change in place, for `restore`; not the LM head's own copy
+        after untying (`_untie_head`): restore puts the shared tensor back instead."""
+        untied = self._undo.untied_head
+        if name in self._undo.weights or (untied is not None and untied[0] == name):
+            return
+        self._undo.weights[name] = module.weight.detach().clone()
+
+    def _zeros_now(self, p: PlannedStep) -> dict[str, int]:
+        """Each of the step's layers' exact zeros now (each count is a pass over a weight,
+        so `apply` counts a layer once before its step and once after, and reuses both)."""
+        return {layer.name: zero_count(self._modules[layer.name]) for layer in p.layers}
 
     def _count_zeros_before(self, name: str, module: nn.Module) -> None:
         """Count the layer's exact zeros just before the recipe first changes it, so the

@@ -15,6 +15,7 @@ is remembered for the model (later probes start from it) and reported with the r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -147,6 +148,7 @@ class BatchRecord:
     started: int | None = None  # the largest budget a loop started with
     lowered_to: int | None = None  # the smallest budget a back-off reached
     backoffs: list[str] = field(default_factory=list)
+    scoring: float = 0.0  # seconds inside the loops' batches (the dry run's served share)
 
 
 _RECORDS: WeakKeyDictionary[nn.Module, BatchRecord] = WeakKeyDictionary()
@@ -244,13 +246,16 @@ def run_batches(
     queue = plan(list(range(len(lengths))), budget)
     while queue:
         batch = queue.pop(0)
+        start = time.perf_counter()
         try:
             done = run(batch)
         except Exception as err:
+            _record(model).scoring += time.perf_counter() - start
             if not is_out_of_memory(err):
                 raise
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
         else:
+            _record(model).scoring += time.perf_counter() - start
             for i, result in zip(batch, done, strict=True):
                 results[i] = result
             continue

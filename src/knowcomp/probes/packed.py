@@ -134,11 +134,15 @@ def _score_rows(
             head_cols += range(at, at + m)
             targets.append(continuations[i])
             at += m
-    mask = attention_bias(segments, model.dtype)
-    kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
-    kwargs = {name: value.to(device) for name, value in kwargs.items()} | {"use_cache": False}
+    kwargs = {"input_ids": ids.to(device), "position_ids": positions.to(device),
+              "use_cache": False}  # fmt: skip
+
+    # the mask follows from the segments: a forward served from kept states never builds it
+    def late() -> dict:
+        return {"attention_mask": attention_bias(segments, model.dtype).to(device)}
+
     head_at = (torch.tensor(head_rows, device=device), torch.tensor(head_cols, device=device))
-    logits = engine.head_logits(model, *head_at, kwargs).float()
+    logits = engine.head_logits(model, *head_at, kwargs, key=(segments,), late=late).float()
     return engine.collect(logits, targets, torch.tensor(index, device=device))
 
 

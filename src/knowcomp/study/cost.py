@@ -19,7 +19,8 @@ when the trial before it left another one in place, and the training of its reco
 (`study.train_cost`: a few optimizer steps of the trial's method measured on the model, scaled
 by the steps its token budget implies); a probe whose baseline is in the cache costs nothing,
 and one a trial starts from the baseline's kept states (`study.reuse_cost`) pays the measured
-share of its per-item time that a served run still computes.
+share of its per-item time that a served run still computes, plus the served run's own
+fixed part.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import torch
 
 from knowcomp.probes.base import Probe, RunOptions
 from knowcomp.reuse import DEFAULT_BUDGET_MB
-from knowcomp.study.reuse_cost import ReusePlan, plan_reuse, trial_point
+from knowcomp.study.reuse_cost import ReusePlan, ServedRate, plan_reuse, trial_point
 from knowcomp.study.spec import StudySpec
 from knowcomp.study.train_cost import TrainingEstimate
 from knowcomp.study.trials import Trial
@@ -292,9 +293,9 @@ class _FirstBlocks:
 def _trial_estimate(trial: Trial, probes: list[str], rates: dict[tuple, ProbeRate],
                     sweep: SweepCost | None, compress: bool, cached: set[str],
                     training: TrainingEstimate | None = None, reuse: ReusePlan | None = None,
-                    reused: dict[tuple, float] | None = None) -> TrialEstimate:  # fmt: skip
+                    reused: dict[tuple, ServedRate] | None = None) -> TrialEstimate:  # fmt: skip
     """`reuse`: the trial's prefix reuse; `reused[(rate key, reuse)]`: a served run's share of
-    a plain run's time (`reuse_cost.measure_reuse`)."""
+    a plain run's per-item time and its own fixed part (`reuse_cost.ServedRate`)."""
     factor = sweep.speed_factor if sweep is not None else 1.0
     estimate = TrialEstimate(trial, 0, 0, 0.0, sweep.peak if sweep else None,
                              reuse=reuse.describe() if reuse else None,
@@ -309,8 +310,9 @@ def _trial_estimate(trial: Trial, probes: list[str], rates: dict[tuple, ProbeRat
             estimate.cached.append(name)
             estimate.seconds += rate.count_seconds
         elif reuse is not None and name in reuse.served and reused is not None:
-            share = reused[(_rate_key(trial, name), reuse.point.reuse)]
-            estimate.seconds += rate.seconds(factor * share)
+            served = reused[(_rate_key(trial, name), reuse.point.reuse)]
+            estimate.seconds += (rate.count_seconds + served.outside
+                                 + factor * served.share * rate.per_item * rate.items)  # fmt: skip
         else:
             estimate.seconds += rate.seconds(factor)
         if rate.peak is not None:
@@ -439,13 +441,13 @@ def _reuse_key(trial: Trial, probe: str) -> tuple:
 
 
 def _reuse_shares(worker: Any, items: list, plans: dict[str, ReusePlan],
-                  data_dir: Path | None, say: Report) -> dict[tuple, float]:  # fmt: skip
+                  data_dir: Path | None, say: Report) -> dict[tuple, ServedRate]:  # fmt: skip
     """`reuse_cost.measure_reuse` once per probe setting and kind of reuse a trial is served,
     on a sample of `SAMPLE_ITEMS` items (or the study's size, when smaller)."""
     from knowcomp.probes.registry import get_probe
     from knowcomp.study.reuse_cost import measure_reuse, sample_options
 
-    shares: dict[tuple, float] = {}
+    shares: dict[tuple, ServedRate] = {}
     for item in items:
         plan = plans.get(item.trial.key)
         for name in plan.served if plan else ():

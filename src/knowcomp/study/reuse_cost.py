@@ -10,9 +10,13 @@ such trial of a setting (when the baseline did not run here: it was stored alrea
 from the baseline cache) runs in full and keeps the states, the later ones are served.
 
 How much: `measure_reuse` runs a probe's sample on the uncompressed model once recording and
-once served from what it recorded, both timed; the ratio scales the probe's per-item time for
-a served trial. The head on the uncompressed weights costs what a pruned head costs (dense
-kernels), so the ratio holds for pruned heads; a quantized head's speed factor still applies.
+once served from what it recorded, both timed inside their scoring batches; the ratio
+(`served_share`) scales the probe's per-item time for a served trial, and the served run's
+seconds outside its batches are the trial's fixed part for that probe (`ServedRate`). The
+head on the uncompressed weights costs what an unstructured pruned head costs (dense
+kernels), so the ratio holds for those; a head pruned by whole rows is served from its other
+rows (`reuse.PrefixCache`) and costs less, which the estimate does not count; a quantized
+head's speed factor still applies.
 The estimate assumes the budget holds the states (`--reuse-memory`; a baseline that passes it
 drops them, and its trials then run in full).
 """
@@ -90,23 +94,53 @@ def plan_reuse(items: Iterable[Any], points: dict[str, ChangePoint | None],
     return plans
 
 
-def measure_reuse(loaded: Any, point: ChangePoint, probe_name: str, options: Any) -> float:
-    """A served run's time over a plain one's, of `probe_name` at `options` on `loaded`
-    (uncompressed): one timed run recording, one timed run served from it as `point`."""
-    from knowcomp.probes.base import run_probe
+@dataclass(frozen=True)
+class ServedRate:
+    """What a run served from kept states costs, measured on a probe's sample."""
+
+    share: float  # of a plain run's per-item time (`served_share`)
+    outside: float  # seconds outside its scoring batches: reading the data, building items
+
+
+def measure_reuse(loaded: Any, point: ChangePoint, probe: Any, options: Any) -> ServedRate:
+    """A served run's cost next to a plain one's, of `probe` (a name or a `Probe`) at
+    `options` on `loaded` (uncompressed): one run recording, one run served from it as
+    `point`, each timed as a whole and inside its scoring loops' batches. The share is the
+    batches' ratio (`served_share`); the served run's seconds outside them stand for a
+    served trial's fixed part, measured directly rather than taken from the plain runs'
+    fit (`cost.ProbeRate.overhead`), which noise on a busy machine sets anywhere from 0 to
+    seconds."""
+    from knowcomp.probes.batching import take_record
     from knowcomp.probes.registry import get_probe
     from knowcomp.reuse import PrefixCache
 
-    probe = get_probe(probe_name)
+    probe = get_probe(probe) if isinstance(probe, str) else probe
     cache = PrefixCache()
-    start = time.perf_counter()
-    with cache.recording(loaded.model):
-        run_probe(probe, loaded, options)
-    plain = time.perf_counter() - start
-    start = time.perf_counter()
-    with cache.serving(loaded.model, point):
-        run_probe(probe, loaded, options)
-    served = time.perf_counter() - start
+    seconds = []
+    for context in (cache.recording(loaded.model), cache.serving(loaded.model, point)):
+        take_record(loaded.model)  # from here on
+        start = time.perf_counter()
+        with context:
+            probe.run(loaded, options)
+        total = time.perf_counter() - start
+        seconds.append((total, take_record(loaded.model).scoring))
+    (plain, plain_batches), (served, served_batches) = seconds
+    share = served_share(plain_batches, served_batches, plain, served)
+    return ServedRate(share, max(served - served_batches, 0.0) if served_batches > 0 else 0.0)
+
+
+def served_share(plain_batches: float, served_batches: float, plain: float = 0.0,
+                 served: float = 0.0) -> float:  # fmt: skip
+    """The share of a plain run's per-item time that a served run still pays: the ratio of
+    the seconds the two runs spent inside their scoring batches (forwards, or the head on
+    kept states, and the scores from the logits). What a run spends outside them (reading
+    the data, building and tokenizing the items) is the same either way and counted once
+    per run by the estimate (`ServedRate.outside`); the ratio of the whole times
+    counted it in the share, and so once per item: on a sample of about 16 items, where it
+    weighs most, that put final-layer trials at 2.7-3x their time at `--limit 50`
+    (BENCHMARKS.md). Falls back to the whole times (`plain`, `served`) when no batch ran."""
+    if plain_batches > 0:
+        return min(served_batches / plain_batches, 1.0)
     return min(served / plain, 1.0) if plain > 0 else 1.0
 
 
