@@ -81,6 +81,8 @@ def main() -> None:
     baseline, sweep = trials[0], trials[1:]
     assert baseline.recipe is None and all("final_layer" in t.recipe for t in sweep)
 
+    # the baseline must run (and keep its states), not come from the baseline cache
+    os.environ["KNOWCOMP_BASELINE_CACHE"] = "off"
     reuse, plain = ModelWorker(MODEL), ModelWorker(MODEL, reuse_budget_mb=0)
     loads = [os.getloadavg()[0]]
     # the baseline, plain first: the plain side pays the data caches' first reads
