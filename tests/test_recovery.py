@@ -604,3 +604,24 @@ def test_idp_measured_for_similarity_computes_what_it_computes_in_the_probes(loa
     for row, pick in enumerate(chosen):  # the prompts not chosen get no attention
         hidden = [c for c in range(width) if not starts[pick] <= c < starts[pick + 1]]
         assert first[row, :, : len(inputs[row]), hidden].abs().max() == 0
+
+
+def test_idp_generates_when_rows_end_at_different_steps(loaded, idp):
+    """Rows that stop early leave the batch; under IDP each prompt generates on its own, so
+    every row keeps its own choice (a shrinking batch once lost the choices' rows)."""
+    prompts = [[20, 21, 22], [30, 31, 32, 33, 34], [40]]
+    ids_to_text = lambda ids: " ".join(f"t{i}" for i in ids)  # noqa: E731
+    expected = []
+    for p in prompts:
+        prompt = idp.prompts[hand_choice(loaded.model, idp.prompts, p)]
+        ids = list(p)
+        for _ in range(4):
+            ids.append(int(prompt_logits(loaded.model, prompt, ids)[-1].argmax()))
+        expected.append(ids[len(p):])
+    # the first row stops at its first token, the others run on: the batch shrinks
+    stops = [[ids_to_text(expected[0][:1])], ["never"], ["never"]]
+    with idp.attached(loaded.model):
+        got = generate(loaded.model, prompts, decode=ids_to_text, extra_stops=stops,
+                       rule=StopRule(stops=("never",), max_new_tokens=4))  # fmt: skip
+    assert list(got[0].tokens) == expected[0][:1] and got[0].finish == "stop"
+    assert [list(g.tokens) for g in got[1:]] == expected[1:]

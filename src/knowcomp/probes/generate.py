@@ -36,6 +36,7 @@ from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import RunOptions
 from knowcomp.probes.batching import budget_for, run_batches
+from knowcomp.probes.engine import per_sequence
 from knowcomp.probes.inputs import InputRule, input_rule
 
 DEFAULT_STOPS = ("\n", ".", ",")  # lm-eval's TriviaQA `until`: newline, period, comma
@@ -137,6 +138,8 @@ def generate(
     if any(len(p) == 0 for p in prompts):
         raise KnowcompError("an empty prompt cannot be continued; give every item some text")
     max_batch = max_batch or DEFAULT_MAX_BATCH
+    if per_sequence(model):  # a choice per row (IDP) would not follow a batch that shrinks
+        max_batch = 1
     budget = budget_for(model, max_tokens, "generate")
     device = next(model.parameters()).device
     params = _forward_params(model)
