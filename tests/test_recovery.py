@@ -617,7 +617,7 @@ def test_idp_generates_when_rows_end_at_different_steps(loaded, idp):
         ids = list(p)
         for _ in range(4):
             ids.append(int(prompt_logits(loaded.model, prompt, ids)[-1].argmax()))
-        expected.append(ids[len(p):])
+        expected.append(ids[len(p) :])
     # the first row stops at its first token, the others run on: the batch shrinks
     stops = [[ids_to_text(expected[0][:1])], ["never"], ["never"]]
     with idp.attached(loaded.model):
