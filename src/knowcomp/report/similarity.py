@@ -46,7 +46,7 @@ def _draw(model: str, rows: list[dict[str, Any]], folder: Path, name: str) -> Pl
     for i, key in enumerate(trials):
         layers = sorted((r for r in rows if r["trial_key"] == key), key=lambda r: r["layer"])
         first = layers[0]
-        label = first["recipe"] + (f" + {first['method']}" if first.get("method") else "")
+        label = first["recipe"] + (f" + {_short(first['method'])}" if first.get("method") else "")
         label += f" (seed {first['seed']})" if several_seeds else ""
         style = dict(label=label, color=_PALETTE[i % len(_PALETTE)], marker="o", markersize=3,
                      linewidth=1.3, linestyle="--" if first.get("method") else "-")  # fmt: skip
@@ -67,8 +67,9 @@ def _draw(model: str, rows: list[dict[str, Any]], folder: Path, name: str) -> Pl
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_ylabel("Cosine similarity")
         ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=7)
+    handles, labels = axes[1].get_legend_handles_labels()  # every trial has a hidden line
+    fig.set_figheight(fig.get_figheight() + 0.2 * -(-len(labels) // 2))  # room for the legend
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=7)
     title = f"Hoang et al. (2024), Fig. 5: {model}, layer-wise similarity to the uncompressed model"
     fig.suptitle(title, fontsize=11)
     caption = (
@@ -88,3 +89,10 @@ def write_similarity(rows: Iterable[dict[str, Any]], path: Path) -> Path:
         for r in rows:
             writer.writerow(["" if r[c] is None else r[c] for c in SIMILARITY_COLUMNS])
     return path
+
+
+def _short(method: str) -> str:
+    """A recovery method's name and prompt lengths (`idp tokens=26+100`), not every setting."""
+    name, *options = method.split(":")
+    tokens = [o for o in options if o.startswith("tokens=")]
+    return " ".join([name, *tokens])
