@@ -261,3 +261,20 @@ def test_item_values_pair_runs_by_item_and_check_the_stored_metric():
     lambada = [{"index": 0, "greedy": True, "loglikelihood": -2.0}]
     assert item_values(lambada, "acc").values.tolist() == [1.0]
     assert item_values(lambada, "loglikelihood").values.tolist() == [-2.0]
+
+
+def test_the_recovered_share_skips_draws_whose_loss_is_zero():
+    """A draw where compression lost nothing and recovery won nothing is 0 / 0: it has no
+    share, and once made the whole interval NaN."""
+    from knowcomp.analysis.intervals import share_from_draws
+
+    rng = np.random.default_rng(0)
+    base = 0.6 + 0.01 * rng.standard_normal(1000)
+    compressed = base - 0.2 - 0.01 * rng.standard_normal(1000)
+    recovered = compressed + 0.1
+    draws = np.stack([base, compressed, recovered], axis=1)
+    draws[0] = [0.5, 0.5, 0.5]  # no loss, no gain
+    draws[1] = [0.5, 0.5, 0.6]  # no loss, a gain
+    with np.errstate(all="raise"):
+        low, high = share_from_draws(draws)
+    assert np.isfinite([low, high]).all() and low < 0.5 < high

@@ -436,13 +436,15 @@ def share_from_draws(draws: np.ndarray) -> tuple[float, float] | Undefined:
     """The recovered share's percentile interval from (R, 3) bootstrap draws of baseline,
     compressed and recovered scores; `Undefined` where the loss it divides by is not clearly
     above zero (its interval reaches zero): a ratio over a loss that may be nothing has no
-    useful interval."""
+    useful interval. The few draws (under 2.5%) whose loss is not above zero have no share and
+    are left out of the percentiles (with them, 0 / 0 made the interval NaN)."""
     loss = draws[:, 0] - draws[:, 1]
     low, high = _percentile(loss)
     if low <= 0:
         return Undefined(f"compression lost too little to share out (loss {100 * low:.1f} to "
                          f"{100 * high:.1f} points)")  # fmt: skip
-    return _percentile((draws[:, 2] - draws[:, 1]) / loss)
+    lost = loss > 0
+    return _percentile((draws[lost, 2] - draws[lost, 1]) / loss[lost])
 
 
 def recovered_share_estimate(strata: Sequence[Stratum]) -> Estimate | Undefined:
