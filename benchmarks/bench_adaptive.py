@@ -146,11 +146,15 @@ def main() -> None:
         + " ".join(f"--probe {p}" for p in args.probe)
         + f" --levels {args.levels} --precision {args.precision:g} --write BENCHMARKS.md"
     )
+    when = (f"{torch.get_num_threads()} threads, 1-minute load average {load:.1f} at the start "
+            "(a shared machine: wall times are indicative)") if args.only is None else (
+            "the table summarizes runs made before it (with `--only adaptive` and `--only "
+            "exhaustive`, possibly in parts, resumed): its seconds are the trials' stored "
+            "seconds summed")  # fmt: skip
     text = (f"{MARK}\n## Adaptive evaluation: `--precision {args.precision:g}` vs every item\n\n"
             f"SmolLM2-135M, the `global-pruning` preset's three sweeps (attention, feed-forward, "
             f"overall) at levels {args.levels}, seed 0; {platform.machine()}, "
-            f"{torch.get_num_threads()} threads, torch {torch.__version__}, 1-minute load "
-            f"average {load:.1f} at the start (a shared machine: wall times are indicative).\n"
+            f"torch {torch.__version__}, {when}.\n"
             f"Command: `{command}`\n\n{body}\n{MARK}\n")  # fmt: skip
     print(text)
     if args.write:
