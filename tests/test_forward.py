@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import warnings
+from types import SimpleNamespace
+
 import pytest
 import torch
+from torch import nn
 
 from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
 from knowcomp.models.forward import (
+    cache_kwarg,
     continuation_problem,
     decoder_problem,
     forward_kwargs,
+    output_cache,
     require_continuations,
     require_decoder,
+    with_cache,
 )
 from knowcomp.recovery.methods import RecoveryError, check_trainable
 
@@ -80,3 +87,83 @@ def test_recovery_uses_the_same_guard_with_its_own_error(tiny):
         "recovery trains with next-token loss and needs a decoder (causal LM); "
         "tiny-t5 is an encoder-decoder"
     )
+
+
+# -- the key/value cache's name (transformers renamed `past_key_values` to `cache`) ----------
+class _OldNames(nn.Module):
+    def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+        return input_ids
+
+
+class _NewNames(nn.Module):
+    def forward(self, input_ids=None, cache=None, use_cache=None):
+        return input_ids
+
+
+class _Wrapper(nn.Module):
+    """As a PEFT model: keywords pass through to the base model."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base
+
+    def get_base_model(self) -> nn.Module:
+        return self.base
+
+    def forward(self, *args, **kwargs):
+        return self.base(*args, **kwargs)
+
+
+def test_the_cache_goes_by_the_name_the_model_takes():
+    assert cache_kwarg(_OldNames()) == "past_key_values"
+    assert cache_kwarg(_NewNames()) == "cache"
+    assert cache_kwarg(_Wrapper(_OldNames())) == "past_key_values"
+    assert cache_kwarg(_Wrapper(_NewNames())) == "cache"
+    assert with_cache(_NewNames(), "kv") == {"cache": "kv"}
+    assert output_cache(SimpleNamespace(cache="kv", past_key_values=None)) == "kv"
+    assert output_cache(SimpleNamespace(past_key_values="kv")) == "kv"
+    assert output_cache(SimpleNamespace(logits=None)) is None
+
+
+def _cache_warnings(run) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run()
+    return [str(w.message) for w in caught if "past_key_values" in str(w.message)]
+
+
+def test_cached_paths_pass_the_cache_under_the_models_own_name(tiny):
+    """Shared-context scoring, generation (both loops) and an attached prefix run without
+    transformers' deprecation of the old name, and a prefix still applies when the caller
+    passes an empty cache under either name (callers differ across transformers releases)."""
+    from transformers import DynamicCache
+
+    from knowcomp.probes import engine, generate_seq2seq
+    from knowcomp.probes.generate import StopRule, generate
+    from knowcomp.recovery.prefix import KVPrefix, prefixed
+
+    llama, t5 = tiny("llama").model, tiny("t5").model
+    rule = StopRule(stops=("never",), max_new_tokens=3)
+    prompts = [[5, 6, 7, 8], [9, 10, 11]]
+    groups = [((5, 6, 7), [(8, 9), (10, 11, 12)])]
+    assert not _cache_warnings(lambda: engine.score_shared_context(llama, groups, pad_id=0))
+    assert not _cache_warnings(lambda: generate(llama, prompts, decode=str, rule=rule))
+    assert not _cache_warnings(lambda: generate_seq2seq.generate(
+        t5, prompts, decode=str, rule=rule, eos_ids=frozenset(), pad_id=0, start_id=0))  # fmt: skip
+
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        prefix = KVPrefix.from_cache(output_cache(llama(input_ids=torch.tensor([[3, 4]]),
+                                                        use_cache=True)))  # fmt: skip
+        with prefixed(llama, lambda kwargs: prefix, prefix.length):
+            plain = llama(input_ids=ids).logits
+            for name in ("cache", "past_key_values"):
+
+                def run(name=name):  # a fresh empty cache each call
+                    return llama(input_ids=ids, **{name: DynamicCache(config=llama.config)},
+                                 use_cache=True).logits  # fmt: skip
+
+                assert not _cache_warnings(run)
+                torch.testing.assert_close(run(), plain)
+        unprompted = llama(input_ids=ids).logits
+    assert not torch.allclose(plain, unprompted)  # the prefix changed the logits

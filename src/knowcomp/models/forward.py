@@ -9,12 +9,43 @@ by default the encoder's own ids (the decoder "reads the same text").
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
+
+
+@functools.cache
+def _cache_name(forward_owner: type) -> str:
+    parameters = inspect.signature(forward_owner.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def cache_kwarg(model: nn.Module) -> str:
+    """The keyword `model`'s forward takes its key/value cache by.
+
+    transformers renamed `past_key_values` to `cache` (the old name is accepted with a warning
+    until 5.40); older releases, and remote code written for them, know only the old name. A
+    PEFT wrapper passes keywords through, so its base model decides.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _cache_name(type(base))
+
+
+def with_cache(model: nn.Module, cache: Any) -> dict[str, Any]:
+    """`{name: cache}` for `model(**...)`, under the name its forward takes."""
+    return {cache_kwarg(model): cache}
+
+
+def output_cache(output: Any) -> Any:
+    """The key/value cache a forward returned (`cache`, or `past_key_values` before the rename)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
 class _HasFamily(Protocol):

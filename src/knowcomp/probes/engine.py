@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from knowcomp.models.family import Family
-from knowcomp.models.forward import forward_kwargs
+from knowcomp.models.forward import forward_kwargs, output_cache, with_cache
 from knowcomp.probes.batching import budget_for, run_batches
 
 
@@ -273,7 +273,7 @@ def _score_group(
 
     def run_chunk(batch: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         chunk = [longer[j] for j in batch]
-        found = _score_rest(model, first.past_key_values, context, continuations, chunk,
+        found = _score_rest(model, output_cache(first), context, continuations, chunk,
                             pad_id, device)  # fmt: skip
         return [found[i] for i in chunk]
 
@@ -316,7 +316,7 @@ def _score_rest(
     rows = torch.tensor([b for b, seq in enumerate(inputs) for _ in seq], device=device)
     cols = torch.tensor([p for seq in inputs for p in range(len(seq))], device=device)
     with head_only_at(model, rows, cols):
-        logits = model(input_ids=ids, attention_mask=mask, past_key_values=batch_cache,
+        logits = model(input_ids=ids, attention_mask=mask, **with_cache(model, batch_cache),
                        use_cache=True).logits[0].float()  # fmt: skip
     logprobs = torch.log_softmax(logits, dim=-1)
     top = logits.argmax(dim=-1)

@@ -33,6 +33,7 @@ from torch import nn
 
 from knowcomp.errors import KnowcompError
 from knowcomp.models.family import Family
+from knowcomp.models.forward import output_cache, with_cache
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes.base import RunOptions
 from knowcomp.probes.batching import budget_for, run_batches
@@ -229,7 +230,7 @@ def _generate_batch(
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded rows
     extra = {"position_ids": positions} if with_positions else {}
     out = model(input_ids=ids, attention_mask=mask, use_cache=True, **extra, **keep_last)
-    cache = out.past_key_values
+    cache = output_cache(out)
     following = out.logits[:, -1].argmax(-1)
     next_position = mask.sum(-1)
     alive = list(range(len(prompts)))  # batch row -> prompt index
@@ -245,9 +246,9 @@ def _generate_batch(
             alive = [alive[row] for row in keep]
         mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
         extra = {"position_ids": next_position[:, None]} if with_positions else {}
-        out = model(input_ids=following[:, None], attention_mask=mask, past_key_values=cache,
+        out = model(input_ids=following[:, None], attention_mask=mask, **with_cache(model, cache),
                     use_cache=True, **extra)  # fmt: skip
-        cache = out.past_key_values
+        cache = output_cache(out)
         following = out.logits[:, -1].argmax(-1)
         next_position = next_position + 1
 

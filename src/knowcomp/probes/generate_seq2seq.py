@@ -32,6 +32,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
 from knowcomp.errors import KnowcompError
+from knowcomp.models.forward import output_cache, with_cache
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine
 from knowcomp.probes.batching import budget_for, run_batches
@@ -136,8 +137,8 @@ def _generate_batch(
     while True:
         out = model(encoder_outputs=BaseModelOutput(last_hidden_state=states),
                     attention_mask=mask, decoder_input_ids=following[:, None],
-                    past_key_values=cache, use_cache=True)  # fmt: skip
-        cache = out.past_key_values
+                    **with_cache(model, cache), use_cache=True)  # fmt: skip
+        cache = output_cache(out)
         following = out.logits[:, -1].argmax(-1)
         keep = answers.step(alive, following)
         if not keep:

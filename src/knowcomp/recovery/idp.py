@@ -47,6 +47,7 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from knowcomp.analysis.similarity import EAGER_VARIANTS
+from knowcomp.models.forward import with_cache
 from knowcomp.probes.engine import PER_SEQUENCE
 from knowcomp.recovery.prefix import KVPrefix, prefixed, prompts_prefix
 from knowcomp.recovery.settings import RecoveryError
@@ -238,10 +239,10 @@ class DynamicPrompts:
         try:
             # the transformer without its LM head, which a probe's hook may watch
             with torch.no_grad(), first_blocks(self.model, self.layers):
-                self.model.base_model(
-                    input_ids=ids, attention_mask=torch.cat([ones, mask], dim=1),
-                    position_ids=positions + self.length, past_key_values=cache, use_cache=True,
-                )  # fmt: skip
+                base = self.model.base_model
+                base(input_ids=ids, attention_mask=torch.cat([ones, mask], dim=1),
+                     position_ids=positions + self.length, **with_cache(base, cache),
+                     use_cache=True)  # fmt: skip
             if not self.seen:
                 raise RecoveryError(self._unreached())
             self._choose(self.totals / self.seen)

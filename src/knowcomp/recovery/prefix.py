@@ -7,8 +7,8 @@ attend to. A soft prompt's keys and values do not depend on the input (it comes 
 attention is causal), so they are computed once, when the prefix is attached, not per batch.
 
 `prefixed(model, provider)` installs a forward pre-hook on the model: on the first call for a
-sequence (no cache yet) it puts the provider's cache in `past_key_values`; on every call it
-prepends `length` ones to a 2-D attention mask (or `length` open columns to a 4-D one) and
+sequence (no cache yet) it passes the provider's cache as the model's key/value cache; on every
+call it prepends `length` ones to a 2-D attention mask (or `length` open columns to a 4-D one) and
 shifts explicit position ids by `length`. The probes' batching, packing, shared contexts and
 KV-cache generation then run unchanged on the prompted model, and their logits cover the input
 tokens only.
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import DynamicCache
+
+from knowcomp.models.forward import cache_kwarg, output_cache
 
 # kwargs of one forward call -> the cache of virtual tokens for that batch
 CacheProvider = Callable[[dict], DynamicCache]
@@ -88,7 +90,10 @@ class _PrefixHook:
         kwargs = dict(kwargs)
         if args:  # model(input_ids) called positionally
             kwargs["input_ids"], args = args[0], args[1:]
-        cache = kwargs.get("past_key_values")
+        # the cache under either name (callers differ across transformers releases), passed on
+        # under the name the model takes
+        given = [kwargs.pop(name, None) for name in ("cache", "past_key_values")]
+        cache = next((c for c in given if c is not None), None)
         if cache is None or cache.get_seq_length() == 0:
             self.busy = True
             try:
@@ -98,8 +103,8 @@ class _PrefixHook:
             if cache is None:
                 cache = DynamicCache(config=self.model.config)
             cache = prefix.fill(cache)
-            kwargs["past_key_values"] = cache
             kwargs["use_cache"] = True  # a model given a cache with use_cache=False may drop it
+        kwargs[cache_kwarg(self.model)] = cache
         mask = kwargs.get("attention_mask")
         if mask is not None:
             kwargs["attention_mask"] = extend_mask(mask, self.length)
@@ -160,4 +165,4 @@ def prompts_prefix(
         several = {"attention_mask": bias.to(device), "position_ids": positions[None].to(device)}
     with torch.no_grad():  # the transformer only: no LM head is needed for keys and values
         out = model.base_model(inputs_embeds=embeds, use_cache=True, **several)
-    return KVPrefix.from_cache(out.past_key_values)
+    return KVPrefix.from_cache(output_cache(out))
