@@ -102,12 +102,12 @@ def main() -> None:
     parser.add_argument("--write", help="Markdown file to put the section in")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kc-before-after-"))
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                          check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
     loads = [os.getloadavg()[0]]
     before_wall, before_file = _run_side(_extract(args.before, work / "before"), args, work,
                                          "before")  # fmt: skip
     loads.append(os.getloadavg()[0])
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
     after_wall, after_file = _run_side(REPO / "src", args, work, "after")
     loads.append(os.getloadavg()[0])
     before, after = _trials(before_file), _trials(after_file)
