@@ -9,6 +9,7 @@ import statistics
 
 import pytest
 
+from knowcomp.report.namburi_figures import method_labels
 from knowcomp.report.paper_tables import family_tables, parameter_table, seed_table
 from knowcomp.report.stats import arms, baseline_score
 from knowcomp.report.table import to_csv, to_latex, to_markdown
@@ -428,3 +429,16 @@ def test_without_ablation_there_is_no_table_3(tmp_path):
     tables = {t.name for t in build_tables(frame)}
     assert "hoang2024-table1" in tables and "hoang2024-table3" not in tables
     assert "hoang2024-table2" not in tables  # no pruned model was recovered
+
+
+def test_a_figure_names_each_method_by_what_differs_between_them():
+    gptq = "gptq(act_order=False, bits={}, block_size=128, percdamp=0.01, symmetric=True)"
+    assert method_labels([gptq.format(3), gptq.format(8)]) == {
+        gptq.format(3): "gptq bits=3", gptq.format(8): "gptq bits=8"}  # fmt: skip
+    assert method_labels(["dynamic_int8()", "gptq(bits=3, group_size=128)"]) == {
+        "dynamic_int8()": "dynamic_int8", "gptq(bits=3, group_size=128)":
+        "gptq bits=3 group_size=128"}  # fmt: skip
+    # options whose values hold commas stay whole; names that cannot be told apart stay whole
+    assert method_labels(["m(a=(1, 2), b=1)", "m(a=(1, 3), b=1)"]) == {
+        "m(a=(1, 2), b=1)": "m a=(1, 2)", "m(a=(1, 3), b=1)": "m a=(1, 3)"}  # fmt: skip
+    assert method_labels(["odd(", "odd(("]) == {"odd(": "odd(", "odd((": "odd(("}

@@ -5,6 +5,7 @@ SD over seeds or models, bands or bars for the 95% interval over items)."""
 from __future__ import annotations
 
 import csv
+import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +117,8 @@ def draw_bars(ax, labels: list[str], cells: list[Cell], colors: list[str], *, of
     highs = [(c.high if c.has_interval else c.mean + c.std) - c.mean for c in cells]
     ax.bar(xs, [c.mean for c in cells], width=width, color=colors, label=legend,
            yerr=[lows, highs], capsize=3, ecolor="#333333")  # fmt: skip
-    ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, fontsize=8)
+    wrapped = [textwrap.fill(label, 18) for label in labels]  # long names would squash the axes
+    ax.set_xticks(range(len(labels)), wrapped, rotation=30 if len(labels) > 4 else 0, fontsize=8)
 
 
 def axes_style(ax, title: str, xlabel: str, ylabel: str = "Drop (points)") -> None:

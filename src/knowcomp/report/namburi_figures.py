@@ -3,6 +3,7 @@ paper pools them (see `report.paper_figures`): Figs. 3-5, 6, 7, 8-10, 11, 15-18 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -33,16 +34,40 @@ def _group_label(arm: Arm) -> str:
 
 def _labeler(members: list[Arm]) -> Callable[[Arm], str]:
     """A series per group under the paper's name, split by method where several methods
-    compressed one group (`Overall [weight_only(bits=4, ...)]`), so that only models pool."""
+    compressed one group (`Overall [gptq bits=3]`, naming only what differs between them), so
+    that only models pool."""
     methods: dict[str, set[str]] = {}
     for arm in members:
         methods.setdefault(_group_label(arm), set()).add(arm.compression.method)
+    short = {group: method_labels(found) for group, found in methods.items()}
 
     def label(arm: Arm) -> str:
         group = _group_label(arm)
-        return group if len(methods[group]) == 1 else f"{group} [{arm.compression.method}]"
+        if len(methods[group]) == 1:
+            return group
+        return f"{group} [{short[group][arm.compression.method]}]"
 
     return label
+
+
+def _parts(method: str) -> tuple[str, dict[str, str]]:
+    """`gptq(bits=3, symmetric=True)` -> ("gptq", {"bits": "3", "symmetric": "True"})."""
+    name, _, rest = method.partition("(")
+    options = re.split(r",\s*(?=\w+=)", rest.rstrip(")")) if rest.rstrip(")") else []
+    return name, dict(option.split("=", 1) for option in options if "=" in option)
+
+
+def method_labels(methods: Iterable[str]) -> dict[str, str]:
+    """Each method's name with only the options that differ between `methods`:
+    {"gptq(bits=3, block_size=128)": "gptq bits=3", "gptq(bits=8, ...)": "gptq bits=8"}."""
+    parsed = {m: _parts(m) for m in methods}
+    keys = {k for _, options in parsed.values() for k in options}
+    varying = sorted(k for k in keys if len({o.get(k) for _, o in parsed.values()}) > 1)
+    labels = {m: " ".join([name, *(f"{k}={o[k]}" for k in varying if k in o)])
+              for m, (name, o) in parsed.items()}  # fmt: skip
+    if len(set(labels.values())) < len(labels):  # unparsable methods: keep them whole
+        return {m: m for m in parsed}
+    return labels
 
 
 def _group_rank(label: str) -> tuple[int, str]:
