@@ -75,7 +75,7 @@ def _brute_force(loaded: LoadedModel, request: engine.Request) -> tuple[float, i
         logits = loaded.model(**kwargs).logits[0]
     row = logits[request.positions[0]]
     target = request.targets[0]
-    rank = int((row > row[target]).sum()) + 1
+    rank = int((row > row[target]).sum()) + int((row[:target] == row[target]).sum()) + 1
     return float(torch.log_softmax(row, -1)[target]), rank
 
 
@@ -221,8 +221,10 @@ def test_candidate_ranking_scores_multi_token_objects(bpe_tokenizer):
     for item, record in chosen:
         totals = [s.total for s in score_pairs(loaded, [(item.text.split(" [Y]")[0], f" {o}")
                                                         for o in objects])]  # fmt: skip
-        gold = totals[objects.index(item.obj)]
-        assert record["rank"] == 1 + sum(t > gold for t in totals)
+        index = objects.index(item.obj)
+        gold = totals[index]
+        assert record["rank"] == 1 + sum(t > gold or (t == gold and i < index)
+                                         for i, t in enumerate(totals))  # fmt: skip
         assert record["candidates"] == 3 and "skipped" not in record
 
 
@@ -303,3 +305,38 @@ def test_shared_context_scoring_equals_brute_force(bpe_tokenizer, max_tokens):
         assert result.greedy == greedy
         first = logprobs[len(context) - 1]
         assert result.first_rank == int((first > first[continuation[0]]).sum()) + 1
+
+
+# -- ties: a rank orders tied tokens as argmax does (the lower id first) ---------------------
+def test_tied_logits_rank_as_argmax_breaks_them():
+    rows = torch.tensor([
+        [0.0, -1.0, 0.0, 0.0, -2.0],  # target 3 tied at 0 with ids 0 and 2: rank 3
+        [0.0, -1.0, 0.0, 0.0, -2.0],  # target 0, the first of the tie: rank 1, the pick
+        [1.0, 0.0, 0.0, 2.0, 0.0],    # target 4 (logit 0): ids 0 and 3 above, 1 and 2 tied first
+        [5.0, 1.0, 5.0, 3.0, 0.5],    # target 2 tied at the top with id 0: rank 2, not the pick
+        [1.0, 4.0, 2.0, 3.0, 0.5],    # no tie: as before
+    ])  # fmt: skip
+    targets = torch.tensor([3, 0, 4, 2, 2])
+    ranks = engine.first_ranks(rows, targets, rows.argmax(dim=-1))
+    assert ranks.tolist() == [3, 1, 5, 2, 3]
+
+
+def test_a_zeroed_head_gives_no_free_top_1(bpe_tokenizer):
+    """Every logit 0 (a head pruned to nothing): each token ties with every other, the pick is
+    token 0, and a target ranks by its id, on every scoring path; the old rule ranked every
+    target first, which made LAMA's P@1 rise as structured pruning removed the head's rows."""
+    loaded = tiny_with("llama", bpe_tokenizer)
+    head = loaded.model.get_output_embeddings()
+    head.weight = torch.nn.Parameter(torch.zeros_like(head.weight))
+    builder = ClozeBuilder(loaded.tokenizer, loaded.family, loaded.name)
+    requests = [r for r in map(builder.build, ITEMS) if isinstance(r, engine.Request)]
+    scored = engine.score(loaded.model, loaded.family, requests, pad_id=0, max_tokens=40)
+    for request, result in zip(requests, scored, strict=True):
+        assert result.first_top == 0
+        assert result.first_rank == request.targets[0] + 1
+    context = tuple(bpe_tokenizer("The capital of France is",
+                                  add_special_tokens=False)["input_ids"])  # fmt: skip
+    continuations = [(7,), (0,), (12, 5)]
+    (shared,) = engine.score_shared_context(loaded.model, [(context, continuations)], pad_id=0)
+    assert [r.first_rank for r in shared] == [8, 1, 13]
+    assert [r.greedy for r in shared] == [False, True, False]  # rank 1 exactly when picked

@@ -26,7 +26,7 @@ from knowcomp.probes.inputs import INPUT_RULE
 
 # Bump whenever a probe's scores for the same model, data and options change (a metric's
 # definition, an item's selection, a tie rule): every cached baseline then misses.
-SCORING_VERSION = 1
+SCORING_VERSION = 2  # 2: a rank's ties ordered as argmax breaks them (was: optimistic)
 
 # every RunOptions field that decides which items are scored and how (`part`: the share of
 # the items an adaptive evaluation scored, `pipeline.adaptive`)

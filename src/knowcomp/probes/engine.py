@@ -186,6 +186,25 @@ def _score_batch(
     return collect(logits, [r.targets for r in reqs])
 
 
+def first_ranks(rows: torch.Tensor, targets: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
+    """Each target's rank in its row of logits (1 = top, int32), ties ordered as `argmax`
+    breaks them (the lower token id first), so that rank 1 is exactly the greedy pick `picks`.
+
+    An exact tie with the target takes a zeroed head row (its logit is then exactly 0, as after
+    structured pruning of the head) or a float coincidence. Ties are counted in the rows where
+    the target's logit is 0 or the pick is another token at rank 1: that covers the first case
+    and every top-1 answer. A coincidental tie below the top stays counted in the target's
+    favour (finding one would cost another pass over every row; it moves a rank by one)."""
+    value = rows.gather(1, targets[:, None])
+    ranks = (rows > value).sum(dim=-1, dtype=torch.int32) + 1
+    suspect = ((value[:, 0] == 0) | ((ranks == 1) & (picks != targets))).nonzero()[:, 0]
+    if len(suspect):
+        before = torch.arange(rows.shape[1], device=rows.device) < targets[suspect][:, None]
+        tied = (rows[suspect] == value[suspect]) & before
+        ranks[suspect] += tied.sum(dim=-1, dtype=torch.int32)
+    return ranks
+
+
 def collect(
     logits: torch.Tensor, targets: Sequence[Sequence[int]], index: torch.Tensor | None = None
 ) -> list[Scored]:
@@ -210,8 +229,7 @@ def collect(
         (first_rows == torch.arange(len(first_rows), device=logits.device)).all()
     )
     first = logits if every_row else logits[first_rows]
-    above = first > logits[first_rows, flat[starts]][:, None]
-    ranks = (above.sum(dim=-1, dtype=torch.int32) + 1).tolist()
+    ranks = first_ranks(first, flat[starts], top[starts]).tolist()
     lps, tops, hits = target_lp.tolist(), top.tolist(), (top == flat).tolist()
     out, start = [], 0
     for k, ts in enumerate(targets):
@@ -290,7 +308,8 @@ def _score_group(
             targets = torch.tensor(continuation[1:], device=device)
             logprobs += lp.gather(1, targets[:, None])[:, 0].tolist()
             greedy = greedy and bool((top == targets).all())
-        rank = int((first_logits > first_logits[target]).sum()) + 1
+        rank = int(first_ranks(first_logits[None], torch.tensor([target], device=device),
+                               torch.tensor([first_top], device=device))[0])  # fmt: skip
         out.append(Scored(tuple(logprobs), greedy, rank, first_top))
     return out
 

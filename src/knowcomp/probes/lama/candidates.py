@@ -44,8 +44,10 @@ def score_candidates(
                          progress_total=len(slices), rule=rule)  # fmt: skip
     for record, objects, start in slices:
         totals = [s.total for s in scored[start : start + len(objects)]]
-        gold = totals[objects.index(record["object"])]
-        rank = 1 + sum(total > gold for total in totals)
+        index = objects.index(record["object"])
+        gold = totals[index]
+        # ties as the pick below breaks them: the earlier object first
+        rank = 1 + sum(t > gold or (t == gold and i < index) for i, t in enumerate(totals))
         best = max(range(len(objects)), key=totals.__getitem__)
         record.update(rank=rank, prediction=objects[best], candidates=len(objects),
                       **fact_scores(rank))  # fmt: skip
