@@ -340,3 +340,27 @@ def test_a_zeroed_head_gives_no_free_top_1(bpe_tokenizer):
     (shared,) = engine.score_shared_context(loaded.model, [(context, continuations)], pad_id=0)
     assert [r.first_rank for r in shared] == [8, 1, 13]
     assert [r.greedy for r in shared] == [False, True, False]  # rank 1 exactly when picked
+
+
+def test_reports_mark_lama_ranks_scored_under_the_old_tie_rule(tmp_path):
+    from knowcomp.pipeline import package_versions
+    from knowcomp.report.build import _notes
+    from knowcomp.report.frame import load_frame
+    from knowcomp.store import ResultsStore, TrialOutcome
+
+    assert package_versions()["knowcomp scoring"] == "2"  # every new trial records it
+    trials = {"old-lama": ("lama-trex", {}), "new-lama": ("lama-trex", package_versions()),
+              "old-piqa": ("piqa", {})}  # fmt: skip
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        for key, (probe, versions) in trials.items():
+            metrics = {"p@1_micro": 0.1} if probe.startswith("lama") else {"acc": 0.5}
+            store.write(TrialOutcome(
+                {"trial_key": key, "study": "s", "spec_hash": "h", "model": key,
+                 "sweep": "baseline", "seed": 0, "lama_mode": "next-token", "dtype": "float32",
+                 "versions": versions},
+                [{"probe": probe, "category": "c", "metrics": metrics, "counts": {}}],
+            ))  # fmt: skip
+        frame = load_frame(store)
+    assert frame.old_lama_ties == {"old-lama"}  # the old piqa trial's scores have no ranks
+    (note,) = [n for n in _notes(frame) if "scoring version 2" in n]
+    assert note.startswith("1 trial(s) have LAMA ranks from before knowcomp's scoring version 2")

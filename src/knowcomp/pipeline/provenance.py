@@ -9,7 +9,9 @@ from typing import Any
 
 def package_versions() -> dict[str, str]:
     """The versions that decide a result, stored with every trial."""
-    versions = {"python": platform.python_version()}
+    from knowcomp.cache.keys import SCORING_VERSION
+
+    versions = {"python": platform.python_version(), "knowcomp scoring": str(SCORING_VERSION)}
     for package in ("knowcomp", "torch", "transformers", "torchao"):
         try:
             versions[package] = metadata.version(package)

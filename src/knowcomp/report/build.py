@@ -176,6 +176,14 @@ def _notes(frame: Frame) -> list[str]:
             "scores differ from lm-eval's for a tokenizer that adds a BOS token, and slightly "
             "for items whose context is empty. Rerun into a new results file to rescore them."
         )
+    if frame.old_lama_ties:
+        notes.append(
+            f"{len(frame.old_lama_ties)} trial(s) have LAMA ranks from before knowcomp's "
+            "scoring version 2, which ranked tokens tied with the object in the object's "
+            "favour: a head with rows pruned to zero (structured pruning of the final layer) "
+            "scored too high a P@1, P@10 and MRR there. Rerun into a new results file to "
+            "rescore them."
+        )
     unpaired = [p for p in frame.points if p.baseline is not None and p.drop_ci is None]
     if unpaired:
         notes.append(

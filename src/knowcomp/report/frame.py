@@ -181,6 +181,7 @@ class Frame:
     trial_keys: dict[tuple[str, str, int, str], str] = field(default_factory=dict)
     baseline_keys: dict[tuple[str, int, str], str] = field(default_factory=dict)
     old_input_rule: set[str] = field(default_factory=set)  # trial keys scored before rule 2
+    old_lama_ties: set[str] = field(default_factory=set)  # LAMA ranks before scoring version 2
     choice_metric: str = "acc"  # the headline of multiple-choice probes: acc or acc_norm
     intervals: Intervals = field(default_factory=Intervals)  # per-item data, bootstrap draws
     families: dict[str, str] = field(default_factory=dict)  # model label -> its stored family
@@ -237,6 +238,9 @@ def load_frame(
                 seen.append(value)
         if "knowcomp input rule" not in (row.get("versions") or {}):
             frame.old_input_rule.add(row["trial_key"])
+        if row["probe"].startswith("lama") and int((row.get("versions") or {}).get(
+                "knowcomp scoring", 1)) < 2:  # fmt: skip
+            frame.old_lama_ties.add(row["trial_key"])
         for package, version in (row.get("versions") or {}).items():
             known = frame.versions.setdefault(package, [])
             if version not in known:
