@@ -32,7 +32,7 @@ MODEL = "smollm2-135m"
 MARK = "<!-- bench_study_before_after -->"
 BEFORE = "b66f715"  # the parent of the baseline cache's commit (df0a0f6)
 REPO = Path(__file__).resolve().parents[1]
-CLI = "import sys; from knowcomp.cli.main import main; main()"
+CLI = "from knowcomp.cli.main import main; main()"
 
 
 def _extract(revision: str, into: Path) -> Path:

@@ -12,9 +12,7 @@ import pytest
 
 from knowcomp.study import ResultsStore, run_study
 from knowcomp.study.spec import load_spec, spec_from_dict
-from tests.conftest import build_tiny
-from tests.test_models import _save_tiny_with_tokenizer
-from tests.test_recovery import write_corpus
+from tests.test_recovery import tiny_llama_folder
 from tests.test_study_recovery import SHARED_DATA, needs_data
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -24,10 +22,7 @@ HOANG_NAMES = {"hoang2024-table1", "hoang2024-table2", "hoang2024-table3", "hoan
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("paper-grid")
-    _save_tiny_with_tokenizer(build_tiny("llama"), root / "model")
-    write_corpus(root / "corpus.txt")
-    return root
+    return tiny_llama_folder(tmp_path_factory.mktemp("paper-grid"))
 
 
 def test_the_hoang2024_demo_spec_is_valid():

@@ -39,12 +39,16 @@ def write_corpus(path: Path, paragraphs: int = 60) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("recovery")
+def tiny_llama_folder(root: Path) -> Path:
+    """`root` with a tiny random llama and its tokenizer in `model/` and a `corpus.txt`."""
     _save_tiny_with_tokenizer(build_tiny("llama"), root / "model")
     write_corpus(root / "corpus.txt")
     return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tiny_llama_folder(tmp_path_factory.mktemp("recovery"))
 
 
 @pytest.fixture

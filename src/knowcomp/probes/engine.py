@@ -296,6 +296,9 @@ def _score_group(
     sizes = [len(context) + width] * len(longer)
     scored = run_batches(model, sizes, max_tokens, run_chunk, max_batch=max(1, len(longer)))
     rest = dict(zip(longer, scored, strict=True))
+    firsts = torch.tensor([c[0] for c in continuations], device=device)
+    ranks = first_ranks(first_logits.expand(len(continuations), -1), firsts,
+                        torch.full_like(firsts, first_top)).tolist()  # fmt: skip
     out = []
     for i, continuation in enumerate(continuations):
         target = continuation[0]
@@ -306,9 +309,7 @@ def _score_group(
             targets = torch.tensor(continuation[1:], device=device)
             logprobs += lp.gather(1, targets[:, None])[:, 0].tolist()
             greedy = greedy and bool((top == targets).all())
-        rank = int(first_ranks(first_logits[None], torch.tensor([target], device=device),
-                               torch.tensor([first_top], device=device))[0])  # fmt: skip
-        out.append(Scored(tuple(logprobs), greedy, rank, first_top))
+        out.append(Scored(tuple(logprobs), greedy, ranks[i], first_top))
     return out
 
 

@@ -128,7 +128,7 @@ def idp_attention_with_maps(
     attention_mask = _chosen_mask(module, query, key, attention_mask, kwargs)
     output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     keys = repeat_kv(key, query.shape[1] // key.shape[1])
-    scores = query @ keys.transpose(2, 3) * (kwargs.get("scaling") or query.shape[-1] ** -0.5)
+    scores = query @ keys.transpose(2, 3) * _scaling(query, kwargs)
     mask = attention_mask
     if mask is None and query.shape[2] > 1 and getattr(module, "is_causal", True):
         q_len, k_len = query.shape[2], keys.shape[2]
@@ -145,8 +145,12 @@ def _chosen_mask(module: nn.Module, query, key, attention_mask, kwargs: dict):
     chooser = getattr(module, CHOOSER, None)
     if chooser is None:
         return attention_mask
-    scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
-    return chooser.in_layer(module, query, key, attention_mask, scaling)
+    return chooser.in_layer(module, query, key, attention_mask, _scaling(query, kwargs))
+
+
+def _scaling(query: torch.Tensor, kwargs: dict) -> float:
+    """The attention's score scale: the module's own, else 1/sqrt(head dim) as SDPA uses."""
+    return kwargs.get("scaling") or query.shape[-1] ** -0.5
 
 
 AttentionInterface.register(ATTENTION, idp_attention)
