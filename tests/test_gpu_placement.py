@@ -57,19 +57,22 @@ def test_ray_gives_each_actor_its_own_gpu_and_queues_the_next(fake_gpu_ray):
     ray = fake_gpu_ray
     placement = actor_placement("cpu", None, ray.cluster_resources()["GPU"])
     actors = actor_class(ray, placement, cpus_per_worker=0.25)
-    first, second, third = (actors.remote("m", {"device": placement.device}) for _ in range(3))
-    a, b = ray.get([first.placement.remote(), second.placement.remote()], timeout=600)
+    trio = [actors.remote("m", {"device": placement.device}) for _ in range(3)]
+    calls = [actor.placement.remote() for actor in trio]
+    # Ray creates pending actors in no promised order: whichever two get the GPUs answer
+    ready, rest = ray.wait(calls, num_returns=2, timeout=600)
+    assert len(ready) == 2, "two actors should have started, one on each fake GPU"
+    [waiting] = rest
+    a, b = ray.get(ready)
     assert {a["device"], b["device"]} == {"cuda"}
     assert sorted(a["gpu_ids"] + b["gpu_ids"]) == ["0", "1"]  # one GPU each, not shared
     assert a["visible"] == a["gpu_ids"][0] and b["visible"] == b["gpu_ids"][0]
-    waiting = third.placement.remote()
-    ready, _ = ray.wait([waiting], timeout=3)
-    assert not ready  # both GPUs are taken: the third actor waits for one
-    ray.kill(first)
+    assert not ray.wait([waiting], timeout=3)[0]  # both GPUs are taken: the third one waits
+    ray.kill(trio[calls.index(ready[0])])
     c = ray.get(waiting, timeout=600)
-    assert c["gpu_ids"] == a["gpu_ids"]  # it got the GPU the first one gave back
-    ray.kill(second)
-    ray.kill(third)
+    assert c["gpu_ids"] == a["gpu_ids"]  # it got the GPU the killed one gave back
+    for actor in trio:
+        ray.kill(actor)
 
 
 @pytest.mark.integration
