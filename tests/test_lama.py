@@ -75,8 +75,13 @@ def _brute_force(loaded: LoadedModel, request: engine.Request) -> tuple[float, i
         logits = loaded.model(**kwargs).logits[0]
     row = logits[request.positions[0]]
     target = request.targets[0]
-    rank = int((row > row[target]).sum()) + int((row[:target] == row[target]).sum()) + 1
-    return float(torch.log_softmax(row, -1)[target]), rank
+    return float(torch.log_softmax(row, -1)[target]), argmax_rank(row, target)
+
+
+def argmax_rank(row: torch.Tensor, target: int) -> int:
+    """Reference rank of `target` in `row`: tokens above it, then tied ones of a lower id (as
+    argmax breaks ties), plus one."""
+    return int((row > row[target]).sum()) + int((row[:target] == row[target]).sum()) + 1
 
 
 ITEMS = [
@@ -304,7 +309,7 @@ def test_shared_context_scoring_equals_brute_force(bpe_tokenizer, max_tokens):
                                                                      strict=True))  # fmt: skip
         assert result.greedy == greedy
         first = logprobs[len(context) - 1]
-        assert result.first_rank == int((first > first[continuation[0]]).sum()) + 1
+        assert result.first_rank == argmax_rank(first, continuation[0])
 
 
 # -- ties: a rank orders tied tokens as argmax does (the lower id first) ---------------------

@@ -11,6 +11,7 @@ from knowcomp.models.family import Family
 from knowcomp.models.loading import LoadedModel
 from knowcomp.probes import engine, packed
 from knowcomp.probes.mc.requests import score_pairs
+from tests.test_lama import argmax_rank
 
 DECODERS = ["llama", "gpt2", "opt", "qwen2", "gpt_neox"]
 TOLERANCE = 1e-5  # nats; float32 rounding between batch shapes is ~1e-6 here
@@ -39,7 +40,7 @@ def _alone(model, context, continuation) -> tuple[list[float], bool, int, int]:
     return (
         [float(logprobs[p, t]) for p, t in zip(at, continuation, strict=True)],
         all(int(logits[p].argmax()) == t for p, t in zip(at, continuation, strict=True)),
-        int((first > first[continuation[0]]).sum()) + 1,
+        argmax_rank(first, continuation[0]),
         int(first.argmax()),
     )
 
