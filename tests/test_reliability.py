@@ -116,3 +116,44 @@ def test_the_reliability_guarantees_are_documented():
     for test_file in ("test_study.py", "test_reliability.py", "test_bad_input.py",
                       "test_fuzz.py"):  # fmt: skip
         assert test_file in section, test_file
+
+
+OPEN_AT = """
+import sys, time
+from knowcomp.store import ResultsStore
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+ResultsStore(sys.argv[1]).close()
+"""
+
+
+@pytest.mark.integration
+def test_runs_creating_one_results_file_at_once_never_see_it_half_made(tmp_path):
+    """Runs that start together on a new `--out` all open it: none sees an empty or schema-less
+    file (which it would refuse as a stranger's), and no draft is left beside it."""
+    import subprocess
+    import sys
+
+    for round_ in range(4):
+        db = tmp_path / f"r{round_}.sqlite"
+        start = time.time() + 3  # after every interpreter has started
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, str(db), str(start)],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]  # fmt: skip
+        errors = [proc.communicate(timeout=120)[1] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0] * 6, errors
+        with ResultsStore(db, readonly=True) as store:
+            assert store.trials() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"r{i}.sqlite" for i in range(4)]
+
+
+def test_a_results_file_is_created_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
+    def no_links(*_args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("knowcomp.store.os.link", no_links)
+    db = tmp_path / "r.sqlite"
+    ResultsStore(db).close()
+    with ResultsStore(db, readonly=True) as store:
+        assert store.trials() == []
+    assert [p.name for p in tmp_path.iterdir()] == ["r.sqlite"]

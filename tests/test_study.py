@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -413,22 +414,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def ray_cluster():
-    """A real Ray head node on loopback, started and stopped by the test."""
+@contextlib.contextmanager
+def _ray_head(auth_mode: str) -> Iterator[str]:
+    """A real Ray head node on loopback with token authentication `auth_mode`, started and
+    stopped here; yields its address."""
     pytest.importorskip("ray")
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="kc-ray-", dir="/tmp")  # Ray's socket paths must be short
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": auth_mode}
     subprocess.run(
         ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
          f"--temp-dir={temp}"],
         check=True, capture_output=True, env=env, timeout=120,
     )  # fmt: skip
-    yield f"127.0.0.1:{port}"
-    _stop_cluster(temp)
-    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop_cluster(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_cluster():
+    """A Ray head with the token authentication mode this process uses. Left unset, a recent
+    Ray turns token authentication on for `ray start` once any local Ray has saved a token in
+    ~/.ray, but not for a client that names an address; and a local `ray.init` earlier in this
+    process sets RAY_AUTH_MODE=token here. Naming the mode keeps head and client alike."""
+    with _ray_head(os.environ.get("RAY_AUTH_MODE", "disabled")) as address:
+        yield address
 
 
 def _stop_cluster(temp: str) -> None:
@@ -448,6 +462,24 @@ def _stop_cluster(temp: str) -> None:
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
+
+
+def test_a_token_cluster_refusing_a_client_without_one_is_one_line(tmp_path, tiny_model_dir):
+    """A cluster started with token authentication and a client without RAY_AUTH_MODE=token:
+    one line that names the fix, exit 2, no traceback, and the results file left as it was."""
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text(yaml.safe_dump(_spec(tiny_model_dir, tmp_path / "r.sqlite")))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    with _ray_head("token") as address:
+        proc = subprocess.run(
+            [sys.executable, "-m", "knowcomp.cli.main", "run", str(spec_path), "--no-report",
+             "--executor", "ray", "--ray-address", address],
+            capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot reach the Ray cluster" in proc.stderr
+    assert "set RAY_AUTH_MODE=token" in proc.stderr and "Traceback" not in proc.stderr
+    assert _count(tmp_path / "r.sqlite", "trials") == 0
 
 
 def test_ray_executor_matches_local(tmp_path, tiny_model_dir, ray_cluster):

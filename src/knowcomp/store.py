@@ -170,16 +170,23 @@ class ResultsStore:
         _check_writable(self.path)
         identify_results_file(self.path, must_exist=False)  # before anything is changed
         try:
-            self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA busy_timeout = 120000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._init_schema()
+            if not self.path.exists():
+                _create_results_file(self.path)
+            self._db = self._open(self.path)
+            self._init_schema()  # a file of an older knowcomp gains its newer columns here
         except sqlite3.DatabaseError as err:
             raise StoreError(
                 f"'{self.path}' is not a knowcomp results file ({err}); choose another --out path"
             ) from None
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=120, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 120000")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        return db
 
     def _init_schema(self) -> None:
         tables = {
@@ -488,6 +495,31 @@ def identify_results_file(path: Path, *, must_exist: bool) -> None:
             f"reads schema {SCHEMA_VERSION}; use the knowcomp version that wrote it"
             + ("" if must_exist else ", or write to a new --out file")
         )
+
+
+def _create_results_file(path: Path) -> None:
+    """Create `path` with its schema complete, in one step, so that no other run ever sees it
+    empty or half made (a second run started at the same moment would take it for a stranger's
+    file). The schema is written to a private file beside it, which is then hard-linked to
+    `path`; if another run linked its own first, that one is kept and this one is dropped."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+    try:
+        store = ResultsStore.__new__(ResultsStore)
+        store.path, store._db = path, ResultsStore._open(draft)
+        try:
+            store._init_schema()
+        finally:
+            store.close()  # checkpoints the log: the draft is whole on its own
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another run created it first: use theirs
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(draft, path)
+    finally:
+        for leftover in (draft, *(draft.with_name(draft.name + s) for s in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
 
 
 def _check_writable(path: Path) -> None:

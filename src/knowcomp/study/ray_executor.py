@@ -89,6 +89,16 @@ def actor_class(ray: Any, placement: ActorPlacement, cpus_per_worker: float) -> 
     return ray.remote(num_cpus=cpus_per_worker, num_gpus=placement.num_gpus)(_TrialActor)
 
 
+def _auth_hint() -> str:
+    """Why a running cluster may refuse this client: Ray turns token authentication on for
+    `ray start` when a token is saved in ~/.ray, but a client that names an address sends its
+    token only with RAY_AUTH_MODE=token."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return ""
+    return ("; if the cluster uses token authentication (Ray turns it on when ~/.ray/auth_token "
+            "exists), set RAY_AUTH_MODE=token here too")  # fmt: skip
+
+
 def run_on_ray(
     spec: StudySpec,
     pending: list[PendingTrial],
@@ -120,7 +130,8 @@ def run_on_ray(
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)  # fmt: skip
         except ConnectionError as err:
-            raise KnowcompError(f"cannot reach the Ray cluster at {address!r}: {err}") from None
+            raise KnowcompError(f"cannot reach the Ray cluster at {address!r}: {err}"
+                                + _auth_hint()) from None  # fmt: skip
     placement = actor_placement(spec.device, spec.device_map,
                                 ray.cluster_resources().get("GPU", 0))  # fmt: skip
     actors_of = actor_class(ray, placement, cpus_per_worker)
