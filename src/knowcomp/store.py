@@ -172,62 +172,12 @@ class ResultsStore:
         try:
             if not self.path.exists():
                 _create_results_file(self.path)
-            self._db = self._open(self.path)
-            self._init_schema()  # a file of an older knowcomp gains its newer columns here
+            self._db = _connect(self.path)
+            _init_schema(self._db, self.path)  # an older knowcomp's file gains newer columns
         except sqlite3.DatabaseError as err:
             raise StoreError(
                 f"'{self.path}' is not a knowcomp results file ({err}); choose another --out path"
             ) from None
-
-    @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, timeout=120, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout = 120000")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        return db
-
-    def _init_schema(self) -> None:
-        tables = {
-            r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-        if tables and "meta" not in tables:
-            raise StoreError(
-                f"'{self.path}' is an SQLite file but not a knowcomp results file; "
-                "choose another --out path"
-            )
-        with self._transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(trials)")}
-            if "recovery" not in columns:  # a file from before recover steps: same schema, + 1
-                self._db.execute("ALTER TABLE trials ADD COLUMN recovery TEXT")
-            if "lama_protocol" not in columns:  # likewise before LAMA protocols (NULL: templates)
-                self._db.execute("ALTER TABLE trials ADD COLUMN lama_protocol TEXT")
-            if "sequential" not in {r[1] for r in self._db.execute("PRAGMA table_info(results)")}:
-                self._db.execute("ALTER TABLE results ADD COLUMN sequential TEXT")  # likewise
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._db.execute(
-                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                )
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise StoreError(
-                    f"'{self.path}' was written by a knowcomp with results schema {row[0]}; this "
-                    f"knowcomp reads schema {SCHEMA_VERSION}; write to a new --out file"
-                )
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -247,7 +197,7 @@ class ResultsStore:
                 trial[key] = json.dumps(trial[key])
         now = time.time()
         added = 0
-        with self._transaction():
+        with _transaction(self._db):
             self._db.execute(
                 f"INSERT OR IGNORE INTO trials ({', '.join(TRIAL_COLUMNS)}, created) "
                 f"VALUES ({', '.join('?' * len(TRIAL_COLUMNS))}, ?)",
@@ -302,7 +252,7 @@ class ResultsStore:
 
     def claim(self, trial_key: str, owner: Owner) -> Owner | None:
         """Claim a trial for `owner`; returns the other live owner if someone else holds it."""
-        with self._transaction():
+        with _transaction(self._db):
             row = self._db.execute(
                 "SELECT host, pid, token, claimed FROM claims WHERE trial_key = ?", (trial_key,)
             ).fetchone()
@@ -324,7 +274,7 @@ class ResultsStore:
 
     def release(self, owner: Owner) -> None:
         """Drop every claim `owner` still holds (its trials were not finished)."""
-        with self._transaction():
+        with _transaction(self._db):
             self._db.execute("DELETE FROM claims WHERE token = ?", (owner.token,))
 
     # -- reading ----------------------------------------------------------------------------
@@ -497,6 +447,56 @@ def identify_results_file(path: Path, *, must_exist: bool) -> None:
         )
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    """A writing connection: rows by name, WAL, and waits of up to 2 minutes for a lock."""
+    db = sqlite3.connect(path, timeout=120, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA busy_timeout = 120000")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    return db
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _init_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Write the schema into `db` (the results file `path`), or bring an older knowcomp's
+    schema up to date; refuse another program's database or another schema version."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and "meta" not in tables:
+        raise StoreError(
+            f"'{path}' is an SQLite file but not a knowcomp results file; choose another --out path"
+        )
+    with _transaction(db):
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        columns = {r[1] for r in db.execute("PRAGMA table_info(trials)")}
+        if "recovery" not in columns:  # a file from before recover steps: same schema, + 1
+            db.execute("ALTER TABLE trials ADD COLUMN recovery TEXT")
+        if "lama_protocol" not in columns:  # likewise before LAMA protocols (NULL: templates)
+            db.execute("ALTER TABLE trials ADD COLUMN lama_protocol TEXT")
+        if "sequential" not in {r[1] for r in db.execute("PRAGMA table_info(results)")}:
+            db.execute("ALTER TABLE results ADD COLUMN sequential TEXT")  # likewise
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise StoreError(
+                f"'{path}' was written by a knowcomp with results schema {row[0]}; this "
+                f"knowcomp reads schema {SCHEMA_VERSION}; write to a new --out file"
+            )
+
+
 def _create_results_file(path: Path) -> None:
     """Create `path` with its schema complete, in one step, so that no other run ever sees it
     empty or half made (a second run started at the same moment would take it for a stranger's
@@ -504,12 +504,11 @@ def _create_results_file(path: Path) -> None:
     `path`; if another run linked its own first, that one is kept and this one is dropped."""
     draft = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
     try:
-        store = ResultsStore.__new__(ResultsStore)
-        store.path, store._db = path, ResultsStore._open(draft)
+        db = _connect(draft)
         try:
-            store._init_schema()
+            _init_schema(db, path)
         finally:
-            store.close()  # checkpoints the log: the draft is whole on its own
+            db.close()  # checkpoints the log: the draft is whole on its own
         try:
             os.link(draft, path)
         except FileExistsError:
