@@ -236,12 +236,12 @@ def load_frame(
                             (row["study"], frame.studies)):  # fmt: skip
             if value not in seen:
                 seen.append(value)
-        if "knowcomp input rule" not in (row.get("versions") or {}):
+        versions = row.get("versions") or {}
+        if "knowcomp input rule" not in versions:
             frame.old_input_rule.add(row["trial_key"])
-        if row["probe"].startswith("lama") and int((row.get("versions") or {}).get(
-                "knowcomp scoring", 1)) < 2:  # fmt: skip
+        if row["probe"].startswith("lama") and int(versions.get("knowcomp scoring", 1)) < 2:
             frame.old_lama_ties.add(row["trial_key"])
-        for package, version in (row.get("versions") or {}).items():
+        for package, version in versions.items():
             known = frame.versions.setdefault(package, [])
             if version not in known:
                 known.append(str(version))
